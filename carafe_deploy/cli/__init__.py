@@ -1,0 +1,48 @@
+"""The ``carafe-deploy`` command line. Each subcommand lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import DeployError
+
+# subcommand name -> module (relative to this package) that registers it
+_COMMANDS = {
+    "demo": ".demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="carafe-deploy",
+        description="Ship CARAFE / CARAFE++ models: PyTorch op and modules, ONNX export, TensorRT plugin and engines.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _COMMANDS.values():
+        importlib.import_module(module, __package__).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DeployError as exc:
+        print(f"carafe-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"carafe-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"carafe-deploy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
