@@ -1,0 +1,69 @@
+"""Model zoo: CARAFE detectors and segmenters by name.
+
+Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, **overrides)``
+creates the model (eval mode) and loads the checkpoint when one is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+__all__ = ["ModelSpec", "register", "build", "available", "spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the exporters need to know about a model beyond its weights."""
+
+    name: str
+    builder: Callable[..., nn.Module]  # builder(**overrides) -> nn.Module
+    input_names: tuple[str, ...] = ("image",)
+    output_names: tuple[str, ...] = ("output",)
+    default_input_shape: tuple[int, ...] = (1, 3, 512, 512)
+    # ONNX dynamic axes per input/output name, as torch.onnx.export takes them
+    dynamic_axes: dict = field(default_factory=dict)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+# family modules that register models on import (relative to this package)
+_FAMILIES: tuple[str, ...] = ()
+
+
+def register(model_spec: ModelSpec) -> ModelSpec:
+    if model_spec.name in _REGISTRY:
+        raise ValueError(f"model {model_spec.name!r} is already registered")
+    _REGISTRY[model_spec.name] = model_spec
+    return model_spec
+
+
+def _load_families() -> None:
+    for family in _FAMILIES:
+        importlib.import_module(family, __package__)
+
+
+def available() -> list[str]:
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+    _load_families()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name]
+
+
+def build(name: str, checkpoint=None, **overrides) -> nn.Module:
+    """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given."""
+    model = spec(name).builder(**overrides)
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint)
+    return model.eval()

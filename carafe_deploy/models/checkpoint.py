@@ -1,0 +1,84 @@
+"""Loading checkpoints saved by mmcv/mmdet/torchvision or by this package, with errors that list the bad keys."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import DeployError
+
+__all__ = ["load_checkpoint", "read_state_dict", "save_checkpoint", "CheckpointMismatchError"]
+
+_MAX_LISTED = 20
+
+
+class CheckpointMismatchError(DeployError):
+    """The checkpoint's keys or shapes do not fit the model; the message lists them."""
+
+
+def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` from a path or a mapping; unwraps ``state_dict``/``model`` and a ``module.`` prefix."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        try:
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a corrupt or foreign file
+            raise DeployError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
+    if not isinstance(checkpoint, Mapping):
+        raise DeployError(f"a checkpoint must be a mapping of tensors, got {type(checkpoint).__name__}")
+    for wrapper in ("state_dict", "model"):  # mmengine/mmdet save {'meta': ..., 'state_dict': ...}
+        if wrapper in checkpoint and isinstance(checkpoint[wrapper], Mapping):
+            checkpoint = checkpoint[wrapper]
+            break
+    state = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        state[key[len("module."):] if key.startswith("module.") else key] = value
+    return state
+
+
+def _listed(keys) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(keys[:_MAX_LISTED]) + more
+
+
+def load_checkpoint(model: nn.Module, checkpoint, strict: bool = True, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Load ``checkpoint`` into ``model``; with ``strict``, any missing, unexpected or mis-shaped key is an error.
+
+    ``prefix`` selects a sub-tree of the checkpoint (e.g. ``"backbone."``) and strips it.
+    """
+    state = read_state_dict(checkpoint)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = model.state_dict()
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    wrong_shape = [
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    problems = []
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} with the wrong shape: {_listed(wrong_shape)}")
+    if strict and missing:
+        problems.append(f"{len(missing)} missing: {_listed(missing)}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit {type(model).__name__}: " + "; ".join(problems)
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return state
+
+
+def save_checkpoint(model: nn.Module, path, meta: dict | None = None) -> None:
+    """Save in mmengine's layout (``{'meta': ..., 'state_dict': ...}``) so both this package and mmdet read it."""
+    torch.save({"meta": dict(meta or {}), "state_dict": model.state_dict()}, path)

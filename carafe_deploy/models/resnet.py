@@ -1,0 +1,123 @@
+"""ResNet (pytorch style, as mmdet/mmseg build it) with parameter names of torchvision and mmdet.
+
+Names: ``conv1``, ``bn1``, ``layer{1..4}.{i}.{conv1,bn1,conv2,bn2,conv3,bn3}``, ``layer{n}.0.downsample.{0,1}``.
+"pytorch" style puts the stride on the 3×3 conv (conv2), as torchvision and mmdet's default do, so torchvision's and
+mmdet's ResNet-50 weights load with no renaming (torchvision's classifier ``fc.*`` is dropped by
+:func:`load_backbone_weights`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint, read_state_dict
+
+__all__ = ["Bottleneck", "ResNet", "load_backbone_weights"]
+
+_ARCH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet-50/101/152 feature extractor returning the outputs of the stages in ``out_indices`` (0 = layer1).
+
+    ``base_channels`` scales the width (64 for the standard network); a smaller value gives a light backbone for tests
+    and samples with the same structure and names.
+    """
+
+    def __init__(self, depth: int = 50, out_indices=(0, 1, 2, 3), base_channels: int = 64):
+        super().__init__()
+        if depth not in _ARCH:
+            raise ValueError(f"depth must be one of {sorted(_ARCH)}, got {depth}")
+        if not out_indices or any(i not in range(4) for i in out_indices):
+            raise ValueError(f"out_indices must be a non-empty subset of 0..3, got {out_indices}")
+        self.depth = depth
+        self.out_indices = tuple(out_indices)
+        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.inplanes = base_channels
+        self.stage_channels = []
+        for i, blocks in enumerate(_ARCH[depth]):
+            planes = base_channels * 2**i
+            setattr(self, f"layer{i + 1}", self._make_layer(planes, blocks, stride=1 if i == 0 else 2))
+            self.stage_channels.append(planes * Bottleneck.expansion)
+        self.out_channels = [self.stage_channels[i] for i in self.out_indices]
+        self.init_weights()
+
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not _inside_carafe(m, self):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for i in range(4):
+            x = getattr(self, f"layer{i + 1}")(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
+def _inside_carafe(conv: nn.Module, root: nn.Module) -> bool:
+    """True for convs inside CARAFE modules, which keep their own (mmcv) initialisation."""
+    from ..nn import CARAFEDownsample, CARAFEUpsample
+
+    for m in root.modules():
+        if isinstance(m, (CARAFEUpsample, CARAFEDownsample)) and any(c is conv for c in m.modules()):
+            return True
+    return False
+
+
+def load_backbone_weights(backbone: ResNet, checkpoint, prefix: str = "") -> None:
+    """Load torchvision or mmcv/mmdet ResNet weights; ``prefix`` (e.g. ``"backbone."``) selects a sub-tree.
+
+    The ImageNet classifier (``fc.*``) is ignored; every other key must match in name and shape.
+    """
+    state = read_state_dict(checkpoint)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    load_checkpoint(backbone, state)
