@@ -161,3 +161,22 @@ def test_r50_onnx_matches_pytorch(r50, tmp_path, name, mode):
         assert out.shape == ref.shape == (shape[0], 150, shape[2], shape[3])
         assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-4
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.999
+
+
+def _export_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "export" / "segmenter.py"
+    mod_spec = importlib.util.spec_from_file_location("export_segmenter", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+def test_export_script_rejects_a_bad_checkpoint_before_exporting(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 512, 1, 1)}}, bad)
+    with pytest.raises(CheckpointMismatchError, match=r"missing: backbone\.bn1\.bias"):
+        _export_script().main(["--model", "upernet_r50_carafe", "--checkpoint", str(bad), "--out", str(tmp_path)])
+    assert not list(tmp_path.glob("*.onnx"))

@@ -220,7 +220,7 @@ register(ModelSpec(
     builder=_builder(carafe_pp=False),
     input_names=("image",),
     output_names=("logits",),
-    default_input_shape=(1, 3, 512, 512),
+    default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
     description="UperNet + ResNet-50 with CARAFE in PPM, FPN and FUSE (ADE20k: 150 classes); normalized RGB input",
 ))
@@ -229,7 +229,7 @@ register(ModelSpec(
     builder=_builder(carafe_pp=True),
     input_names=("image",),
     output_names=("logits",),
-    default_input_shape=(1, 3, 512, 512),
+    default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
     description="upernet_r50_carafe on a CARAFE++ ResNet-50 (7 CARAFE++ downsamplers); normalized RGB input",
 ))

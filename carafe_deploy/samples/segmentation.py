@@ -35,7 +35,7 @@ SMALL_CONFIG = dict(num_classes=len(CLASSES), channels=32, base_channels=8, stag
 
 @dataclass
 class TrainConfig:
-    steps: int = 400
+    steps: int = 600
     batch: int = 8
     size: int = 64
     train_count: int = 800
@@ -150,7 +150,7 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
     plt.close(fig)
 
 
-def run(out_dir: str, steps: int = 400, batch: int = 8, size: int = 64, train_count: int = 800,
+def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_count: int = 800,
         test_count: int = 48, lr: float = 3e-3, seed: int = 0, backends=("portable", "decomposed", "tensorrt"),
         progress: bool = True, log=print) -> dict:
     """Train, export, evaluate; write ``model.pth``, ``*.onnx``, ``segmentation_sample.png`` and ``results.json``.
