@@ -78,13 +78,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     console = Console()
 
-    from carafe_deploy import onnx as carafe_onnx
-
     s = spec(args.model)
     if args.checkpoint is None:
         console.print("[yellow]no --checkpoint: exporting randomly initialised weights[/]")
     torch.manual_seed(0)
-    model = build(args.model, args.checkpoint)
+    model = build(args.model, args.checkpoint)  # a bad checkpoint fails here, listing the keys
+
+    from carafe_deploy import onnx as carafe_onnx
     os.makedirs(args.out, exist_ok=True)
     suffix = "_fp16" if args.fp16 else ""
     onnx_path = os.path.join(args.out, f"{args.model}_{args.mode}{suffix}.onnx")
