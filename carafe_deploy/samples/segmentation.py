@@ -262,3 +262,9 @@ def main(argv=None) -> int:
         f.write(format_table(res) + "\n")
     print(f"figure: {res['files']['figure']}")
     return 0
+
+
+if __name__ == "__main__":  # python -m carafe_deploy.samples.segmentation
+    import sys
+
+    sys.exit(main())
