@@ -27,12 +27,32 @@ constexpr int kThreads = 256;
 constexpr int kChannelsPerRound = 4; // channels staged in shared memory between two barriers
 constexpr size_t kMaxSharedBytes = 48 * 1024;
 
+// Arithmetic type: float32 for the float types (DESIGN §1: fp32 accumulation), float64 for double (used by gradcheck).
 template <typename T>
 struct Cvt;
 
 template <>
+struct Cvt<double>
+{
+    using Acc = double;
+    static __device__ __forceinline__ double toFloat(double v)
+    {
+        return v;
+    }
+    static __device__ __forceinline__ double fromFloat(double v)
+    {
+        return v;
+    }
+    static __device__ __forceinline__ void storePair(double* p, double a, double b)
+    {
+        *reinterpret_cast<double2*>(p) = make_double2(a, b);
+    }
+};
+
+template <>
 struct Cvt<float>
 {
+    using Acc = float;
     static __device__ __forceinline__ float toFloat(float v)
     {
         return v;
@@ -50,6 +70,7 @@ struct Cvt<float>
 template <>
 struct Cvt<__half>
 {
+    using Acc = float;
     static __device__ __forceinline__ float toFloat(__half v)
     {
         return __half2float(v);
@@ -67,6 +88,7 @@ struct Cvt<__half>
 template <>
 struct Cvt<__nv_bfloat16>
 {
+    using Acc = float;
     static __device__ __forceinline__ float toFloat(__nv_bfloat16 v)
     {
         return __bfloat162float(v);
@@ -82,9 +104,20 @@ struct Cvt<__nv_bfloat16>
 };
 
 template <typename T>
-__device__ __forceinline__ float load(T const* p)
+using AccOf = typename Cvt<T>::Acc;
+
+template <typename T>
+__device__ __forceinline__ AccOf<T> load(T const* p)
 {
     return Cvt<T>::toFloat(__ldg(p));
+}
+
+// Dynamic shared memory viewed as the accumulator type (double-aligned for both).
+template <typename A>
+__device__ __forceinline__ A* sharedTile()
+{
+    extern __shared__ double sharedStorage[];
+    return reinterpret_cast<A*>(sharedStorage);
 }
 
 // Decomposes a block-uniform work index z into (n, group, channel range) for channel chunks of `chunk` channels.
@@ -119,7 +152,8 @@ __global__ void __launch_bounds__(kThreads) upS2Kernel(Geometry g, T const* __re
     constexpr int S = 2;
     constexpr int R = K / 2;
     constexpr int KK = K * K;
-    extern __shared__ float tile[];
+    using A = AccOf<T>;
+    A* const tile = sharedTile<A>();
 
     int const tx = threadIdx.x;
     int const ty = threadIdx.y;
@@ -137,7 +171,7 @@ __global__ void __launch_bounds__(kThreads) upS2Kernel(Geometry g, T const* __re
     for (int64_t z = blockIdx.z; z < work; z += gridDim.z)
     {
         ChannelRun const run = channelRun(g, z, chunk, chunksPerGroup);
-        float w[S * S][KK];
+        A w[S * S][KK];
         if (active)
         {
 #pragma unroll
@@ -167,7 +201,7 @@ __global__ void __launch_bounds__(kThreads) upS2Kernel(Geometry g, T const* __re
                 {
                     int64_t const x = sx0 - R + col;
                     tile[row * TW + col]
-                        = inside(y, x, g.h, g.w) ? load(features + featureIndex(g, run.n, cb + cc, y, x)) : 0.F;
+                        = inside(y, x, g.h, g.w) ? load(features + featureIndex(g, run.n, cb + cc, y, x)) : A(0);
                 }
             }
             __syncthreads();
@@ -177,24 +211,24 @@ __global__ void __launch_bounds__(kThreads) upS2Kernel(Geometry g, T const* __re
             }
             for (int cc = 0; cc < nc; ++cc)
             {
-                float acc[S * S];
+                A acc[S * S];
 #pragma unroll
                 for (int q = 0; q < S * S; ++q)
                 {
-                    acc[q] = 0.F;
+                    acc[q] = A(0);
                 }
-                float const* tp = tile + (cc * TH + ty) * TW + tx;
+                A const* tp = tile + (cc * TH + ty) * TW + tx;
 #pragma unroll
                 for (int ky = 0; ky < K; ++ky)
                 {
 #pragma unroll
                     for (int kx = 0; kx < K; ++kx)
                     {
-                        float const f = tp[ky * TW + kx];
+                        A const f = tp[ky * TW + kx];
 #pragma unroll
                         for (int q = 0; q < S * S; ++q)
                         {
-                            acc[q] = fmaf(w[q][ky * K + kx], f, acc[q]);
+                            acc[q] = fma(w[q][ky * K + kx], f, acc[q]);
                         }
                     }
                 }
@@ -227,7 +261,8 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
 {
     constexpr int R = K / 2;
     constexpr int KK = K * K;
-    extern __shared__ float tile[];
+    using A = AccOf<T>;
+    A* const tile = sharedTile<A>();
 
     int const S = g.scale;
     int const tx = threadIdx.x;
@@ -255,7 +290,7 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
     for (int64_t z = blockIdx.z; z < work; z += gridDim.z)
     {
         ChannelRun const run = channelRun(g, z, chunk, chunksPerGroup);
-        float w[KK];
+        A w[KK];
         if (active)
         {
 #pragma unroll
@@ -272,7 +307,7 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
             {
                 int const cc = row / TH;
                 int64_t const y = y0 + (row - cc * TH);
-                float* dst = tile + row * rowStride;
+                A* dst = tile + row * rowStride;
                 for (int phase = 0; phase < S; ++phase)
                 {
                     for (int q = tx; q < P; q += TX)
@@ -281,7 +316,7 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
                         int64_t const x = x0 + col;
                         dst[phase * P + q] = (col < TW && inside(y, x, g.h, g.w))
                             ? load(features + featureIndex(g, run.n, cb + cc, y, x))
-                            : 0.F;
+                            : A(0);
                     }
                 }
             }
@@ -292,15 +327,15 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
             }
             for (int cc = 0; cc < nc; ++cc)
             {
-                float acc = 0.F;
-                float const* tp = tile + (cc * TH + ty * S) * rowStride;
+                A acc = A(0);
+                A const* tp = tile + (cc * TH + ty * S) * rowStride;
 #pragma unroll
                 for (int ky = 0; ky < K; ++ky)
                 {
 #pragma unroll
                     for (int kx = 0; kx < K; ++kx)
                     {
-                        acc = fmaf(w[ky * K + kx], tp[ky * rowStride + colOffset[kx]], acc);
+                        acc = fma(w[ky * K + kx], tp[ky * rowStride + colOffset[kx]], acc);
                     }
                 }
                 output[outputIndex(g, run.n, cb + cc, yo, xo)] = Cvt<T>::fromFloat(acc);
@@ -327,7 +362,7 @@ __global__ void __launch_bounds__(kThreads) genericForwardKernel(Geometry g, T c
         int32_t const grp = groupOfChannel(g, c);
         int64_t const cy = windowCentre(yo, g.scale, g.mode);
         int64_t const cx = windowCentre(xo, g.scale, g.mode);
-        float acc = 0.F;
+        AccOf<T> acc = 0;
         for (int32_t ky = 0; ky < g.k; ++ky)
         {
             int64_t const y = cy + ky - r;
@@ -336,7 +371,7 @@ __global__ void __launch_bounds__(kThreads) genericForwardKernel(Geometry g, T c
                 int64_t const x = cx + kx - r;
                 if (inside(y, x, g.h, g.w))
                 {
-                    acc = fmaf(load(kernels + kernelIndex(g, n, kernelChannel(grp, ky, kx, g.k), yo, xo)),
+                    acc = fma(load(kernels + kernelIndex(g, n, kernelChannel(grp, ky, kx, g.k), yo, xo)),
                         load(features + featureIndex(g, n, c, y, x)), acc);
                 }
             }
@@ -363,7 +398,7 @@ __global__ void __launch_bounds__(kThreads) gradFeaturesKernel(Geometry g, T con
         int64_t const c = (i / (g.w * g.h)) % g.c;
         int64_t const n = i / (g.w * g.h * g.c);
         int32_t const grp = groupOfChannel(g, c);
-        float acc = 0.F;
+        AccOf<T> acc = 0;
         for (int32_t ky = 0; ky < g.k; ++ky)
         {
             int64_t const cy = y - (ky - r);
@@ -389,7 +424,7 @@ __global__ void __launch_bounds__(kThreads) gradFeaturesKernel(Geometry g, T con
                 {
                     for (int64_t ox = ox0; ox < ox0 + nx; ++ox)
                     {
-                        acc = fmaf(load(kernels + kernelIndex(g, n, kc, oy, ox)),
+                        acc = fma(load(kernels + kernelIndex(g, n, kc, oy, ox)),
                             load(gradOutput + outputIndex(g, n, c, oy, ox)), acc);
                     }
                 }
@@ -419,12 +454,12 @@ __global__ void __launch_bounds__(kThreads) gradKernelsKernel(Geometry g, T cons
         int32_t const t = static_cast<int32_t>(kc - grp * kk);
         int64_t const y = windowCentre(yo, g.scale, g.mode) + t / g.k - r;
         int64_t const x = windowCentre(xo, g.scale, g.mode) + t % g.k - r;
-        float acc = 0.F;
+        AccOf<T> acc = 0;
         if (inside(y, x, g.h, g.w))
         {
             for (int64_t c = grp * cg; c < (grp + 1) * cg; ++c)
             {
-                acc = fmaf(load(gradOutput + outputIndex(g, n, c, yo, xo)), load(features + featureIndex(g, n, c, y, x)),
+                acc = fma(load(gradOutput + outputIndex(g, n, c, yo, xo)), load(features + featureIndex(g, n, c, y, x)),
                     acc);
             }
         }
@@ -482,20 +517,20 @@ dim3 tiledBlock(int64_t width)
     return width <= 16 ? dim3(16, 16, 1) : dim3(32, 8, 1);
 }
 
-size_t tileBytesPerChannel(Variant v, Geometry const& g, dim3 block)
+size_t tileBytesPerChannel(Variant v, Geometry const& g, dim3 block, size_t accBytes)
 {
     int64_t const k = g.k;
     if (v == Variant::kUpS2K3 || v == Variant::kUpS2K5)
     {
-        return static_cast<size_t>((block.y + k - 1) * (block.x + k - 1)) * sizeof(float);
+        return static_cast<size_t>((block.y + k - 1) * (block.x + k - 1)) * accBytes;
     }
     int64_t const s = g.scale;
     int64_t const tw = (block.x - 1) * s + k;
     int64_t const th = (block.y - 1) * s + k;
-    return static_cast<size_t>(th * ceilDiv(tw, s) * s) * sizeof(float);
+    return static_cast<size_t>(th * ceilDiv(tw, s) * s) * accBytes;
 }
 
-Variant chooseVariant(Geometry const& g)
+Variant chooseVariant(Geometry const& g, size_t accBytes)
 {
     Variant v = Variant::kGeneric;
     if (g.mode == Mode::kUp && g.scale == 2)
@@ -509,7 +544,7 @@ Variant chooseVariant(Geometry const& g)
     if (v != Variant::kGeneric)
     {
         bool const up = v == Variant::kUpS2K3 || v == Variant::kUpS2K5;
-        if (tileBytesPerChannel(v, g, tiledBlock(up ? g.w : g.wo)) > kMaxSharedBytes)
+        if (tileBytesPerChannel(v, g, tiledBlock(up ? g.w : g.wo), accBytes) * kChannelsPerRound > kMaxSharedBytes)
         {
             v = Variant::kGeneric;
         }
@@ -524,7 +559,7 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     {
         return cudaSuccess;
     }
-    Variant const v = chooseVariant(g);
+    Variant const v = chooseVariant(g, sizeof(AccOf<T>));
     int const sms = multiprocessorCount();
     if (v == Variant::kGeneric)
     {
@@ -539,13 +574,10 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     dim3 const block = tiledBlock(tiledW);
     int64_t const gx = ceilDiv(tiledW, block.x);
     int64_t const gy = ceilDiv(tiledH, block.y);
-    size_t const perChannel = tileBytesPerChannel(v, g, block);
-    int const round = static_cast<int>(std::min<size_t>(kChannelsPerRound, kMaxSharedBytes / perChannel));
-    size_t const shared = perChannel * static_cast<size_t>(std::max(round, 1));
-    if (round < kChannelsPerRound)
+    // chooseVariant guarantees that one round of kChannelsPerRound channel tiles fits in shared memory.
+    size_t const shared = tileBytesPerChannel(v, g, block, sizeof(AccOf<T>)) * kChannelsPerRound;
+    if (gx > 0x7fffffff || gy > 65535)
     {
-        // The kernels stage kChannelsPerRound channels; the variant choice guarantees one fits, so shrink nothing
-        // and fall back instead when a full round does not fit.
         int64_t const blocks = std::min<int64_t>(ceilDiv(outputCount(g), kThreads), static_cast<int64_t>(sms) * 64);
         genericForwardKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, features, kernels, output);
         return cudaGetLastError();
@@ -561,13 +593,8 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     }
     int64_t const chunksPerGroup = ceilDiv(cg, chunk);
     int64_t const work = g.n * g.group * chunksPerGroup;
-    dim3 const grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(std::min<int64_t>(work, 65535)));
-    if (gx > 0x7fffffff || gy > 65535)
-    {
-        int64_t const blocks = std::min<int64_t>(ceilDiv(outputCount(g), kThreads), static_cast<int64_t>(sms) * 64);
-        genericForwardKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, features, kernels, output);
-        return cudaGetLastError();
-    }
+    dim3 const grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy),
+        static_cast<unsigned>(std::min<int64_t>(work, 65535)));
     bool const pairAligned = reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
     switch (v)
     {
@@ -628,6 +655,9 @@ cudaError_t launchForward(Geometry const& g, DType type, void const* features, v
     case DType::kFloat16:
         return forwardTyped(g, static_cast<__half const*>(features), static_cast<__half const*>(kernels),
             static_cast<__half*>(output), stream);
+    case DType::kFloat64:
+        return forwardTyped(g, static_cast<double const*>(features), static_cast<double const*>(kernels),
+            static_cast<double*>(output), stream);
     case DType::kBFloat16:
         return forwardTyped(g, static_cast<__nv_bfloat16 const*>(features),
             static_cast<__nv_bfloat16 const*>(kernels), static_cast<__nv_bfloat16*>(output), stream);
@@ -648,6 +678,10 @@ cudaError_t launchBackward(Geometry const& g, DType type, void const* gradOutput
         return backwardTyped(g, static_cast<__half const*>(gradOutput), static_cast<__half const*>(features),
             static_cast<__half const*>(kernels), static_cast<__half*>(gradFeatures), static_cast<__half*>(gradKernels),
             stream);
+    case DType::kFloat64:
+        return backwardTyped(g, static_cast<double const*>(gradOutput), static_cast<double const*>(features),
+            static_cast<double const*>(kernels), static_cast<double*>(gradFeatures), static_cast<double*>(gradKernels),
+            stream);
     case DType::kBFloat16:
         return backwardTyped(g, static_cast<__nv_bfloat16 const*>(gradOutput),
             static_cast<__nv_bfloat16 const*>(features), static_cast<__nv_bfloat16 const*>(kernels),
@@ -656,9 +690,9 @@ cudaError_t launchBackward(Geometry const& g, DType type, void const* gradOutput
     return cudaErrorInvalidValue;
 }
 
-char const* forwardVariant(Geometry const& g) noexcept
+char const* forwardVariant(Geometry const& g, DType type) noexcept
 {
-    switch (chooseVariant(g))
+    switch (chooseVariant(g, type == DType::kFloat64 ? sizeof(double) : sizeof(float)))
     {
     case Variant::kUpS2K3: return "up_s2_k3";
     case Variant::kUpS2K5: return "up_s2_k5";
