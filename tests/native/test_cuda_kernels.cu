@@ -1,5 +1,5 @@
 // The CUDA kernels against the float64 host reference on fresh random inputs, outputs poisoned (NaN) first, for
-// float32 / float16 / bfloat16, both modes, the fast-path shapes and edge sizes. Needs a GPU: exits 77 (CTest
+// float32 / float16 / bfloat16 (and float64, the gradcheck path), both modes, the fast-path shapes and edge sizes. Needs a GPU: exits 77 (CTest
 // "skipped") when none is present.
 #include "carafe_cuda.h"
 #include "carafe_params.h"
@@ -32,6 +32,11 @@ float fromDouble<float>(double v)
     return static_cast<float>(v);
 }
 template <>
+double fromDouble<double>(double v)
+{
+    return v;
+}
+template <>
 __half fromDouble<__half>(double v)
 {
     return __float2half_rn(static_cast<float>(v));
@@ -43,6 +48,10 @@ __nv_bfloat16 fromDouble<__nv_bfloat16>(double v)
 }
 
 double toDouble(float v)
+{
+    return v;
+}
+double toDouble(double v)
 {
     return v;
 }
@@ -143,7 +152,7 @@ void runCase(Case const& t, carafe::DType type, char const* typeName, double tol
     // grad_kernels sums C/G products of O(1) values: scale the absolute tolerance with the group's channel count.
     double const rk = worstRatio(download(dgk, nk), wantGk, tol * std::sqrt(double(t.c / t.group)), tol);
     std::printf("%-5s n=%d c=%d %dx%d k=%d G=%d s=%d %-4s variant=%-9s fwd=%.3f gx=%.3f gk=%.3f\n", typeName, t.n, t.c,
-        t.h, t.w, t.k, t.group, t.s, carafe::modeName(t.mode), carafe::forwardVariant(g), rf, rx, rk);
+        t.h, t.w, t.k, t.group, t.s, carafe::modeName(t.mode), carafe::forwardVariant(g, type), rf, rx, rk);
     CHECK_MSG(rf <= 1.0, "forward %s", typeName);
     CHECK_MSG(rx <= 1.0, "grad features %s", typeName);
     CHECK_MSG(rk <= 1.0, "grad kernels %s", typeName);
@@ -192,6 +201,7 @@ int main()
         runCase<float>(t, carafe::DType::kFloat32, "fp32", 1e-5, rng, stream);
         runCase<__half>(t, carafe::DType::kFloat16, "fp16", 2e-3, rng, stream);
         runCase<__nv_bfloat16>(t, carafe::DType::kBFloat16, "bf16", 1.6e-2, rng, stream);
+        runCase<double>(t, carafe::DType::kFloat64, "fp64", 1e-12, rng, stream);
     }
     CUDA_OK(cudaStreamDestroy(stream));
     return TEST_RESULT();
