@@ -18,6 +18,15 @@
 #include <algorithm>
 #include <atomic>
 
+// Kernel launches go through CARAFE_LAUNCH so that tests/native/cuda_host_emulation.h can run these same kernels on
+// the CPU (one std::thread per CUDA thread) under AddressSanitizer, where no GPU is available.
+// `kernel` is parenthesized at the call sites (template arguments contain commas).
+#define CARAFE_STRIP_PARENS(...) __VA_ARGS__
+#ifndef CARAFE_LAUNCH
+#define CARAFE_LAUNCH(kernel, grid, block, shared, stream, ...)                                                        \
+    CARAFE_STRIP_PARENS kernel<<<grid, block, shared, stream>>>(__VA_ARGS__)
+#endif
+
 namespace carafe
 {
 namespace
@@ -116,8 +125,12 @@ __device__ __forceinline__ AccOf<T> load(T const* p)
 template <typename A>
 __device__ __forceinline__ A* sharedTile()
 {
+#if defined(CARAFE_HOST_EMULATION)
+    return reinterpret_cast<A*>(carafe_emulation::sharedMemory());
+#else
     extern __shared__ double sharedStorage[];
     return reinterpret_cast<A*>(sharedStorage);
+#endif
 }
 
 // Decomposes a block-uniform work index z into (n, group, channel range) for channel chunks of `chunk` channels.
@@ -564,7 +577,8 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     if (v == Variant::kGeneric)
     {
         int64_t const blocks = std::min<int64_t>(ceilDiv(outputCount(g), kThreads), static_cast<int64_t>(sms) * 64);
-        genericForwardKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, features, kernels, output);
+        CARAFE_LAUNCH((genericForwardKernel<T>), static_cast<unsigned>(blocks), kThreads, 0, stream,
+            g, features, kernels, output);
         return cudaGetLastError();
     }
     bool const up = v == Variant::kUpS2K3 || v == Variant::kUpS2K5;
@@ -579,7 +593,8 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     if (gx > 0x7fffffff || gy > 65535)
     {
         int64_t const blocks = std::min<int64_t>(ceilDiv(outputCount(g), kThreads), static_cast<int64_t>(sms) * 64);
-        genericForwardKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, features, kernels, output);
+        CARAFE_LAUNCH((genericForwardKernel<T>), static_cast<unsigned>(blocks), kThreads, 0, stream,
+            g, features, kernels, output);
         return cudaGetLastError();
     }
     // Channels per block: as many as possible (weights are loaded once per block) while still giving every SM
@@ -599,19 +614,24 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     switch (v)
     {
     case Variant::kUpS2K3:
-        upS2Kernel<T, 3><<<grid, block, shared, stream>>>(g, features, kernels, output, chunk, chunksPerGroup, pairAligned);
+        CARAFE_LAUNCH((upS2Kernel<T, 3>), grid, block, shared, stream,
+            g, features, kernels, output, chunk, chunksPerGroup, pairAligned);
         break;
     case Variant::kUpS2K5:
-        upS2Kernel<T, 5><<<grid, block, shared, stream>>>(g, features, kernels, output, chunk, chunksPerGroup, pairAligned);
+        CARAFE_LAUNCH((upS2Kernel<T, 5>), grid, block, shared, stream,
+            g, features, kernels, output, chunk, chunksPerGroup, pairAligned);
         break;
     case Variant::kDownK3:
-        downKernel<T, 3><<<grid, block, shared, stream>>>(g, features, kernels, output, chunk, chunksPerGroup);
+        CARAFE_LAUNCH((downKernel<T, 3>), grid, block, shared, stream,
+            g, features, kernels, output, chunk, chunksPerGroup);
         break;
     case Variant::kDownK5:
-        downKernel<T, 5><<<grid, block, shared, stream>>>(g, features, kernels, output, chunk, chunksPerGroup);
+        CARAFE_LAUNCH((downKernel<T, 5>), grid, block, shared, stream,
+            g, features, kernels, output, chunk, chunksPerGroup);
         break;
     case Variant::kDownK7:
-        downKernel<T, 7><<<grid, block, shared, stream>>>(g, features, kernels, output, chunk, chunksPerGroup);
+        CARAFE_LAUNCH((downKernel<T, 7>), grid, block, shared, stream,
+            g, features, kernels, output, chunk, chunksPerGroup);
         break;
     case Variant::kGeneric: break;
     }
@@ -626,7 +646,8 @@ cudaError_t backwardTyped(Geometry const& g, T const* gradOutput, T const* featu
     if (gradFeatures != nullptr && featureCount(g) > 0)
     {
         int64_t const blocks = std::min<int64_t>(ceilDiv(featureCount(g), kThreads), cap);
-        gradFeaturesKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, gradOutput, kernels, gradFeatures);
+        CARAFE_LAUNCH((gradFeaturesKernel<T>), static_cast<unsigned>(blocks), kThreads, 0, stream,
+            g, gradOutput, kernels, gradFeatures);
         cudaError_t const e = cudaGetLastError();
         if (e != cudaSuccess)
         {
@@ -636,7 +657,8 @@ cudaError_t backwardTyped(Geometry const& g, T const* gradOutput, T const* featu
     if (gradKernels != nullptr && kernelCount(g) > 0)
     {
         int64_t const blocks = std::min<int64_t>(ceilDiv(kernelCount(g), kThreads), cap);
-        gradKernelsKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(g, gradOutput, features, gradKernels);
+        CARAFE_LAUNCH((gradKernelsKernel<T>), static_cast<unsigned>(blocks), kThreads, 0, stream,
+            g, gradOutput, features, gradKernels);
         return cudaGetLastError();
     }
     return cudaSuccess;
