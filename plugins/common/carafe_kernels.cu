@@ -33,6 +33,7 @@ namespace
 {
 
 constexpr int kThreads = 256;
+constexpr int kUpThreads = 128; // see tiledBlock
 constexpr int kChannelsPerRound = 4; // channels staged in shared memory between two barriers
 constexpr size_t kMaxSharedBytes = 48 * 1024;
 
@@ -157,9 +158,9 @@ __device__ __forceinline__ ChannelRun channelRun(Geometry const& g, int64_t z, i
 
 // ---------------------------------------------------------------------------------------------------------------
 // "up" with s = 2: a thread owns source pixel (sy, sx) and its 2x2 output block (4*K*K weights in registers).
-// Block: TX x TY source pixels; shared tile per channel: (TY + K - 1) x (TX + K - 1) floats.
+// Block: TX x TY source pixels (128 threads); shared tile per channel: (TY + K - 1) x (TX + K - 1) values.
 template <typename T, int K>
-__global__ void __launch_bounds__(kThreads) upS2Kernel(Geometry g, T const* __restrict__ features,
+__global__ void __launch_bounds__(kUpThreads, 3) upS2Kernel(Geometry g, T const* __restrict__ features,
     T const* __restrict__ kernels, T* __restrict__ output, int64_t chunk, int64_t chunksPerGroup, bool pairAligned)
 {
     constexpr int S = 2;
@@ -524,9 +525,15 @@ struct TiledPlan
     size_t sharedBytes;
 };
 
-// Block shape for the tiled kernels: 32 x 8 positions, or 16 x 16 when the tiled extent is narrow.
-dim3 tiledBlock(int64_t width)
+// Block shape for the tiled kernels, 32 positions wide (16 when the tiled extent is narrow). The "up" kernel keeps
+// 4*k*k weights in registers (about 166 registers at k = 5), so its blocks are 128 threads: three fit on an SM and
+// one block's tile loads overlap another's arithmetic. The "down" kernel (about 64 registers) uses 256 threads.
+dim3 tiledBlock(int64_t width, bool up)
 {
+    if (up)
+    {
+        return width <= 16 ? dim3(16, 8, 1) : dim3(32, 4, 1);
+    }
     return width <= 16 ? dim3(16, 16, 1) : dim3(32, 8, 1);
 }
 
@@ -557,7 +564,7 @@ Variant chooseVariant(Geometry const& g, size_t accBytes)
     if (v != Variant::kGeneric)
     {
         bool const up = v == Variant::kUpS2K3 || v == Variant::kUpS2K5;
-        if (tileBytesPerChannel(v, g, tiledBlock(up ? g.w : g.wo), accBytes) * kChannelsPerRound > kMaxSharedBytes)
+        if (tileBytesPerChannel(v, g, tiledBlock(up ? g.w : g.wo, up), accBytes) * kChannelsPerRound > kMaxSharedBytes)
         {
             v = Variant::kGeneric;
         }
@@ -585,7 +592,7 @@ cudaError_t forwardTyped(Geometry const& g, T const* features, T const* kernels,
     // Up: one thread per source pixel. Down (and s = 1): one thread per output pixel.
     int64_t const tiledH = up ? g.h : g.ho;
     int64_t const tiledW = up ? g.w : g.wo;
-    dim3 const block = tiledBlock(tiledW);
+    dim3 const block = tiledBlock(tiledW, up);
     int64_t const gx = ceilDiv(tiledW, block.x);
     int64_t const gy = ceilDiv(tiledH, block.y);
     // chooseVariant guarantees that one round of kChannelsPerRound channel tiles fits in shared memory.

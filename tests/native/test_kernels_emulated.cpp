@@ -119,8 +119,8 @@ int main()
     using carafe::Mode;
     // Small on purpose: every CUDA thread is an OS thread here.
     Case const cases[] = {
-        {1, 9, 11, 37, 5, 1, 2, Mode::kUp},   // up_s2_k5, 32x8 blocks, partial tiles in x and y, 2 rounds + 1
-        {2, 8, 5, 6, 3, 2, 2, Mode::kUp},     // up_s2_k3, 16x16 block
+        {1, 9, 11, 37, 5, 1, 2, Mode::kUp},   // up_s2_k5, 32x4 blocks, partial tiles in x and y, 2 rounds + 1
+        {2, 8, 5, 6, 3, 2, 2, Mode::kUp},     // up_s2_k3, 16x8 block
         {1, 6, 9, 70, 5, 1, 2, Mode::kDown},  // down_k5, 32x8 blocks, halo past the right edge
         {1, 8, 13, 11, 3, 4, 2, Mode::kDown}, // down_k3, groups
         {1, 4, 21, 33, 7, 2, 3, Mode::kDown}, // down_k7 with s = 3
