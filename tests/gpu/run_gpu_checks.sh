@@ -44,7 +44,12 @@ step() {  # step NAME COMMAND...: runs it, logs to $OUT/NAME.log, records PASS/F
   tail -n 3 "$OUT/$name.log" | sed 's/^/    /'
 }
 
-export PATH=$PATH:/usr/local/cuda/bin
+export PATH=$PATH:/usr/local/cuda/bin:$(python -c "import sysconfig; print(sysconfig.get_path('scripts'))"):$HOME/.local/bin
+# torch's JIT extension build needs ninja; install the carried wheel when the machine has none.
+if ! command -v ninja >/dev/null && ! python -c "import ninja" 2>/dev/null; then
+  python -m pip install -q --no-index third_party_fetched/wheels/ninja-*.whl > "$OUT/ninja_install.log" 2>&1 \
+    || echo "ninja missing and not installable: the torch extension will fall back" | tee -a "$SUMMARY"
+fi
 SANITIZER=$(command -v compute-sanitizer || true)
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
 ARCH=${ARCH:-90}
