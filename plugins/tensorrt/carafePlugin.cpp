@@ -208,6 +208,11 @@ int32_t CarafePlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
     out.d[0] = inputs[0].d[0];
     out.d[1] = inputs[0].d[1];
     IDimensionExpr const* s = exprBuilder.constant(mParams.scale);
+    if (s == nullptr)
+    {
+        logError(where() + ": could not build the output shape expression");
+        return -1;
+    }
     DimensionOperation const op = mParams.mode == Mode::kUp ? DimensionOperation::kPROD : DimensionOperation::kCEIL_DIV;
     for (int i = 2; i < 4; ++i)
     {
