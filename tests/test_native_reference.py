@@ -29,7 +29,7 @@ def native(tmp_path_factory):
     if cxx is None:
         pytest.skip("no C++ compiler (g++/c++) on PATH to build the native host reference")
     lib = tmp_path_factory.mktemp("native") / "libcarafe_reference.so"
-    cmd = [cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", f"-I{COMMON}",
+    cmd = [cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", f"-I{COMMON}",
            str(COMMON / "carafe_reference.cpp"), str(REPO / "tests" / "native" / "reference_capi.cpp"), "-o", str(lib)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return ctypes.CDLL(str(lib))

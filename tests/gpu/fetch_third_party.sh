@@ -2,8 +2,8 @@
 # Copies what the GPU checks need from outside the repo into third_party_fetched/ (git-ignored, never committed):
 #   third_party_fetched/tensorrt/include  TensorRT headers (to build the plugin; the GPU machine has no TensorRT)
 #   third_party_fetched/mmcv/             mmcv's CARAFE CUDA kernel + launcher (benchmark comparison only)
-#   third_party_fetched/wheels/           the ninja wheel (torch's JIT extension build needs ninja; the GPU machine
-#                                         cannot reach PyPI)
+#   third_party_fetched/wheels/           ninja (torch's JIT extension build needs it) and pytest wheels, installed
+#                                         there only if missing (the GPU machine cannot reach PyPI)
 # Sources: $TRT_INCLUDE (default /work/trt/include) and the mmcv git mirror $MMCV_GIT (a bare repo, default
 # /work/.mirror/open-mmlab+mmcv/repo). Run it on the dev machine, then carry third_party_fetched to the GPU machine.
 set -euo pipefail
@@ -29,8 +29,9 @@ else
   echo "no mmcv mirror at $MMCV_GIT (set MMCV_GIT); the benchmark will run without the mmcv column" >&2
 fi
 mkdir -p "$DEST/wheels"
-if python3 -m pip download -q ninja --only-binary=:all: --platform manylinux2014_x86_64 --no-deps -d "$DEST/wheels"; then
-  echo "ninja wheel -> $DEST/wheels"
+if python3 -m pip download -q ninja --only-binary=:all: --platform manylinux2014_x86_64 --no-deps -d "$DEST/wheels" \
+  && python3 -m pip download -q pytest --only-binary=:all: -d "$DEST/wheels"; then
+  echo "ninja and pytest wheels -> $DEST/wheels"
 else
-  echo "could not download the ninja wheel; the GPU machine must have ninja for torch's JIT build" >&2
+  echo "could not download the ninja/pytest wheels; the GPU machine must already have them" >&2
 fi

@@ -50,6 +50,10 @@ if ! command -v ninja >/dev/null && ! python -c "import ninja" 2>/dev/null; then
   python -m pip install -q --no-index third_party_fetched/wheels/ninja-*.whl > "$OUT/ninja_install.log" 2>&1 \
     || echo "ninja missing and not installable: the torch extension will fall back" | tee -a "$SUMMARY"
 fi
+if ! python -c "import pytest" 2>/dev/null; then
+  python -m pip install -q --no-index --find-links third_party_fetched/wheels pytest > "$OUT/pytest_install.log" 2>&1 \
+    || echo "pytest missing and not installable" | tee -a "$SUMMARY"
+fi
 SANITIZER=$(command -v compute-sanitizer || true)
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
 ARCH=${ARCH:-90}
