@@ -7,8 +7,9 @@
 //   * stage each channel's feature tile (block area plus halo) in shared memory as float, so a feature is read from
 //     DRAM once per block, converted to float once, and every tap reads shared memory without bank conflicts;
 //   * write outputs coalesced along W (for "up", the s=2 horizontal pair as one vector store).
-// Configurations without a fast path (k > 7, "up" with s != 2, tiles beyond shared memory) use a one-thread-per-output
-// kernel that reads through the read-only cache. All index math comes from carafe_geometry.h.
+// Configurations without a fast path ("up" unless s = 2 and k is 3 or 5; "down" unless k is 3, 5 or 7; tiles that do
+// not fit 48 KiB of shared memory) use a one-thread-per-output kernel that reads through the read-only cache. All
+// index math comes from carafe_geometry.h.
 
 #include "carafe_cuda.h"
 
