@@ -1,13 +1,13 @@
 """GPU benchmark of the CARAFE CUDA kernels (plugins/common) against the DRAM roofline and mmcv's CARAFE forward.
 
-    python benchmarks/gpu_bench.py [--out docs/PERFORMANCE.md] [--iters 200] [--mmcv-dir third_party_fetched/mmcv]
+    python benchmarks/gpu_bench.py [--out docs/PERFORMANCE.md] [--iters 200]
 
 Each case is timed after warm-up with CUDA events around replays of a CUDA graph of 10 launches (so host launch
 overhead does not count); the median of --iters replays, divided by 10, is reported.
 Bytes moved = features + kernels read once + output written once. The roofline is the bandwidth this device reaches
-on a large device-to-device copy (measured here, same method). mmcv's forward (its transposes + CARAFEForward +
-transpose back, on preallocated buffers) is built from the sources tests/gpu/fetch_third_party.sh puts in
-third_party_fetched/mmcv (git-ignored); without them the mmcv columns read n/a. mmcv has no "down" mode and no bf16.
+on a large device-to-device copy (measured here, same method). mmcv's forward is `mmcv.ops.carafe` of an mmcv installed
+with CUDA ops on that machine (nothing of mmcv is vendored or built by this repo); without one the mmcv columns read
+n/a. mmcv has no "down" mode and no bf16.
 Outputs of both implementations are compared in every case (max |ours - mmcv| in the table's notes).
 """
 
@@ -86,24 +86,13 @@ def copy_bandwidth(iters: int) -> float:
     return 2 * src.numel() * 4 / (us * 1e-6) / 1e9
 
 
-def load_mmcv(mmcv_dir: Path):
-    needed = [mmcv_dir / "carafe_cuda.cu", mmcv_dir / "carafe_cuda_kernel.cuh"]
-    if not all(p.is_file() for p in needed):
-        return None, f"mmcv sources not found in {mmcv_dir} (run tests/gpu/fetch_third_party.sh)"
-    from torch.utils.cpp_extension import load
-
-    compat = REPO / "benchmarks" / "mmcv_compat"
+def load_mmcv():
+    """mmcv's own CARAFE op, when an mmcv with CUDA ops is installed (mmcv is never built or vendored here)."""
     try:
-        module = load(
-            name="mmcv_carafe_bench",
-            sources=[str(compat / "mmcv_carafe_binding.cpp"), str(mmcv_dir / "carafe_cuda.cu")],
-            extra_include_paths=[str(compat), str(mmcv_dir)],
-            extra_cuda_cflags=["-O3"],
-            build_directory=str(_build_dir("mmcv_carafe_bench")),
-        )
-    except Exception as exc:  # report, keep benchmarking our kernels
-        return None, f"building mmcv's kernel failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    return module, None
+        from mmcv.ops.carafe import carafe as mmcv_carafe
+    except Exception as exc:  # ImportError, or mmcv without compiled ops
+        return None, f"mmcv with CUDA ops is not installed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return mmcv_carafe, None
 
 
 def _build_dir(name: str) -> Path:
@@ -124,7 +113,6 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--mmcv-dir", type=Path, default=REPO / "third_party_fetched" / "mmcv")
     args = ap.parse_args()
 
     if not torch.cuda.is_available():
@@ -134,7 +122,7 @@ def main() -> int:
     if ours is None:
         print(f"our CUDA extension is unavailable: {reason}", file=sys.stderr)
         return 1
-    mmcv, mmcv_reason = load_mmcv(args.mmcv_dir)
+    mmcv, mmcv_reason = load_mmcv()
     if mmcv is None:
         print(f"mmcv column: n/a ({mmcv_reason})", file=sys.stderr)
 
@@ -153,10 +141,7 @@ def main() -> int:
             gbs = nbytes / (us * 1e-6) / 1e9
             mm_us = None
             if mmcv is not None and mode == "up" and dtype != torch.bfloat16:
-                rf = x.new_zeros(n, h, w, c)
-                ro = x.new_zeros(n, ho, wo, c)
-                rm = kern.new_zeros(n, ho, wo, kern.shape[1])
-                mm_us = time_us(lambda: mmcv.forward(x, kern, rf, ro, rm, out, K, G, S), args.iters, args.warmup)
+                mm_us = time_us(lambda: out.copy_(mmcv(x, kern, K, G, S)), args.iters, args.warmup)
                 diff = (out.float() - ours.forward(x, kern, K, G, S, mode).float()).abs().max().item()
                 notes.append(f"{name} N={n} {dname}: max |ours - mmcv| = {diff:.3g}")
             variant = ours.variant(x, kern, K, G, S, mode)
@@ -175,15 +160,14 @@ def main() -> int:
         f"{torch.__version__} (CUDA {torch.version.cuda}) by:",
         "",
         "```bash",
-        "tests/gpu/fetch_third_party.sh   # on a machine with the mmcv mirror: mmcv's kernel into third_party_fetched/",
         cmd,
         "```",
         "",
         f"k = {K}, G = {G}, s = {S}, C = 256. Median of {args.iters} CUDA-event timings of a CUDA graph of 10 "
         f"launches (divided by 10), after {args.warmup} warm-up launches. Bytes = features + kernels read once + output written once. Roofline = "
-        f"{bw:.0f} GB/s, the bandwidth of a 1 GiB device-to-device copy measured in the same run. mmcv = its "
-        "`CARAFEForwardCUDAKernelLauncher` (transposes + CARAFEForward) on preallocated buffers; it has no \"down\" "
-        "mode and no bf16.",
+        f"{bw:.0f} GB/s, the bandwidth of a 1 GiB device-to-device copy measured in the same run. mmcv = `mmcv.ops.carafe` "
+        "of an installed mmcv with CUDA ops (its forward includes its layout transposes and allocations, plus one "
+        "output copy); it has no \"down\" mode and no bf16.",
         "",
         "| device | shape | mode | dtype | kernel | µs | GB/s | % of roofline | mmcv µs | × vs mmcv |",
         "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",

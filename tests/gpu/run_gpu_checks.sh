@@ -11,7 +11,7 @@
 #   5. the torch op on CUDA: JIT extension, vs the float64 loops, gradcheck (pytest -m cuda tests/test_cuda_backend.py);
 #   6. benchmarks/gpu_bench.py, writing $OUT/PERFORMANCE.md (copy it to docs/PERFORMANCE.md).
 # Before carrying the tree to the GPU machine, run tests/gpu/fetch_third_party.sh and carry third_party_fetched
-# (TensorRT headers for the plugin, mmcv's kernel for the benchmark; both git-ignored).
+# (TensorRT headers for the plugin; git-ignored).
 # Usage: tests/gpu/run_gpu_checks.sh [--no-bench] [--no-sanitizer]. Logs and results go to $OUT (default out/gpu).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
