@@ -36,6 +36,7 @@ __all__ = ["export", "EXPORT_MODES", "DEFAULT_OPSET", "MAX_OPSET", "to_portable"
 
 EXPORT_MODES = ("plugin", "portable", "decomposed")
 DEFAULT_OPSET = 18
+EXPORT_MIN_OPSET = 18  # torch 2.13's default exporter emits opset 18 and newer
 MAX_OPSET = 23  # the newest opset torch 2.13's exporter emits
 
 
@@ -116,7 +117,13 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
     has_nodes = bool(carafe_nodes(model))
     _set_carafe_import(model, has_nodes)
     if has_nodes:
-        model.functions.append(carafe_function(_default_opset(model)))
+        opset = _default_opset(model)
+        if opset < MIN_OPSET:
+            raise DeployError(
+                f"the model uses ONNX opset {opset}; the CARAFE function needs >= {MIN_OPSET} "
+                "(upgrade it with onnx.version_converter.convert_version first)"
+            )
+        model.functions.append(carafe_function(opset))
         # model-local functions need IR version >= 8
         model.ir_version = max(model.ir_version, 8)
     return model
@@ -179,11 +186,8 @@ def _check_opset(opset) -> int:
         return DEFAULT_OPSET
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise TypeError(f"opset must be an int, got {type(opset).__name__} ({opset!r})")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(
-            f"opset {opset} is not supported: the CARAFE function needs >= {MIN_OPSET} and torch's exporter "
-            f"emits <= {MAX_OPSET}"
-        )
+    if not EXPORT_MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset} is not supported: use {EXPORT_MIN_OPSET} to {MAX_OPSET} (torch's ONNX exporter)")
     return opset
 
 

@@ -16,7 +16,7 @@ generic over them:
   the plugin and for shape inference.
 
 Ops used: Constant, Shape, Slice, Gather, Reshape, Unsqueeze, Concat, Pad, Mul, Add, Sub, Div, Greater, Where,
-CastLike, Expand, Loop -- all in opset 18 and in TensorRT's ONNX parser.
+CastLike, Expand, Loop, Squeeze, Identity -- all in opset 15 and in TensorRT's ONNX parser.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .schema import DOMAIN, OP_TYPE
 
 __all__ = ["carafe_function", "MIN_OPSET"]
 
-MIN_OPSET = 18  # Pad with an `axes` input and Split/Reduce* with input axes: everything here exists at 18
+MIN_OPSET = 15  # Shape(start, end) and CastLike are the newest ops in the body (opset 15)
 
 
 def _ints(name: str, values) -> onnx.NodeProto:
