@@ -16,7 +16,9 @@ input and before each output, so the same feeds work for the fp32 and the fp16 f
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import warnings
 from pathlib import Path
@@ -62,7 +64,10 @@ def _torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor
     s = sh._maybe_get_const(scale_factor, "i")
     m = sh._maybe_get_const(mode, "s")
     out = g.op(f"{DOMAIN}::{OP_TYPE}", features, kernels, kernel_size_i=k, group_i=grp, scale_factor_i=s, mode_s=m)
-    out.setType(features.type())
+    # The output is (N, C) of the features and (Ho, Wo) of the kernels; the exporter folds shapes with this type.
+    fs = sh._get_tensor_sizes(features) or [None] * 4
+    ks = sh._get_tensor_sizes(kernels) or [None] * 4
+    out.setType(features.type().with_sizes([fs[0], fs[1], ks[2], ks[3]]))
     return out
 
 
@@ -194,12 +199,21 @@ def _check_opset(opset) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _first_line(exc: Exception) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
     with warnings.catch_warnings():
         # torch converts dynamic_axes to dynamic_shapes itself (with Dim.AUTO) and keeps the user's axis names;
         # that conversion is what we want, so its "not recommended" note is noise here.
         warnings.filterwarnings("ignore", message=".*dynamic_axes.*not recommended.*")
-        program = _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes)
+        # the exporter prints its progress ("[torch.onnx] Obtain model graph ...") to stdout; failures raise anyway
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes)
     return program.model_proto
 
 
@@ -218,8 +232,6 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
 
 
 def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
-    import io
-
     _register_torchscript_symbolic(opset)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -282,8 +294,8 @@ def export(
             proto = _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes)
         except Exception as dynamo_error:  # noqa: BLE001 -- any failure of the default exporter triggers the fallback
             warnings.warn(
-                f"the default (dynamo) ONNX exporter failed ({type(dynamo_error).__name__}: "
-                f"{str(dynamo_error).splitlines()[0] if str(dynamo_error) else ''}); trying the TorchScript exporter",
+                f"the default (dynamo) ONNX exporter failed ({_first_line(dynamo_error)}); "
+                "trying the TorchScript exporter",
                 stacklevel=2,
             )
             if isinstance(model, torch.export.ExportedProgram):
@@ -292,9 +304,8 @@ def export(
                 proto = _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes)
             except Exception as ts_error:
                 raise DeployError(
-                    f"ONNX export failed with both exporters. dynamo: {type(dynamo_error).__name__}: "
-                    f"{str(dynamo_error).splitlines()[0] if str(dynamo_error) else ''}; torchscript: "
-                    f"{type(ts_error).__name__}: {ts_error}"
+                    f"ONNX export failed with both exporters. dynamo: {_first_line(dynamo_error)}; "
+                    f"torchscript: {_first_line(ts_error)}"
                 ) from ts_error
 
     if mode == "plugin":
