@@ -68,8 +68,11 @@ def _exported(name: str, mode: str):
             model = _build(name)
             channels = EXPECTED_NODES[name][1]
             x = torch.randn(1, channels, 10, 12)
-            proto = export(model, (x,), None, mode=mode, input_names=["image"], output_names=["out"],
-                           dynamic_axes=DYNAMIC)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                proto = export(model, (x,), None, mode=mode, input_names=["image"], output_names=["out"],
+                               dynamic_axes=DYNAMIC)
+            assert not [w for w in caught if "TorchScript exporter" in str(w.message)]  # the default exporter did it
         _CACHE[name, mode] = (model, proto)
     return _CACHE[name, mode]
 
@@ -143,8 +146,11 @@ def test_plugin_graph_wiring_with_a_reference_carafe_kernel(name):
 def test_fp16_weights_and_compute_checked_with_the_reference_evaluator(mode):
     model = _build("mixed")
     x = torch.randn(1, 3, 9, 13)
-    proto = export(model, (x,), None, mode=mode, fp16=True, input_names=["image"], output_names=["out"],
-                   dynamic_axes=DYNAMIC)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proto = export(model, (x,), None, mode=mode, fp16=True, input_names=["image"], output_names=["out"],
+                       dynamic_axes=DYNAMIC)
+    assert not [w for w in caught if "TorchScript exporter" in str(w.message)]
     float_inits = [i for i in proto.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     assert float_inits and all(i.data_type == onnx.TensorProto.FLOAT16 for i in float_inits)
     # float32 in and out, with casts

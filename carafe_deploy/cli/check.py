@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"wrote {args.json}")
     failed = [r for r in results if r.status in ("failed", "error")]
     for r in results:
-        if r.status == "skipped":
-            console.print(f"[yellow]{r.backend} skipped: {r.reason}[/yellow]")
+        if r.status in ("skipped", "error"):
+            colour = "yellow" if r.status == "skipped" else "red"
+            console.print(f"[{colour}]{r.backend} {r.status}: {r.reason}[/{colour}]", soft_wrap=True)
     return 1 if failed else 0

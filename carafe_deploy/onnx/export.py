@@ -10,8 +10,8 @@ The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.cara
 the same node, is used only where the default fails (e.g. some TorchScript modules), and says so in a warning.
 
 ``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
-11 is strongly typed and builds what the ONNX types say). Inputs and outputs stay float32, with a Cast after each
-input and before each output, so the same feeds work for the fp32 and the fp16 file.
+11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
+each input and before each output, so the same feeds work for the fp32 and the fp16 file.
 """
 
 from __future__ import annotations
@@ -149,23 +149,56 @@ def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
 # fp16
 
 
-class _Float16(nn.Module):
-    """A float16 copy of ``model`` whose float inputs are cast to float16 and float outputs back to float32."""
+def _to_half(model: nn.Module, args: tuple):
+    """A float16 copy of the model and its float example inputs (the model's own forward signature is kept, so
+    dynamic_axes map onto its arguments as usual)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = copy.deepcopy(model).half()
+    def cast(x):
+        return x.half() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
-    def forward(self, *args):
-        args = torch.utils._pytree.tree_map(_cast(torch.float16), args)
-        return torch.utils._pytree.tree_map(_cast(torch.float32), self.model(*args))
+    return copy.deepcopy(model).half(), torch.utils._pytree.tree_map(cast, args)
 
 
-def _cast(dtype):
-    def fn(x):
-        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+def _float32_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make float16 graph inputs/outputs float32 with a Cast after each input and before each output (in place).
 
-    return fn
+    Runs on the plugin form (no subgraphs yet), so renaming top-level uses is complete."""
+    from onnx import TensorProto, helper
+
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    graph = model.graph
+    casts_in = []
+    for vi in graph.input:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        casts_in.append(helper.make_node("Cast", [vi.name], [inner], to=f16, name=f"{vi.name}_to_float16"))
+        vi.type.tensor_type.elem_type = f32
+    casts_out = []
+    for vi in graph.output:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == vi.name:
+                    node.output[i] = inner
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        for info in graph.value_info:
+            if info.name == vi.name:
+                info.name = inner
+        casts_out.append(helper.make_node("Cast", [inner], [vi.name], to=f32, name=f"{vi.name}_to_float32"))
+        vi.type.tensor_type.elem_type = f32
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -285,7 +318,7 @@ def export(
     if fp16:
         if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
             raise DeployError("fp16=True needs an nn.Module (a float16 copy of it is exported)")
-        model = _Float16(model).eval()
+        model, args = _to_half(model, args)
     if isinstance(model, nn.Module) and model.training:
         warnings.warn("exporting a model in training mode; call model.eval() first", stacklevel=2)
 
@@ -308,6 +341,8 @@ def export(
                     f"torchscript: {_first_line(ts_error)}"
                 ) from ts_error
 
+    if fp16:
+        proto = _float32_io(proto)
     if mode == "plugin":
         proto = to_plugin(proto)
     elif mode == "portable":
