@@ -107,8 +107,8 @@ def test_structure_checker_and_shape_inference(name, mode):
         if mode == "plugin":
             assert carafe_functions == []
         else:
-            assert [(f.name, list(f.attribute)) for f in carafe_functions] == [
-                ("CARAFE", ["kernel_size", "group", "scale_factor", "mode"])
+            assert [(f.name, list(f.attribute), [a.name for a in f.attribute_proto]) for f in carafe_functions] == [
+                ("CARAFE", ["kernel_size"], ["group", "scale_factor", "mode"])  # the last three with defaults
             ]
     onnx.checker.check_model(proto, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)

@@ -174,3 +174,24 @@ def test_fpn_size_peak_memory(form, tmp_path):
     assert result["shape"] == [1, 256, 200, 336]
     # the output alone (66 MB) must show up, so the measurement is not vacuous; the unfold form would need 1.7 GB
     assert result["output_mb"] < result["growth_mb"] < 800, result
+
+
+def test_nodes_without_default_attributes():
+    from carafe_deploy.onnx import to_portable
+
+    x, kern = random_case(1, 4, 5, 6, 3, 1, 2, "up")
+    expected = carafe_reference(x, kern, 3, 1, 2, "up")
+    model = single_node_model(3, 1, 2, "up")
+    node = model.graph.node[0]
+    keep = [a for a in node.attribute if a.name == "kernel_size"]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    onnx.checker.check_model(model, full_check=True)
+    # the function's attribute defaults (group=1, scale_factor=2, mode="up") apply in ONNX Runtime
+    assert rel_err(_ort(model, {"features": x, "kernels": kern}), expected) <= 1e-6
+    # and the export post-processing writes them onto the node for plugin creators and onnx.reference
+    completed = to_portable(model)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in completed.graph.node[0].attribute}
+    assert attrs == {"kernel_size": 3, "group": 1, "scale_factor": 2, "mode": b"up"}
+    out = ReferenceEvaluator(completed).run(None, {"features": x, "kernels": kern})[0]
+    assert rel_err(out, expected) <= 1e-6

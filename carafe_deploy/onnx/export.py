@@ -109,8 +109,22 @@ def _drop_carafe_function(model: onnx.ModelProto) -> None:
     model.functions.extend(kept)
 
 
+_DEFAULTS = {"group": 1, "scale_factor": 2, "mode": "up"}
+
+
+def _complete_attributes(model: onnx.ModelProto) -> None:
+    """Write the schema defaults onto CARAFE nodes that leave attributes out: plugin creators and the ONNX reference
+    evaluator (which ignores function attribute defaults) then see every field."""
+    for node in carafe_nodes(model):
+        present = {a.name for a in node.attribute}
+        for name, value in _DEFAULTS.items():
+            if name not in present:
+                node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
 def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes without the function (in place; returns the model)."""
+    _complete_attributes(model)
     _drop_carafe_function(model)
     _set_carafe_import(model, bool(carafe_nodes(model)))
     return model
@@ -118,6 +132,7 @@ def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
+    _complete_attributes(model)
     _drop_carafe_function(model)
     has_nodes = bool(carafe_nodes(model))
     _set_carafe_import(model, has_nodes)
@@ -129,8 +144,8 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
                 "(upgrade it with onnx.version_converter.convert_version first)"
             )
         model.functions.append(carafe_function(opset))
-        # model-local functions need IR version >= 8
-        model.ir_version = max(model.ir_version, 8)
+        # model-local functions need IR version >= 8, their attribute defaults >= 9
+        model.ir_version = max(model.ir_version, 9)
     return model
 
 

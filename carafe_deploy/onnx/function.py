@@ -157,6 +157,12 @@ def carafe_function(opset: int = MIN_OPSET) -> onnx.FunctionProto:
         outputs=["output"],
         nodes=nodes,
         opset_imports=[helper.make_opsetid("", opset)],
-        attributes=["kernel_size", "group", "scale_factor", "mode"],
+        attributes=["kernel_size"],
+        # defaults, as in the schema, for nodes that leave them out (function attribute defaults: IR version 9)
+        attribute_protos=[
+            helper.make_attribute("group", 1),
+            helper.make_attribute("scale_factor", 2),
+            helper.make_attribute("mode", "up"),
+        ],
         doc_string="CARAFE / CARAFE++ in standard ONNX ops (carafe_deploy.onnx.function).",
     )
