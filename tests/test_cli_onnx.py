@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from carafe_deploy import models
 from carafe_deploy.cli import main
@@ -137,3 +138,23 @@ def test_check_needs_something_to_compare_with(model_py, tmp_path, capsys):
     assert main(["export", "--python", str(model_py), "--class", "Net", "--input-shape", "1,8,4,4", "-o", str(out)]) == 0
     assert main(["check", str(out)]) == 1
     assert "nothing to compare with" in capsys.readouterr().err
+
+
+def test_torchscript_and_exported_program_files(tmp_path, capsys):
+    from carafe_deploy.nn import CARAFEDownsample
+
+    torch.manual_seed(0)
+    model = CARAFEDownsample(8, compressed_channels=4).eval()
+    torch.nn.init.normal_(model.content_encoder.weight, std=0.3)
+    x = torch.randn(1, 8, 9, 7)
+    torch.jit.trace(model, (x,), check_trace=False).save(str(tmp_path / "down.ts"))
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "down.pt2")
+    for flag, name in (("--torchscript", "down.ts"), ("--exported-program", "down.pt2")):
+        out, ref = tmp_path / f"{name}.onnx", tmp_path / f"{name}.npz"
+        assert main(["export", flag, str(tmp_path / name), "--input-shape", "1,8,9,7", "-o", str(out),
+                     "--save-reference", str(ref)]) == 0
+        assert len(carafe_nodes(onnx.load(out))) == 1
+        with torch.no_grad():  # the saved reference is the original module's output
+            np.testing.assert_allclose(np.load(ref)["output/" + onnx.load(out).graph.output[0].name],
+                                       model(torch.from_numpy(np.load(ref)["input/input"])).numpy(), rtol=1e-6)
+        assert main(["check", str(out), "--reference", str(ref)]) == 0, capsys.readouterr().out
