@@ -248,8 +248,11 @@ def _check_opset(opset) -> int:
 
 
 def _first_line(exc: Exception) -> str:
+    """The root cause's type and first line: torch's exporter wraps it in a page of generic next steps."""
     import re
 
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
