@@ -367,12 +367,15 @@ def export(
         proto = to_portable(proto)
     else:
         proto = to_decomposed(proto)
-    onnx.checker.check_model(proto, full_check=False)
+    # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file and are checked from disk
+    big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
+    if not big:
+        onnx.checker.check_model(proto, full_check=False)
     if out_path is not None:
         try:
-            # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file
-            big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
             onnx.save(proto, str(out_path), save_as_external_data=big, location=out_path.name + ".data")
         except OSError as exc:
             raise DeployError(f"cannot write {str(out_path)!r}: {exc.strerror or exc}") from exc
+        if big:
+            onnx.checker.check_model(str(out_path))
     return proto
