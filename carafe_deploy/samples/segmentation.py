@@ -104,8 +104,9 @@ def predict_ort(onnx_path: str, images: np.ndarray, batch: int = 16) -> tuple[np
 def _tensorrt_backend():
     """(engine builder, runner) when TensorRT and the plugin are usable, else the reason as a string."""
     try:
-        from .. import trt as cd_trt  # noqa: F401  (lands with the builder issue)
         import tensorrt  # noqa: F401
+
+        from .. import trt as cd_trt  # the engine builder (carafe_deploy.trt)
     except Exception as exc:  # ImportError, or the stub wheel failing to find libnvinfer
         return f"TensorRT not available ({type(exc).__name__}: {exc})"
     if not torch.cuda.is_available():
