@@ -11,6 +11,9 @@ from ..errors import DeployError
 # subcommand name -> module (relative to this package) that registers it
 _COMMANDS = {
     "demo": ".demo",
+    "build": ".build",
+    "run": ".run",
+    "bench": ".bench",
 }
 
 
