@@ -40,10 +40,10 @@ def make(version: str = "11.4.0.106", parse_errors=None, build_error: str | None
     Severity = enum.IntEnum("Severity", ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"], start=0)
 
     class ILogger:
-        Severity = Severity
-
         def __init__(self):
             pass
+
+    ILogger.Severity = Severity
 
     class IProgressMonitor:
         def __init__(self):
