@@ -66,3 +66,17 @@ def random_feeds(batch: int = 1, hw: int = 8, seed: int = 0, dtype=np.float32) -
     rng = np.random.default_rng(seed)
     return {"features": rng.standard_normal((batch, 4, hw, hw)).astype(dtype),
             "kernels": rng.random((batch, 9, 2 * hw, 2 * hw)).astype(dtype)}
+
+
+class TorchToy:
+    """The stand-in body in PyTorch (for ``bench --torch-model trt_toys:TorchToy``), followed by the Relu."""
+
+    def __new__(cls):
+        import torch
+
+        class _Toy(torch.nn.Module):
+            def forward(self, features, kernels):
+                up = features.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+                return torch.relu(up * kernels.sum(dim=1, keepdim=True))
+
+        return _Toy().eval()

@@ -187,9 +187,11 @@ def render_table(report: BenchReport):
     for r in report.rows:
         table.add_row(r.backend, str(r.batch), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.throughput:.1f}",
                       str(r.iters), r.device)
-    for backend, reason in report.skipped.items():
-        table.add_row(backend, "-", "skipped", "", "", "", reason)
-    return table
+    from rich.console import Group
+    from rich.text import Text
+
+    skipped = [Text(f"skipped {backend}: {reason}", style="yellow") for backend, reason in report.skipped.items()]
+    return Group(table, *skipped)
 
 
 def write_json(report: BenchReport, path) -> Path:
