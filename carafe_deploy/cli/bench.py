@@ -30,19 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _default_shapes(args) -> dict[str, tuple[int, ...]]:
     """Batch-1 shapes: --shape, else the engine sidecar's opt shapes, else the ONNX's static input shapes."""
-    from ..trt.profiles import parse_shape_specs
+    from ..trt import parse_shape_specs
 
     shapes = parse_shape_specs(args.shape, "--shape")
     if shapes:
         return shapes
     if args.engine:
-        from ..trt.sidecar import read_sidecar
+        from ..trt import read_sidecar
 
         side = read_sidecar(args.engine)
         if side:
             return {n: tuple(p["opt"]) for n, p in side["profiles"][0].items()}
     if args.onnx:
-        from ..trt.graph import load_onnx, onnx_input_dims
+        from ..trt import load_onnx, onnx_input_dims
 
         dims = onnx_input_dims(load_onnx(args.onnx))
         dynamic = {n: d for n, d in dims.items() if any(not isinstance(x, int) or x < 1 for x in d[1:])}

@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..trt.builder import BuildOptions, build_engine, parse_size, plan_build
-    from ..trt.profiles import parse_shape_specs
+    from ..trt import BuildOptions, build_engine, parse_size, plan_build
+    from ..trt import parse_shape_specs
 
     options = BuildOptions(
         onnx_path=args.onnx,

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.engine.is_file():
         raise FileNotFoundError(f"engine {args.engine} does not exist")
     named, unnamed = load_inputs(args.input)
-    from ..trt.runner import EngineRunner
+    from ..trt import EngineRunner
 
     console = Console(stderr=True)
     with EngineRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose) as runner:

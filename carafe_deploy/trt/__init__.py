@@ -71,14 +71,23 @@ def run_engine(engine_path, feeds, *, plugin: bool | str = True) -> dict:
         return runner.infer(feeds)
 
 
+# name -> submodule, for lazy re-exports: `import carafe_deploy.trt` stays free of onnx/jsonschema/rich imports
+_LAZY = {
+    "EngineRunner": "runner",
+    "build_engine": "builder",
+    "BuildOptions": "builder",
+    "plan_build": "builder",
+    "parse_size": "builder",
+    "parse_shape_specs": "profiles",
+    "make_profile": "profiles",
+    "read_sidecar": "sidecar",
+    "load_onnx": "graph",
+    "onnx_input_dims": "graph",
+    "prepare_onnx": "graph",
+}
+
+
 def __getattr__(name: str):
-    # lazy re-exports: keep `import carafe_deploy.trt` free of the builder's and runner's imports
-    if name == "EngineRunner":
-        from .runner import EngineRunner
-
-        return EngineRunner
-    if name in ("build_engine", "BuildOptions"):
-        from . import builder
-
-        return getattr(builder, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -227,6 +227,7 @@ def plot(report: BenchReport, path) -> Path:
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     shape_text = ", ".join(f"{n}: {'x'.join(map(str, ['N', *s[1:]]))}" for n, s in report.shapes.items())
