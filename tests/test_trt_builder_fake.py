@@ -161,3 +161,16 @@ def test_progress_monitor_tracks_nested_phases():
     assert tasks["Tactics"].description == "  Tactics"  # indented under its parent
     monitor.phase_finish("Tactics")
     assert [t.description for t in monitor.progress.tasks] == ["Build"]
+
+
+def test_fp16_weights_with_float32_io_count_as_fp16(tmp_path, monkeypatch, plugin_lib):
+    import numpy as np
+    from onnx import numpy_helper
+
+    _install(monkeypatch)
+    model = carafe_model(function=False, dynamic=True)
+    # an fp16 initializer stands in for the weights of an fp16 export that keeps float32 inputs/outputs
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(1, np.float16), "w16"))
+    result = build_engine(_dynamic_options(tmp_path, model=model))
+    assert result.sidecar["precision"]["mode"] == "fp16"
+    assert result.sidecar["precision"]["onnx_float_types"] == ["float16", "float32"]

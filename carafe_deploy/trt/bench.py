@@ -146,7 +146,7 @@ def bench_onnxruntime(onnx_path, shapes, batches, warmup, iters, report: BenchRe
         try:
             session.run(None, feeds)
         except Exception as exc:
-            report.skipped[f"onnxruntime@{batch}"] = str(exc).strip().splitlines()[0]
+            report.skipped[f"onnxruntime@{batch}"] = " ".join(str(exc).split())
             continue
         times = time_callable(lambda: session.run(None, feeds), warmup, iters)
         report.rows.append(summarize("onnxruntime", batch, times, device))

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from .. import __version__
 from ..errors import DeployError
 from . import import_tensorrt, trt_major
-from .graph import PreparedGraph, load_onnx, onnx_input_dims, onnx_io_types, prepare_onnx
+from .graph import PreparedGraph, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
 from .profiles import InputProfile, make_profile
 from .sidecar import gpu_info, now_iso, sha256_file, write_sidecar
 
@@ -77,7 +77,8 @@ class BuildPlan:
     prepared: PreparedGraph
     profile: dict[str, InputProfile]
     plugin_path: Path | None
-    onnx_float_types: list[str]
+    onnx_float_types: list[str]  # float types of inputs/outputs and weights together
+    precision_mode: str  # fp32 / fp16 / bf16 / mixed, from the ONNX types (builder flags may override)
 
 
 @dataclass
@@ -109,14 +110,16 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         raise ValueError("--exclude-lean-runtime only applies to --version-compatible engines")
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise ValueError(f"--opt-level must be 0..5, got {options.optimization_level}")
-    floats = sorted({t for n, t in onnx_io_types(prepared.model).items()
-                     if t in ("float16", "float32", "bfloat16", "float64")})
+    io_types, weight_types = onnx_float_types(prepared.model)
+    floats = sorted(set(io_types) | set(weight_types))
+    compute = weight_types or io_types  # an fp16 export keeps float32 I/O around float16 weights
+    mode = {("float32",): "fp32", ("float16",): "fp16", ("bfloat16",): "bf16"}.get(tuple(compute), "mixed")
     engine_path = Path(options.engine_path) if options.engine_path else onnx_path.with_suffix(".engine")
     if options.save_prepared:
         import onnx
 
         onnx.save(prepared.model, str(options.save_prepared))
-    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats)
+    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats, mode)
 
 
 def format_parser_errors(parser) -> str:
@@ -300,14 +303,11 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
     if cache is not None:
         Path(options.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
 
-    precision_mode = "fp32"
-    types = set(plan.onnx_float_types)
-    if "FP16" in builder_flags or types == {"float16"}:
+    precision_mode = plan.precision_mode
+    if "FP16" in builder_flags:
         precision_mode = "fp16"
-    elif "BF16" in builder_flags or types == {"bfloat16"}:
+    elif "BF16" in builder_flags:
         precision_mode = "bf16"
-    elif len(types) > 1:
-        precision_mode = "mixed"
     function_state = ("dropped" if plan.prepared.function_dropped else
                       "kept" if plan.prepared.function_kept else "absent")
     data = {

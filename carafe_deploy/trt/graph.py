@@ -18,7 +18,7 @@ import onnx
 from ..errors import DeployError
 
 __all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGraph", "prepare_onnx", "load_onnx",
-           "onnx_input_dims", "onnx_io_types"]
+           "onnx_input_dims", "onnx_io_types", "onnx_float_types"]
 
 CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
 MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
@@ -142,6 +142,22 @@ def onnx_input_dims(model: onnx.ModelProto) -> dict[str, list]:
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim
         ]
     return dims
+
+
+def onnx_float_types(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(float types of the graph inputs/outputs, float types of the initializers): an fp16 export may keep float32
+    I/O around float16 weights, so precision is judged from both."""
+    floats = ("float16", "bfloat16", "float32", "float64")
+    io = sorted({t for t in onnx_io_types(model).values() if t in floats})
+    weights = set()
+    for init in model.graph.initializer:
+        try:
+            name = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
+        except Exception:  # bfloat16 has no numpy type in older onnx
+            name = onnx.TensorProto.DataType.Name(init.data_type).lower()
+        if name in floats:
+            weights.add(name)
+    return io, sorted(weights)
 
 
 def onnx_io_types(model: onnx.ModelProto) -> dict[str, str]:

@@ -49,6 +49,8 @@ class _TorchBuffers:
     def to_device(self, value, dtype: str):
         torch = self.torch
         want = getattr(torch, dtype)
+        # a CUDA input may still be being written on the caller's stream
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             if isinstance(value, torch.Tensor):
                 t = value.to(device=self.device, dtype=want, non_blocking=True)
