@@ -174,3 +174,14 @@ def test_fp16_weights_with_float32_io_count_as_fp16(tmp_path, monkeypatch, plugi
     result = build_engine(_dynamic_options(tmp_path, model=model))
     assert result.sidecar["precision"]["mode"] == "fp16"
     assert result.sidecar["precision"]["onnx_float_types"] == ["float16", "float32"]
+
+
+def test_plugin_library_that_tensorrt_cannot_load(tmp_path, monkeypatch, plugin_lib):
+    trt = _install(monkeypatch)
+
+    def refuse(path):
+        raise RuntimeError(f"dlopen failed: {path}: invalid ELF header")
+
+    trt.get_plugin_registry().load_library = refuse
+    with pytest.raises(DeployError, match=r"could not load the plugin library .*invalid ELF header"):
+        build_engine(_dynamic_options(tmp_path))

@@ -217,7 +217,10 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
 
     if plan.plugin_path is not None:
         registry = trt.get_plugin_registry()
-        handle = registry.load_library(str(plan.plugin_path))
+        try:
+            handle = registry.load_library(str(plan.plugin_path))
+        except Exception as exc:  # the bindings raise RuntimeError/TypeError on some failures instead of None
+            raise DeployError(f"TensorRT could not load the plugin library {plan.plugin_path}: {exc}") from exc
         if handle is None:
             raise DeployError(f"TensorRT could not load the plugin library {plan.plugin_path}"
                               + (": " + "; ".join(logger.errors) if logger.errors else ""))

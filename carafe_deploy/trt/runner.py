@@ -178,6 +178,9 @@ class EngineRunner:
         self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
             hint = "" if self.plugin_path else " (no plugin library was loaded; set CARAFE_DEPLOY_PLUGIN)"
+            if self.sidecar is None:
+                hint += (" (no .json sidecar next to it: a version-compatible engine needs it, to allow the host"
+                         " code it carries)")
             raise DeployError(f"TensorRT could not load {self.engine_path}{hint}: " + ("; ".join(self.logger.errors)
                               or "no reason logged; was it built with another TensorRT version or GPU?"))
         self.context = self.engine.create_execution_context()
@@ -203,7 +206,11 @@ class EngineRunner:
                 raise FileNotFoundError(f"plugin library {path} does not exist")
         if path is None:
             return None
-        if trt.get_plugin_registry().load_library(str(path)) is None:
+        try:
+            handle = trt.get_plugin_registry().load_library(str(path))
+        except Exception as exc:  # the bindings raise on some failures instead of returning None
+            raise DeployError(f"TensorRT could not load the plugin library {path}: {exc}") from exc
+        if handle is None:
             raise DeployError(f"TensorRT could not load the plugin library {path}: " + "; ".join(self.logger.errors))
         return path
 
