@@ -19,7 +19,7 @@ from .graph import PreparedGraph, load_onnx, onnx_float_types, onnx_input_dims, 
 from .profiles import InputProfile, make_profile
 from .sidecar import gpu_info, now_iso, sha256_file, write_sidecar
 
-__all__ = ["BuildOptions", "BuildResult", "plan_build", "build_engine", "format_parser_errors", "dtype_name",
+__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "build_engine", "format_parser_errors", "dtype_name",
            "parse_size"]
 
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
@@ -202,7 +202,7 @@ def _make_progress_monitor(trt):
     return RichProgressMonitor()
 
 
-def _tensor_info(trt, tensor) -> dict:
+def _tensor_info(tensor) -> dict:
     return {"name": tensor.name, "dtype": dtype_name(tensor.dtype), "shape": [int(d) for d in tensor.shape]}
 
 
@@ -321,8 +321,8 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         "tensorrt_version": str(trt.__version__),
         "gpu": gpu_info(),
         "onnx": {"file": str(onnx_path), "sha256": sha256_file(onnx_path)},
-        "inputs": [_tensor_info(trt, t) for t in network_inputs],
-        "outputs": [_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)],
+        "inputs": [_tensor_info(t) for t in network_inputs],
+        "outputs": [_tensor_info(network.get_output(i)) for i in range(network.num_outputs)],
         "profiles": [{name: p.to_json() for name, p in plan.profile.items()}],
         "precision": {"mode": precision_mode, "onnx_float_types": plan.onnx_float_types,
                       "builder_flags": [f for f in builder_flags if f in ("FP16", "BF16")],
