@@ -306,6 +306,10 @@ class HostBuffers:
         self.synced += 1
 
     def to_host(self, buf, as_torch):
+        if as_torch:
+            import torch
+
+            return torch.from_numpy(buf.copy())
         return buf.copy()
 
     def close(self):

@@ -110,3 +110,18 @@ def test_bad_engine_file_and_missing_plugin(engine, tmp_path, monkeypatch):
 
     with pytest.raises(MissingDependencyError, match="does not name an existing file"):
         EngineRunner(engine_path)
+
+
+def test_torch_tensors_in_torch_tensors_out(engine):
+    import torch
+
+    engine_path, onnx_path, _, _ = engine
+    feeds = random_feeds(2, 3)
+    with EngineRunner(engine_path, plugin=False) as runner:
+        out = runner.infer({k: torch.from_numpy(v) for k, v in feeds.items()})
+        assert isinstance(out["y"], torch.Tensor)
+        np.testing.assert_allclose(out["y"].numpy(), ort.InferenceSession(str(onnx_path)).run(None, feeds)[0],
+                                   rtol=1e-6)
+        with pytest.raises(TypeError, match=r"input 'features' is int64, the engine wants float32"):
+            runner.infer({"features": torch.zeros(1, 4, 2, 2, dtype=torch.int64),
+                          "kernels": torch.zeros(1, 9, 4, 4)})
