@@ -16,25 +16,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an ONNX model", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("onnx", type=Path, help="ONNX model (plugin or portable export; mmcv exports are converted)")
-    p.add_argument("-o", "--output", type=Path, help="engine path (default: the ONNX path with .engine)")
+    p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: the ONNX path with .engine)")
     shapes = p.add_argument_group("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
     for kind in ("min", "opt", "max"):
         shapes.add_argument(f"--{kind}", action="append", metavar="NAME:DxDxD",
                             help=f"{kind} shape of an input, e.g. image:1x3x512x512; repeat or comma-separate")
     p.add_argument("--no-plugin", action="store_true",
                    help="build CARAFE from the model-local function (portable export) instead of the plugin")
-    p.add_argument("--plugin", type=Path, help="plugin library (default: $CARAFE_DEPLOY_PLUGIN or build/)")
+    p.add_argument("--plugin", type=Path, metavar="LIB.so", help="plugin library (default: $CARAFE_DEPLOY_PLUGIN or build/)")
     p.add_argument("--fp16", action="store_true",
                    help="TensorRT 10 only: FP16 builder flag. TensorRT 11 builds the ONNX's types: export with --fp16")
     p.add_argument("--bf16", action="store_true", help="TensorRT 10 only: BF16 builder flag")
     p.add_argument("--workspace", metavar="SIZE", help="workspace memory pool limit, e.g. 2G or 512M")
-    p.add_argument("--timing-cache", type=Path, help="timing cache file: read if it exists, written after the build")
+    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache file: read if it exists, written after the build")
     p.add_argument("--version-compatible", action="store_true",
                    help="engine that later TensorRT versions can run; the plugin library is serialized into it")
     p.add_argument("--exclude-lean-runtime", action="store_true",
                    help="with --version-compatible: leave the lean runtime out of the engine")
-    p.add_argument("--opt-level", type=int, help="builder optimization level 0..5 (TensorRT default 3)")
-    p.add_argument("--save-prepared", type=Path, help="also write the prepared ONNX (e.g. for trtexec/polygraphy)")
+    p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0..5 (TensorRT default 3)")
+    p.add_argument("--save-prepared", type=Path, metavar="FILE.onnx", help="also write the prepared ONNX (e.g. for trtexec/polygraphy)")
     p.add_argument("--dry-run", action="store_true", help="prepare and check only; do not import TensorRT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
