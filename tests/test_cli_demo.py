@@ -4,10 +4,16 @@ import subprocess
 import sys
 
 
-def test_demo_runs_and_reports():
-    proc = subprocess.run([sys.executable, "-m", "carafe_deploy", "demo"], capture_output=True, text=True, timeout=600)
+def test_demo_runs_and_reports(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "carafe_deploy", "demo", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "CARAFEDownsample" in proc.stdout and "CARAFEUpsample" in proc.stdout
+    # the demo exports a portable ONNX file and compares ONNX Runtime with PyTorch
+    assert (tmp_path / "tiny_carafe_net.onnx").is_file()
+    assert "ONNX Runtime vs PyTorch" in proc.stdout and "│ yes" in proc.stdout
 
 
 def test_cli_rejects_unknown_command():

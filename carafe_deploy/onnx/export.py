@@ -1,0 +1,381 @@
+"""``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of three forms (DESIGN §2).
+
+* ``plugin``: each op is one ``carafe::CARAFE`` node (for TensorRT with the plugin, or any runtime with a kernel);
+* ``portable``: the same nodes plus the model-local function ``carafe::CARAFE`` in standard ops
+  (:mod:`.function`), so ONNX Runtime (CPU, CUDA) runs the file with no custom library;
+* ``decomposed``: the portable model with the function inlined: standard ops only.
+
+The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.carafe`` through
+``custom_translation_table``; the deprecated TorchScript exporter, with a ``register_custom_op_symbolic`` mapping to
+the same node, is used only where the default fails (e.g. some TorchScript modules), and says so in a warning.
+
+``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
+11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
+each input and before each output, so the same feeds work for the fp32 and the fp16 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import onnx
+import onnx.inliner
+import torch
+from torch import nn
+
+from ..errors import DeployError
+from .function import MIN_OPSET, carafe_function
+from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
+
+__all__ = ["export", "EXPORT_MODES", "DEFAULT_OPSET", "MAX_OPSET", "to_portable", "to_decomposed", "to_plugin",
+           "carafe_nodes"]
+
+EXPORT_MODES = ("plugin", "portable", "decomposed")
+DEFAULT_OPSET = 18
+EXPORT_MIN_OPSET = 18  # torch 2.13's default exporter emits opset 18 and newer
+MAX_OPSET = 23  # the newest opset torch 2.13's exporter emits
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The op's translations (dynamo: onnxscript; TorchScript: symbolic function). Both emit the same node.
+
+
+def _dynamo_translation(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str):
+    import onnxscript
+
+    register_schema()  # onnxscript resolves the op through onnx.defs
+    carafe_opset = onnxscript.values.Opset(DOMAIN, OPSET_VERSION)
+    return carafe_opset.CARAFE(
+        features, kernels, kernel_size=kernel_size, group=group, scale_factor=scale_factor, mode=mode
+    )
+
+
+def _torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor, mode):
+    from torch.onnx import symbolic_helper as sh
+
+    k = sh._maybe_get_const(kernel_size, "i")
+    grp = sh._maybe_get_const(group, "i")
+    s = sh._maybe_get_const(scale_factor, "i")
+    m = sh._maybe_get_const(mode, "s")
+    out = g.op(f"{DOMAIN}::{OP_TYPE}", features, kernels, kernel_size_i=k, group_i=grp, scale_factor_i=s, mode_s=m)
+    # The output is (N, C) of the features and (Ho, Wo) of the kernels; the exporter folds shapes with this type.
+    fs = sh._get_tensor_sizes(features) or [None] * 4
+    ks = sh._get_tensor_sizes(kernels) or [None] * 4
+    out.setType(features.type().with_sizes([fs[0], fs[1], ks[2], ks[3]]))
+    return out
+
+
+_SYMBOLIC_REGISTERED: set[int] = set()
+
+
+def _register_torchscript_symbolic(opset: int) -> None:
+    if opset not in _SYMBOLIC_REGISTERED:
+        torch.onnx.register_custom_op_symbolic("carafe_deploy::carafe", _torchscript_symbolic, opset)
+        _SYMBOLIC_REGISTERED.add(opset)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Post-processing between the forms.
+
+
+def carafe_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise DeployError("the ONNX model imports no default-domain opset")
+
+
+def _set_carafe_import(model: onnx.ModelProto, present: bool) -> None:
+    kept = [imp for imp in model.opset_import if imp.domain != DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    if present:
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
+
+
+def _drop_carafe_function(model: onnx.ModelProto) -> None:
+    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
+    del model.functions[:]
+    model.functions.extend(kept)
+
+
+_DEFAULTS = {"group": 1, "scale_factor": 2, "mode": "up"}
+
+
+def _complete_attributes(model: onnx.ModelProto) -> None:
+    """Write the schema defaults onto CARAFE nodes that leave attributes out: plugin creators and the ONNX reference
+    evaluator (which ignores function attribute defaults) then see every field."""
+    for node in carafe_nodes(model):
+        present = {a.name for a in node.attribute}
+        for name, value in _DEFAULTS.items():
+            if name not in present:
+                node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The CARAFE nodes without the function (in place; returns the model)."""
+    _complete_attributes(model)
+    _drop_carafe_function(model)
+    _set_carafe_import(model, bool(carafe_nodes(model)))
+    return model
+
+
+def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
+    _complete_attributes(model)
+    _drop_carafe_function(model)
+    has_nodes = bool(carafe_nodes(model))
+    _set_carafe_import(model, has_nodes)
+    if has_nodes:
+        opset = _default_opset(model)
+        if opset < MIN_OPSET:
+            raise DeployError(
+                f"the model uses ONNX opset {opset}; the CARAFE function needs >= {MIN_OPSET} "
+                "(upgrade it with onnx.version_converter.convert_version first)"
+            )
+        model.functions.append(carafe_function(opset))
+        # model-local functions need IR version >= 8, their attribute defaults >= 9
+        model.ir_version = max(model.ir_version, 9)
+    return model
+
+
+def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Standard ops only: the portable model with every CARAFE node replaced by the function's body."""
+    model = to_portable(model)
+    if not carafe_nodes(model):
+        return model
+    inlined = onnx.inliner.inline_selected_functions(model, [(DOMAIN, OP_TYPE)], exclude=False)
+    _drop_carafe_function(inlined)
+    _set_carafe_import(inlined, False)
+    return inlined
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fp16
+
+
+def _to_half(model: nn.Module, args: tuple):
+    """A float16 copy of the model and its float example inputs (the model's own forward signature is kept, so
+    dynamic_axes map onto its arguments as usual)."""
+
+    def cast(x):
+        return x.half() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    return copy.deepcopy(model).half(), torch.utils._pytree.tree_map(cast, args)
+
+
+def _float32_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make float16 graph inputs/outputs float32 with a Cast after each input and before each output (in place).
+
+    Runs on the plugin form (no subgraphs yet), so renaming top-level uses is complete."""
+    from onnx import TensorProto, helper
+
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    graph = model.graph
+    casts_in = []
+    for vi in graph.input:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        casts_in.append(helper.make_node("Cast", [vi.name], [inner], to=f16, name=f"{vi.name}_to_float16"))
+        vi.type.tensor_type.elem_type = f32
+    casts_out = []
+    for vi in graph.output:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == vi.name:
+                    node.output[i] = inner
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        for info in graph.value_info:
+            if info.name == vi.name:
+                info.name = inner
+        casts_out.append(helper.make_node("Cast", [inner], [vi.name], to=f32, name=f"{vi.name}_to_float32"))
+        vi.type.tensor_type.elem_type = f32
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _check_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if p.is_dir():
+        raise DeployError(f"output path {str(p)!r} is a directory; give a file name such as {str(p / 'model.onnx')!r}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise DeployError(f"cannot write {str(p)!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise DeployError(f"cannot write {str(p)!r}: permission denied")
+    return p
+
+
+def _check_opset(opset) -> int:
+    if opset is None:
+        return DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise TypeError(f"opset must be an int, got {type(opset).__name__} ({opset!r})")
+    if not EXPORT_MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset} is not supported: use {EXPORT_MIN_OPSET} to {MAX_OPSET} (torch's ONNX exporter)")
+    return opset
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _first_line(exc: Exception) -> str:
+    """The root cause's type and first line: torch's exporter wraps it in a page of generic next steps."""
+    import re
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        # torch converts dynamic_axes to dynamic_shapes itself (with Dim.AUTO) and keeps the user's axis names;
+        # that conversion is what we want, so its "not recommended" note is noise here.
+        warnings.filterwarnings("ignore", message=".*dynamic_axes.*not recommended.*")
+        # the exporter prints its progress ("[torch.onnx] Obtain model graph ...") to stdout; failures raise anyway
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes)
+    return program.model_proto
+
+
+def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
+    return torch.onnx.export(
+        model,
+        args,
+        dynamo=True,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        custom_translation_table={torch.ops.carafe_deploy.carafe.default: _dynamo_translation},
+        verbose=False,
+    )
+
+
+def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
+    _register_torchscript_symbolic(opset)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            custom_opsets={DOMAIN: OPSET_VERSION},
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def export(
+    model: nn.Module | torch.jit.ScriptModule | torch.export.ExportedProgram,
+    args: Any,
+    path: str | os.PathLike | None,
+    *,
+    mode: str = "portable",
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None = None,
+    opset: int | None = None,
+    fp16: bool = False,
+) -> onnx.ModelProto:
+    """Export ``model(*args)`` to ONNX at ``path`` (None: do not write) and return the model.
+
+    ``mode``: "plugin", "portable" (default) or "decomposed" (module docstring). ``dynamic_axes`` as
+    ``torch.onnx.export`` takes it, e.g. ``{"image": {0: "N", 2: "H", 3: "W"}}``. ``opset``: the default ONNX
+    domain's version, 18 to 23 (default 18). ``fp16``: float16 weights and compute, float32 inputs and outputs.
+    """
+    register_schema()
+    if mode not in EXPORT_MODES:
+        raise ValueError(f"unknown export mode {mode!r}; use one of {', '.join(EXPORT_MODES)}")
+    opset = _check_opset(opset)
+    out_path = _check_path(path) if path is not None else None
+    if not isinstance(model, (nn.Module, torch.export.ExportedProgram, torch.jit.ScriptFunction)):
+        raise TypeError(f"model must be a torch.nn.Module or ExportedProgram, got {type(model).__name__}")
+    if isinstance(args, torch.Tensor):
+        args = (args,)
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tensor or a tuple of example inputs, got {type(args).__name__}")
+    input_names = list(input_names) if input_names is not None else None
+    output_names = list(output_names) if output_names is not None else None
+
+    if fp16:
+        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            raise DeployError("fp16=True needs an nn.Module (a float16 copy of it is exported)")
+        model, args = _to_half(model, args)
+    if isinstance(model, nn.Module) and model.training:
+        warnings.warn("exporting a model in training mode; call model.eval() first", stacklevel=2)
+
+    with torch.no_grad():
+        try:
+            proto = _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes)
+        except Exception as dynamo_error:  # noqa: BLE001 -- any failure of the default exporter triggers the fallback
+            warnings.warn(
+                f"the default (dynamo) ONNX exporter failed ({_first_line(dynamo_error)}); "
+                "trying the TorchScript exporter",
+                stacklevel=2,
+            )
+            if isinstance(model, torch.export.ExportedProgram):
+                raise DeployError(f"ONNX export of the ExportedProgram failed: {dynamo_error}") from dynamo_error
+            try:
+                proto = _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes)
+            except Exception as ts_error:
+                raise DeployError(
+                    f"ONNX export failed with both exporters. dynamo: {_first_line(dynamo_error)}; "
+                    f"torchscript: {_first_line(ts_error)}"
+                ) from ts_error
+
+    if fp16:
+        proto = _float32_io(proto)
+    if mode == "plugin":
+        proto = to_plugin(proto)
+    elif mode == "portable":
+        proto = to_portable(proto)
+    else:
+        proto = to_decomposed(proto)
+    # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file and are checked from disk
+    big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
+    if not big:
+        onnx.checker.check_model(proto, full_check=False)
+    if out_path is not None:
+        try:
+            onnx.save(proto, str(out_path), save_as_external_data=big, location=out_path.name + ".data")
+        except OSError as exc:
+            raise DeployError(f"cannot write {str(out_path)!r}: {exc.strerror or exc}") from exc
+        if big:
+            onnx.checker.check_model(str(out_path))
+    return proto

@@ -1,0 +1,205 @@
+#include "carafe_params.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace carafe
+{
+namespace
+{
+
+// Upper bounds keep the CUDA kernels' register/shared-memory plans and int32 grid arithmetic meaningful; they are far
+// above anything CARAFE models use (k <= 7, s <= 4).
+constexpr int32_t kMaxKernelSize = 63;
+constexpr int32_t kMaxScale = 64;
+constexpr int32_t kMaxGroup = 1 << 16;
+
+bool readNumber(Field const& f, double& out, std::string& err)
+{
+    if (f.data == nullptr || f.length < 1)
+    {
+        err = "field '" + f.name + "' has no value";
+        return false;
+    }
+    if (f.length != 1)
+    {
+        err = "field '" + f.name + "' must hold one value, got " + std::to_string(f.length);
+        return false;
+    }
+    switch (f.kind)
+    {
+    case FieldKind::kInt8: out = *static_cast<int8_t const*>(f.data); return true;
+    case FieldKind::kInt16: out = *static_cast<int16_t const*>(f.data); return true;
+    case FieldKind::kInt32: out = *static_cast<int32_t const*>(f.data); return true;
+    case FieldKind::kInt64: out = static_cast<double>(*static_cast<int64_t const*>(f.data)); return true;
+    case FieldKind::kFloat32: out = *static_cast<float const*>(f.data); return true;
+    case FieldKind::kFloat64: out = *static_cast<double const*>(f.data); return true;
+    default: err = "field '" + f.name + "' must be numeric"; return false;
+    }
+}
+
+bool readInt(Field const& f, int32_t& out, std::string& err)
+{
+    double v = 0;
+    if (!readNumber(f, v, err))
+    {
+        return false;
+    }
+    if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 2147483647.0)
+    {
+        std::ostringstream s;
+        s << "field '" << f.name << "' must be an integer, got " << v;
+        err = s.str();
+        return false;
+    }
+    out = static_cast<int32_t>(v);
+    return true;
+}
+
+bool readMode(Field const& f, Mode& out, std::string& err)
+{
+    if (f.kind == FieldKind::kChar)
+    {
+        if (f.data == nullptr || f.length < 0)
+        {
+            err = "field 'mode' has no value";
+            return false;
+        }
+        // TensorRT passes strings with or without the terminating NUL, depending on the producer.
+        std::string s(static_cast<char const*>(f.data), static_cast<size_t>(f.length));
+        s = s.substr(0, std::strlen(s.c_str()));
+        if (s == "up")
+        {
+            out = Mode::kUp;
+            return true;
+        }
+        if (s == "down")
+        {
+            out = Mode::kDown;
+            return true;
+        }
+        err = "field 'mode' must be \"up\" or \"down\", got \"" + s + "\"";
+        return false;
+    }
+    // Also accepted as an integer (0 = up, 1 = down) for producers that cannot emit string fields.
+    int32_t v = -1;
+    if (!readInt(f, v, err))
+    {
+        err = "field 'mode' must be the string \"up\" or \"down\" (or 0 / 1)";
+        return false;
+    }
+    if (v != 0 && v != 1)
+    {
+        err = "field 'mode' must be \"up\" or \"down\" (or 0 / 1), got " + std::to_string(v);
+        return false;
+    }
+    out = static_cast<Mode>(v);
+    return true;
+}
+
+} // namespace
+
+char const* modeName(Mode mode)
+{
+    return mode == Mode::kUp ? "up" : "down";
+}
+
+std::string validate(Params const& p)
+{
+    if (p.kernelSize < 1 || p.kernelSize % 2 == 0 || p.kernelSize > kMaxKernelSize)
+    {
+        return "kernel_size must be odd and in [1, " + std::to_string(kMaxKernelSize) + "], got "
+            + std::to_string(p.kernelSize);
+    }
+    if (p.group < 1 || p.group > kMaxGroup)
+    {
+        return "group must be in [1, " + std::to_string(kMaxGroup) + "], got " + std::to_string(p.group);
+    }
+    if (p.scale < 1 || p.scale > kMaxScale)
+    {
+        return "scale_factor must be in [1, " + std::to_string(kMaxScale) + "], got " + std::to_string(p.scale);
+    }
+    if (p.mode != Mode::kUp && p.mode != Mode::kDown)
+    {
+        return "mode must be up or down";
+    }
+    return {};
+}
+
+std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& p)
+{
+    std::string err;
+    for (Field const& f : fields)
+    {
+        bool ok = true;
+        if (f.name == "kernel_size")
+        {
+            ok = readInt(f, p.kernelSize, err);
+        }
+        else if (f.name == (set == FieldSet::kCarafe ? "group" : "group_size"))
+        {
+            ok = readInt(f, p.group, err);
+        }
+        else if (f.name == "scale_factor")
+        {
+            // MMCVCARAFE stores it as a float (mmcv's symbolic); it must still be a whole number.
+            ok = readInt(f, p.scale, err);
+        }
+        else if (set == FieldSet::kCarafe && f.name == "mode")
+        {
+            ok = readMode(f, p.mode, err);
+        }
+        else
+        {
+            return "unknown field '" + f.name + "'"
+                + (set == FieldSet::kCarafe ? " (expected kernel_size, group, scale_factor, mode)"
+                                            : " (expected kernel_size, group_size, scale_factor)");
+        }
+        if (!ok)
+        {
+            return err;
+        }
+    }
+    if (set == FieldSet::kMmcv)
+    {
+        p.mode = Mode::kUp;
+    }
+    return validate(p);
+}
+
+std::string checkShapes(Params const& p, int64_t const fd[4], int64_t const kd[4])
+{
+    auto known = [](int64_t v) { return v >= 0; };
+    std::ostringstream s;
+    if (known(fd[1]) && fd[1] % p.group != 0)
+    {
+        s << "features channels (" << fd[1] << ") must be divisible by group (" << p.group << ")";
+        return s.str();
+    }
+    int64_t const kc = static_cast<int64_t>(p.group) * p.kernelSize * p.kernelSize;
+    if (known(kd[1]) && kd[1] != kc)
+    {
+        s << "kernels must have group*kernel_size^2 = " << p.group << "*" << p.kernelSize << "^2 = " << kc
+          << " channels, got " << kd[1];
+        return s.str();
+    }
+    if (known(fd[0]) && known(kd[0]) && fd[0] != kd[0])
+    {
+        s << "kernels batch (" << kd[0] << ") must equal features batch (" << fd[0] << ")";
+        return s.str();
+    }
+    for (int i = 2; i < 4; ++i)
+    {
+        if (known(fd[i]) && known(kd[i]) && kd[i] != outputExtent(fd[i], p.scale, p.mode))
+        {
+            s << "kernels " << (i == 2 ? "height" : "width") << " (" << kd[i] << ") must be the " << modeName(p.mode)
+              << " output extent " << outputExtent(fd[i], p.scale, p.mode) << " of features extent " << fd[i]
+              << " with scale_factor " << p.scale;
+            return s.str();
+        }
+    }
+    return {};
+}
+
+} // namespace carafe
