@@ -28,6 +28,6 @@ for e in plugin noplugin; do
     $( [[ -f $out/tiny_$e.engine ]] && echo --engine "$out/tiny_$e.engine" ) --json "$out/check_$e.json" || status=$?
 done
 carafe-deploy bench $( [[ -f $out/tiny_plugin.engine ]] && echo "$out/tiny_plugin.engine" ) --onnx "$out/tiny.onnx" \
-  --torch-model carafe_deploy.cli.demo:TinyCarafeNet --batch 1 2 4 --warmup 3 --iters 20 \
+  "${src[@]}" --batch 1 2 4 --warmup 3 --iters 20 \
   --json "$out/bench.json" --plot "$out/bench.png"
 exit $status

@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from PIL import Image
+import trt_toys
 from trt_toys import carafe_model, random_feeds
 
 import fake_tensorrt
@@ -68,7 +69,8 @@ def test_run_without_tensorrt_is_one_line(tmp_path, capsys):
     (["build", "{toy}", "--plugin", "nowhere.so"], 2, "plugin library nowhere.so does not exist"),
     (["run", "none.engine", "--input", "x.npy"], 2, "engine none.engine does not exist"),
     (["bench"], 2, "nothing to benchmark"),
-    (["bench", "--onnx", "{dyn}"], 2, "input shapes are dynamic in the ONNX: give them with --shape"),
+    (["bench", "--onnx", "{dyn}"], 2, "give them with --input-shape N,C,H,W (once per input: features, kernels)"),
+    (["bench", "--onnx", "{dyn}", "--input-shape", "1,4,4,4"], 2, "1 --input-shape for 2 inputs (features, kernels)"),
 ])
 def test_error_paths(argv, code, message, toy, dyn, capsys):
     argv = [a.format(toy=toy, dyn=dyn) for a in argv]
@@ -144,8 +146,8 @@ def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
     engine = tmp_path / "toy.engine"
     engine.write_bytes(b"not an engine")
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    argv = ["bench", "--onnx", str(dyn), "--torch-model", "trt_toys:TorchToy", "--batch", "1", "2",
-            "--shape", "features:1x4x4x4,kernels:1x9x8x8",
+    argv = ["bench", "--onnx", str(dyn), "--python", trt_toys.__file__, "--class", "TorchToy", "--batch", "1", "2",
+            "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8",
             "--warmup", "1", "--iters", "3", "--json", str(out_json), "--plot", str(out_png)]
     if not tensorrt_available():
         argv.insert(1, str(engine))
@@ -172,3 +174,13 @@ def test_bench_with_nothing_runnable_fails(tmp_path, capsys):
                  "--iters", "1", "--warmup", "0"]) == 1
     assert "no backend produced a timing" in _err(capsys)[-1]
     assert "could not load" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
+
+
+@no_trt
+def test_run_engine_without_tensorrt_raises_missing_dependency(tmp_path):
+    from carafe_deploy.errors import MissingDependencyError
+    from carafe_deploy.trt import run_engine
+
+    # what `check --engine` relies on to report TensorRT as skipped rather than failed
+    with pytest.raises(MissingDependencyError, match="^TensorRT is not installed"):
+        run_engine(tmp_path / "any.engine", {"x": np.zeros(1, np.float32)})

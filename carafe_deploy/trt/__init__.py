@@ -65,6 +65,7 @@ def run_engine(engine_path, feeds, *, plugin: bool | str = True) -> dict:
 
     ``MissingDependencyError`` when TensorRT (or a CUDA buffer backend) is not installed.
     """
+    import_tensorrt()  # first: without TensorRT the backend is unavailable, whatever the engine path says
     from .runner import EngineRunner
 
     with EngineRunner(engine_path, plugin=plugin) as runner:

@@ -8,7 +8,6 @@ or cannot run the model is reported as skipped with the reason, never as a resul
 
 from __future__ import annotations
 
-import importlib
 import json
 import platform
 import statistics
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..errors import DeployError, MissingDependencyError
 
-__all__ = ["BenchRow", "BenchReport", "time_callable", "summarize", "with_batch", "load_torch_model",
+__all__ = ["BenchRow", "BenchReport", "time_callable", "summarize", "with_batch",
            "bench_tensorrt", "bench_onnxruntime", "bench_torch", "render_table", "write_json", "plot"]
 
 
@@ -81,29 +80,6 @@ def random_inputs(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str]
     return {n: rng.standard_normal(tuple(s)).astype(dtypes.get(n, "float32")) for n, s in shapes.items()}
 
 
-def load_torch_model(spec: str):
-    """A PyTorch module from ``path.pt2`` (torch.export), ``package.module:factory`` or a model-zoo name."""
-    import torch
-
-    if spec.endswith(".pt2"):
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"exported program {spec} does not exist")
-        return torch.export.load(spec).module()
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"--torch-model {spec!r}: {exc}") from None
-        model = obj() if not isinstance(obj, torch.nn.Module) else obj
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"--torch-model {spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
-        return model.eval()
-    from .. import models
-
-    return models.build(spec)
-
-
 def bench_tensorrt(engine_path, shapes, batches, warmup, iters, report: BenchReport, seed: int = 0) -> None:
     from .runner import EngineRunner
 
@@ -160,8 +136,10 @@ def _ort_dtype(type_str: str) -> str:
 def bench_torch(model, input_names, shapes, batches, warmup, iters, report: BenchReport, seed: int = 0) -> None:
     import torch
 
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
+    model = model.to(device)
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None else torch.float32
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
