@@ -13,6 +13,9 @@ _COMMANDS = {
     "demo": ".demo",
     "export": ".export",
     "check": ".check",
+    "build": ".build",
+    "run": ".run",
+    "bench": ".bench",
 }
 
 

@@ -1,0 +1,86 @@
+"""``carafe-deploy build``: ONNX -> TensorRT engine + JSON sidecar.
+
+The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin or kept with
+--no-plugin) and the profile checked before TensorRT is touched, so those errors show on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build a TensorRT engine from an ONNX model", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx", type=Path, help="ONNX model (plugin or portable export; mmcv exports are converted)")
+    p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: the ONNX path with .engine)")
+    shapes = p.add_argument_group("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
+    for kind in ("min", "opt", "max"):
+        shapes.add_argument(f"--{kind}", action="append", metavar="NAME:DxDxD",
+                            help=f"{kind} shape of an input, e.g. image:1x3x512x512; repeat or comma-separate")
+    p.add_argument("--no-plugin", action="store_true",
+                   help="build CARAFE from the model-local function (portable export) instead of the plugin")
+    p.add_argument("--plugin", type=Path, metavar="LIB.so", help="plugin library (default: $CARAFE_DEPLOY_PLUGIN or build/)")
+    p.add_argument("--fp16", action="store_true",
+                   help="TensorRT 10 only: FP16 builder flag. TensorRT 11 builds the ONNX's types: export with --fp16")
+    p.add_argument("--bf16", action="store_true", help="TensorRT 10 only: BF16 builder flag")
+    p.add_argument("--workspace", metavar="SIZE", help="workspace memory pool limit, e.g. 2G or 512M")
+    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache file: read if it exists, written after the build")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="engine that later TensorRT versions can run; the plugin library is serialized into it")
+    p.add_argument("--exclude-lean-runtime", action="store_true",
+                   help="with --version-compatible: leave the lean runtime out of the engine")
+    p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0..5 (TensorRT default 3)")
+    p.add_argument("--save-prepared", type=Path, metavar="FILE.onnx", help="also write the prepared ONNX (e.g. for trtexec/polygraphy)")
+    p.add_argument("--dry-run", action="store_true", help="prepare and check only; do not import TensorRT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..trt import BuildOptions, build_engine, parse_size, plan_build
+    from ..trt import parse_shape_specs
+
+    options = BuildOptions(
+        onnx_path=args.onnx,
+        engine_path=args.output,
+        min_shapes=parse_shape_specs(args.min, "--min"),
+        opt_shapes=parse_shape_specs(args.opt, "--opt"),
+        max_shapes=parse_shape_specs(args.max, "--max"),
+        use_plugin=not args.no_plugin,
+        plugin_path=args.plugin,
+        fp16=args.fp16,
+        bf16=args.bf16,
+        workspace_bytes=parse_size(args.workspace) if args.workspace else None,
+        timing_cache=args.timing_cache,
+        version_compatible=args.version_compatible,
+        exclude_lean_runtime=args.exclude_lean_runtime,
+        optimization_level=args.opt_level,
+        progress=not args.no_progress,
+        verbose=args.verbose,
+        save_prepared=args.save_prepared,
+    )
+    if args.no_plugin and args.plugin:
+        raise ValueError("--plugin and --no-plugin contradict each other")
+    console = Console(stderr=True)
+    plan = plan_build(options)
+    for note in plan.prepared.notes:
+        console.print(f"[dim]{note}[/dim]")
+    for name, p in plan.profile.items():
+        fmt = lambda s: "x".join(map(str, s))  # noqa: E731
+        console.print(f"[dim]profile {name}: min {fmt(p.min)}  opt {fmt(p.opt)}  max {fmt(p.max)}[/dim]")
+    if plan.plugin_path:
+        console.print(f"[dim]plugin library {plan.plugin_path}[/dim]")
+    if args.save_prepared:
+        console.print(f"wrote prepared ONNX {args.save_prepared}")
+    if args.dry_run:
+        console.print(f"dry run: {args.onnx} is ready to build into {plan.engine_path}")
+        return 0
+    result = build_engine(options, plan)
+    console.print(f"wrote {result.engine_path} ({result.sidecar['engine']['bytes']} bytes, TensorRT "
+                  f"{result.sidecar['tensorrt_version']}, {result.sidecar['precision']['mode']}) and {result.sidecar_path}")
+    return 0

@@ -1,0 +1,172 @@
+"""Prepare an ONNX model for TensorRT's ONNX parser.
+
+The parser resolves a node by builtin importer first, then a model-local function of the same domain/name, then the
+plugin registry (onnx-tensorrt ModelImporter, DESIGN §2). So a ``portable`` export, which carries a ``carafe::CARAFE``
+local function, would be parsed through the standard-op body and never reach the plugin. When the plugin is wanted,
+the function is dropped here; with ``--no-plugin`` it is kept and is the only way the node can be built.
+
+mmcv / mmdeploy exports (``mmcv::MMCVCARAFE``) are converted to ``carafe::CARAFE`` by ``carafe_deploy.onnx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from ..errors import DeployError
+
+__all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGraph", "prepare_onnx", "load_onnx",
+           "onnx_input_dims", "onnx_io_types", "onnx_float_types"]
+
+CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
+MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
+
+
+@dataclass
+class PreparedGraph:
+    model: onnx.ModelProto
+    carafe_nodes: list[str] = field(default_factory=list)  # names of carafe::CARAFE nodes (after conversion)
+    mmcv_converted: int = 0
+    function_dropped: bool = False
+    function_kept: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def load_onnx(path) -> onnx.ModelProto:
+    """Load an ONNX file with its external data; ``DeployError`` naming the file when it is not a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {path} does not exist")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on what is wrong
+        raise DeployError(f"{path} is not a readable ONNX model: {type(exc).__name__}: {exc}") from exc
+
+
+def _all_nodes(model: onnx.ModelProto):
+    """Every node of the main graph, its subgraphs (If/Loop/Scan bodies) and the model-local functions."""
+
+    def walk(nodes):
+        for node in nodes:
+            yield node
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    yield from walk(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        yield from walk(g.node)
+
+    yield from walk(model.graph.node)
+    for fn in model.functions:
+        yield from walk(fn.node)
+
+
+def _is(node, domain: str, op: str) -> bool:
+    return node.op_type == op and node.domain == domain
+
+
+def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        from ..onnx import convert_mmcv
+    except ImportError as exc:
+        raise DeployError(
+            f"the model has {MMCV_DOMAIN}::{MMCV_OP} nodes and converting them needs carafe_deploy.onnx.convert_mmcv, "
+            f"which could not be imported ({exc})"
+        ) from exc
+    return convert_mmcv(model)
+
+
+def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> PreparedGraph:
+    """Return a copy of ``model`` ready for ``OnnxParser.parse`` (the input is not modified).
+
+    - ``mmcv::MMCVCARAFE`` nodes are converted to ``carafe::CARAFE``;
+    - with ``use_plugin``: the ``carafe::CARAFE`` local function is removed, so the parser falls back to the plugin;
+    - without: the function must be there (``portable`` export) unless the model has no CARAFE node at all
+      (``decomposed`` export); otherwise ``DeployError`` says which export to use.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"prepare_onnx expects an onnx.ModelProto, got {type(model).__name__}")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    prepared = PreparedGraph(model=out)
+
+    n_mmcv = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+    if n_mmcv:
+        out = _convert_mmcv(out)
+        left = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+        if left:
+            raise DeployError(f"{left} of {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} nodes were not converted")
+        prepared.model = out
+        prepared.mmcv_converted = n_mmcv
+        prepared.notes.append(f"converted {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} node(s) to {CARAFE_DOMAIN}::{CARAFE_OP}")
+
+    prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(_all_nodes(out))
+                             if _is(n, CARAFE_DOMAIN, CARAFE_OP)]
+    fn_index = [i for i, fn in enumerate(out.functions) if fn.domain == CARAFE_DOMAIN and fn.name == CARAFE_OP]
+
+    if use_plugin:
+        if fn_index:
+            for i in reversed(fn_index):
+                del out.functions[i]
+            prepared.function_dropped = True
+            prepared.notes.append(
+                f"dropped the model-local function {CARAFE_DOMAIN}::{CARAFE_OP} so the parser uses the plugin"
+            )
+        if not prepared.carafe_nodes:
+            prepared.notes.append(f"the model has no {CARAFE_DOMAIN}::{CARAFE_OP} node; the plugin is not used")
+    else:
+        if prepared.carafe_nodes and not fn_index:
+            raise DeployError(
+                f"--no-plugin: the model has {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) "
+                f"(e.g. {prepared.carafe_nodes[0]!r}) but no model-local {CARAFE_OP} function to build them from; "
+                "export with --mode portable or --mode decomposed, or build with the plugin"
+            )
+        if fn_index:
+            prepared.function_kept = True
+            prepared.notes.append(f"kept the model-local function {CARAFE_DOMAIN}::{CARAFE_OP} (--no-plugin)")
+    return prepared
+
+
+def onnx_input_dims(model: onnx.ModelProto) -> dict[str, list]:
+    """``{input name: dims}`` for the graph inputs that are not initializers; a dim is an int or, when dynamic, its
+    dim_param (or ``None``)."""
+    inits = {t.name for t in model.graph.initializer}
+    dims: dict[str, list] = {}
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        shape = value.type.tensor_type.shape
+        dims[value.name] = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim
+        ]
+    return dims
+
+
+def onnx_float_types(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(float types of the graph inputs/outputs, float types of the initializers): an fp16 export may keep float32
+    I/O around float16 weights, so precision is judged from both."""
+    floats = ("float16", "bfloat16", "float32", "float64")
+    io = sorted({t for t in onnx_io_types(model).values() if t in floats})
+    weights = set()
+    for init in model.graph.initializer:
+        try:
+            name = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
+        except Exception:  # bfloat16 has no numpy type in older onnx
+            name = onnx.TensorProto.DataType.Name(init.data_type).lower()
+        if name in floats:
+            weights.add(name)
+    return io, sorted(weights)
+
+
+def onnx_io_types(model: onnx.ModelProto) -> dict[str, str]:
+    """``{input/output name: numpy dtype name}`` of the graph's inputs and outputs."""
+    types = {}
+    for value in list(model.graph.input) + list(model.graph.output):
+        elem = value.type.tensor_type.elem_type
+        try:
+            types[value.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).name
+        except Exception:  # undefined / exotic element types
+            types[value.name] = onnx.TensorProto.DataType.Name(elem).lower()
+    return types

@@ -1,0 +1,183 @@
+"""The JSON file written next to every engine (``model.engine`` -> ``model.engine.json``).
+
+An engine is only usable with the TensorRT version, GPU and plugin it was built with; the sidecar records them so a
+runner (or a person) can tell why an engine does not load, plus the I/O and the profiles it accepts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+
+__all__ = ["SCHEMA", "SCHEMA_ID", "sidecar_path", "validate_sidecar", "write_sidecar", "read_sidecar", "sha256_file",
+           "gpu_info"]
+
+SCHEMA_ID = "carafe-deploy/engine-sidecar/1"
+
+_SHAPE = {"type": "array", "items": {"type": "integer"}}
+_PROFILE_ENTRY = {
+    "type": "object",
+    "required": ["min", "opt", "max"],
+    "properties": {"min": _SHAPE, "opt": _SHAPE, "max": _SHAPE},
+    "additionalProperties": False,
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "dtype", "shape"],
+    "properties": {"name": {"type": "string"}, "dtype": {"type": "string"}, "shape": _SHAPE},
+    "additionalProperties": False,
+}
+_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "carafe-deploy engine sidecar",
+    "type": "object",
+    "required": ["schema", "engine", "created", "carafe_deploy_version", "tensorrt_version", "gpu", "onnx", "inputs",
+                 "outputs", "profiles", "precision", "plugin", "version_compatible", "workspace_bytes", "graph"],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "engine": {
+            "type": "object",
+            "required": ["file", "bytes", "sha256"],
+            "properties": {"file": {"type": "string"}, "bytes": {"type": "integer", "minimum": 1}, "sha256": _SHA},
+            "additionalProperties": False,
+        },
+        "created": {"type": "string", "format": "date-time"},
+        "carafe_deploy_version": {"type": "string"},
+        "tensorrt_version": {"type": "string", "minLength": 1},
+        "gpu": {
+            "type": ["object", "null"],
+            "required": ["name", "compute_capability"],
+            "properties": {"name": {"type": "string"}, "compute_capability": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "onnx": {
+            "type": "object",
+            "required": ["file", "sha256"],
+            "properties": {"file": {"type": "string"}, "sha256": _SHA},
+            "additionalProperties": False,
+        },
+        "inputs": {"type": "array", "items": _TENSOR, "minItems": 1},
+        "outputs": {"type": "array", "items": _TENSOR, "minItems": 1},
+        "profiles": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "object", "additionalProperties": _PROFILE_ENTRY},
+        },
+        "precision": {
+            "type": "object",
+            "required": ["mode", "onnx_float_types", "builder_flags", "strongly_typed"],
+            "properties": {
+                "mode": {"enum": ["fp32", "fp16", "bf16", "mixed"]},
+                "onnx_float_types": {"type": "array", "items": {"type": "string"}},
+                "builder_flags": {"type": "array", "items": {"type": "string"}},
+                "strongly_typed": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "plugin": {
+            "type": "object",
+            "required": ["used", "library", "sha256", "serialized_in_engine"],
+            "properties": {
+                "used": {"type": "boolean"},
+                "library": {"type": ["string", "null"]},
+                "sha256": {"oneOf": [_SHA, {"type": "null"}]},
+                "serialized_in_engine": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "version_compatible": {"type": "boolean"},
+        "workspace_bytes": {"type": ["integer", "null"], "minimum": 1},
+        "graph": {
+            "type": "object",
+            "required": ["carafe_nodes", "mmcv_converted", "carafe_function"],
+            "properties": {
+                "carafe_nodes": {"type": "integer", "minimum": 0},
+                "mmcv_converted": {"type": "integer", "minimum": 0},
+                "carafe_function": {"enum": ["dropped", "kept", "absent"]},
+            },
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def sidecar_path(engine_path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_sidecar(data: dict) -> None:
+    """``ValueError`` naming the field when ``data`` does not follow :data:`SCHEMA` (plugin use needs its hash)."""
+    try:
+        jsonschema.validate(data, SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
+        raise ValueError(f"engine sidecar field {where}: {exc.message}") from None
+    plugin = data["plugin"]
+    if plugin["used"] and (plugin["library"] is None or plugin["sha256"] is None):
+        raise ValueError("engine sidecar field plugin: a used plugin needs its library path and sha256")
+    names = [t["name"] for t in data["inputs"]]
+    for i, profile in enumerate(data["profiles"]):
+        if sorted(profile) != sorted(names):
+            raise ValueError(f"engine sidecar field profiles/{i}: covers {sorted(profile)}, the inputs are {names}")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_sidecar(engine_path, data: dict) -> Path:
+    validate_sidecar(data)
+    path = sidecar_path(engine_path)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def read_sidecar(engine_path) -> dict | None:
+    """The engine's sidecar, validated; ``None`` when there is none."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    validate_sidecar(data)
+    return data
+
+
+def gpu_info(device: int = 0) -> dict | None:
+    """Name and compute capability of the GPU the engine is built on, through torch or pycuda; ``None`` if neither
+    can see one."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            return {"name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
+    except Exception:  # a broken CUDA setup must not stop the sidecar from being written
+        pass
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        dev = cuda.Device(device)
+        major, minor = dev.compute_capability()
+        return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
+    except Exception:
+        return None

@@ -1,0 +1,186 @@
+"""``carafe-deploy build | run | bench``: error paths, dry runs, and (with the stand-in tensorrt) the happy paths."""
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+import trt_toys
+from trt_toys import carafe_model, random_feeds
+
+import fake_tensorrt
+from carafe_deploy.cli import main
+from carafe_deploy.trt import runner as runner_mod
+from carafe_deploy.trt import tensorrt_available
+
+no_trt = pytest.mark.skipif(tensorrt_available(), reason="checks the message shown when TensorRT is absent")
+
+
+@pytest.fixture
+def toy(tmp_path):
+    path = tmp_path / "toy.onnx"
+    onnx.save(carafe_model(function=True, hw=4), path)
+    return path
+
+
+@pytest.fixture
+def dyn(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(carafe_model(function=True, dynamic=True), path)
+    return path
+
+
+def _err(capsys):
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@no_trt
+def test_build_without_tensorrt_is_one_line(toy, capsys):
+    assert main(["build", str(toy), "--no-plugin"]) == 1
+    lines = _err(capsys)
+    # the notes of graph preparation, then exactly one error line
+    errors = [line for line in lines if "error" in line.lower()]
+    assert errors == [lines[-1]]
+    assert lines[-1].startswith("carafe-deploy build: error: TensorRT is not installed: pip install tensorrt")
+    assert not toy.with_suffix(".engine").exists()
+
+
+@no_trt
+def test_run_without_tensorrt_is_one_line(tmp_path, capsys):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    np.save(tmp_path / "x.npy", np.zeros((1, 4, 4, 4), np.float32))
+    assert main(["run", str(engine), "--input", str(tmp_path / "x.npy")]) == 1
+    lines = _err(capsys)
+    assert len(lines) == 1 and "TensorRT is not installed: pip install tensorrt" in lines[0]
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["build", "missing.onnx"], 2, "ONNX model missing.onnx does not exist"),
+    (["build", "{dyn}", "--no-plugin"], 2, "input 'features' has dynamic shape ?x4x?x?: give its profile"),
+    (["build", "{dyn}", "--no-plugin", "--opt", "features:1x4x8x8", "--opt", "kernels:1x9x16"], 2, "has rank 3"),
+    (["build", "{dyn}", "--no-plugin", "--min", "feat:1x4x8x8"], 2, "--min: no input named 'feat'"),
+    (["build", "{dyn}", "--no-plugin", "--opt", "features"], 2, "--opt 'features': expected NAME:DxDxD"),
+    (["build", "{toy}", "--no-plugin", "--workspace", "lots"], 2, "bad size 'lots'"),
+    (["build", "{toy}", "--no-plugin", "--exclude-lean-runtime"], 2, "only applies to --version-compatible"),
+    (["build", "{toy}", "--plugin", "nowhere.so"], 2, "plugin library nowhere.so does not exist"),
+    (["run", "none.engine", "--input", "x.npy"], 2, "engine none.engine does not exist"),
+    (["bench"], 2, "nothing to benchmark"),
+    (["bench", "--onnx", "{dyn}"], 2, "give them with --input-shape N,C,H,W (once per input: features, kernels)"),
+    (["bench", "--onnx", "{dyn}", "--input-shape", "1,4,4,4"], 2, "1 --input-shape for 2 inputs (features, kernels)"),
+])
+def test_error_paths(argv, code, message, toy, dyn, capsys):
+    argv = [a.format(toy=toy, dyn=dyn) for a in argv]
+    assert main(argv) == code
+    lines = _err(capsys)
+    assert message in lines[-1], lines
+
+
+def test_build_with_plugin_but_no_library(toy, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    assert main(["build", str(toy)]) == 1
+    assert "CARAFE_DEPLOY_PLUGIN=" in _err(capsys)[-1]
+
+
+def test_build_no_plugin_needs_the_function(tmp_path, capsys):
+    path = tmp_path / "plugin_only.onnx"
+    onnx.save(carafe_model(function=False, hw=4), path)
+    assert main(["build", str(path), "--no-plugin", "--dry-run"]) == 1
+    assert "no model-local CARAFE function" in _err(capsys)[-1]
+
+
+def test_dry_run_writes_the_prepared_graph(toy, tmp_path, monkeypatch, capsys):
+    lib = tmp_path / "libcarafe_trt_plugin.so"
+    lib.write_bytes(b"x")
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(lib))
+    prepared = tmp_path / "prepared.onnx"
+    assert main(["build", str(toy), "--dry-run", "--save-prepared", str(prepared)]) == 0
+    err = capsys.readouterr().err
+    assert "dropped the model-local function carafe::CARAFE" in err and "dry run" in err
+    assert list(onnx.load(str(prepared)).functions) == []
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    trt = fake_tensorrt.make()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(runner_mod, "_buffers", lambda device, backend: fake_tensorrt.HostBuffers(device))
+    return trt
+
+
+def test_build_and_run_with_the_stand_in_tensorrt(dyn, tmp_path, fake_trt, capsys):
+    engine = tmp_path / "e" / "toy.engine"
+    assert main(["build", str(dyn), "--no-plugin", "-o", str(engine), "--no-progress",
+                 "--min", "features:1x4x2x2,kernels:1x9x4x4", "--opt", "features:1x4x4x4,kernels:1x9x8x8",
+                 "--max", "features:2x4x8x8,kernels:2x9x16x16"]) == 0
+    assert "wrote" in capsys.readouterr().err
+    assert json.loads((tmp_path / "e" / "toy.engine.json").read_text())["profiles"][0]["kernels"]["max"] == [2, 9, 16, 16]
+
+    feeds = random_feeds(2, 3)
+    np.savez(tmp_path / "in.npz", **feeds)
+    out_dir = tmp_path / "outs"
+    assert main(["run", str(engine), "--input", str(tmp_path / "in.npz"), "-o", str(out_dir)]) == 0
+    want = ort.InferenceSession(str(dyn)).run(None, feeds)[0]
+    np.testing.assert_allclose(np.load(out_dir / "y.npy"), want, rtol=1e-6)
+
+    np.save(tmp_path / "f.npy", feeds["features"])
+    np.save(tmp_path / "k.npy", feeds["kernels"])
+    assert main(["run", str(engine), "-i", f"features={tmp_path / 'f.npy'}", "-i", f"kernels={tmp_path / 'k.npy'}"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e" / "toy_outputs" / "y.npy"), want, rtol=1e-6)
+
+    assert main(["run", str(engine), "-i", str(tmp_path / "f.npy")]) == 2
+    assert "name each input as NAME=FILE" in _err(capsys)[-1]
+    assert main(["run", str(engine), "-i", f"features={tmp_path / 'f.npy'}"]) == 2
+    assert "missing 'kernels'" in _err(capsys)[-1]
+
+
+def test_build_fp16_flag_on_tensorrt_11(toy, fake_trt, capsys):
+    assert main(["build", str(toy), "--no-plugin", "--fp16"]) == 1
+    assert "strongly typed" in _err(capsys)[-1]
+
+
+def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
+    engine = tmp_path / "toy.engine"
+    engine.write_bytes(b"not an engine")
+    out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+    argv = ["bench", "--onnx", str(dyn), "--python", trt_toys.__file__, "--class", "TorchToy", "--batch", "1", "2",
+            "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8",
+            "--warmup", "1", "--iters", "3", "--json", str(out_json), "--plot", str(out_png)]
+    if not tensorrt_available():
+        argv.insert(1, str(engine))
+    assert main(argv) == 0
+    report = json.loads(out_json.read_text())
+    got = sorted((r["backend"], r["batch"]) for r in report["rows"])
+    assert got == [("onnxruntime", 1), ("onnxruntime", 2), ("pytorch", 1), ("pytorch", 2)]
+    for row in report["rows"]:
+        assert 0 < row["median_ms"] <= row["p90_ms"] and row["iters"] == 3
+        assert row["throughput"] == pytest.approx(row["batch"] / row["median_ms"] * 1e3)
+    if not tensorrt_available():
+        assert report["skipped"]["tensorrt"].startswith("TensorRT is not installed")
+    assert report["shapes"] == {"features": [1, 4, 4, 4], "kernels": [1, 9, 8, 8]}
+    with Image.open(out_png) as im:
+        assert im.format == "PNG" and im.size[0] > 600
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_bench_with_nothing_runnable_fails(tmp_path, capsys):
+    path = tmp_path / "plugin_only.onnx"
+    onnx.save(carafe_model(function=False, hw=4), path)
+    out_json = tmp_path / "b.json"
+    assert main(["bench", "--onnx", str(path), "--json", str(out_json), "--plot", str(tmp_path / "b.png"),
+                 "--iters", "1", "--warmup", "0"]) == 1
+    assert "no backend produced a timing" in _err(capsys)[-1]
+    assert "could not load" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
+
+
+@no_trt
+def test_run_engine_without_tensorrt_raises_missing_dependency(tmp_path):
+    from carafe_deploy.errors import MissingDependencyError
+    from carafe_deploy.trt import run_engine
+
+    # what `check --engine` relies on to report TensorRT as skipped rather than failed
+    with pytest.raises(MissingDependencyError, match="^TensorRT is not installed"):
+        run_engine(tmp_path / "any.engine", {"x": np.zeros(1, np.float32)})
