@@ -50,13 +50,16 @@ def parity(onnx_model, model: torch.nn.Module, shape, seed: int = 0) -> dict:
 
 
 def _tensorrt_reason() -> str | None:
-    """None when an engine can be built here, else why not."""
-    try:
-        import tensorrt  # noqa: F401
+    """None when a plugin engine can be built here, else why not."""
+    from carafe_deploy.errors import MissingDependencyError
+    from carafe_deploy.plugin import plugin_library
+    from carafe_deploy.trt import import_tensorrt
 
-        from carafe_deploy import trt  # noqa: F401
-    except Exception as exc:  # ImportError, or the stub package failing to find libnvinfer
-        return f"TensorRT is not usable here ({type(exc).__name__}: {exc})"
+    try:
+        import_tensorrt()
+        plugin_library(required=True)
+    except MissingDependencyError as exc:
+        return str(exc)
     if not torch.cuda.is_available():
         return "no CUDA device"
     return None
@@ -74,7 +77,9 @@ def main(argv=None) -> int:
                    help="example input size for tracing (H and W stay dynamic in the ONNX model)")
     p.add_argument("--check-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="input size of the parity check (default: --size)")
-    p.add_argument("--engine", action="store_true", help="also build a TensorRT engine (plugin) when possible")
+    p.add_argument("--engine", action="store_true",
+                   help="also build a TensorRT engine with the plugin when possible (profile: 32×32 to twice --size)")
+    p.add_argument("--max-batch", type=int, default=1, help="largest batch of the engine's profile")
     args = p.parse_args(argv)
     console = Console()
 
@@ -118,15 +123,14 @@ def main(argv=None) -> int:
             console.print(f"engine: skipped ({reason})")
             report["engine"] = {"skipped": reason}
         else:
-            from carafe_deploy import trt
+            from carafe_deploy.trt import BuildOptions, build_engine
 
-            plugin_onnx = onnx_path if args.mode == "plugin" else os.path.join(args.out, f"{args.model}_plugin.onnx")
-            if args.mode != "plugin":
-                import onnx
-
-                onnx.save(carafe_onnx.to_plugin(proto), plugin_onnx)
-            engine_path = os.path.join(args.out, f"{args.model}{suffix}.engine")
-            trt.build_engine(plugin_onnx, engine_path)
+            # the builder drops the portable form's CARAFE function so that the plugin is used (DESIGN §2)
+            h, w = args.size
+            engine_path = os.path.join(args.out, f"{args.model}_{args.mode}{suffix}.engine")
+            build_engine(BuildOptions(onnx_path=onnx_path, engine_path=engine_path,
+                                      min_shapes={"image": (1, 3, 32, 32)}, opt_shapes={"image": (1, 3, h, w)},
+                                      max_shapes={"image": (args.max_batch, 3, 2 * h, 2 * w)}))
             console.print(f"wrote {engine_path}")
             report["engine"] = {"path": engine_path}
     with open(os.path.join(args.out, "parity.json"), "w") as f:

@@ -101,17 +101,35 @@ def predict_ort(onnx_path: str, images: np.ndarray, batch: int = 16) -> tuple[np
     return logits, logits.argmax(1)
 
 
-def _tensorrt_backend():
-    """(engine builder, runner) when TensorRT and the plugin are usable, else the reason as a string."""
-    try:
-        import tensorrt  # noqa: F401
+def _tensorrt_unavailable() -> str | None:
+    """None when a plugin engine can be built and run here, else the reason."""
+    from ..errors import MissingDependencyError
+    from ..plugin import plugin_library
+    from ..trt import import_tensorrt
 
-        from .. import trt as cd_trt  # the engine builder (carafe_deploy.trt)
-    except Exception as exc:  # ImportError, or the stub wheel failing to find libnvinfer
-        return f"TensorRT not available ({type(exc).__name__}: {exc})"
+    try:
+        import_tensorrt()
+        plugin_library(required=True)
+    except MissingDependencyError as exc:
+        return str(exc)
     if not torch.cuda.is_available():
-        return "TensorRT not available (no CUDA device)"
-    return cd_trt
+        return "no CUDA device"
+    return None
+
+
+def predict_tensorrt(onnx_path: str, engine_path: str, images: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Build a plugin engine (profile: batch 1-16 at ``size``×``size``) and run ``images`` through it."""
+    from ..trt import BuildOptions, EngineRunner, build_engine
+
+    shape = lambda n: (n, 3, size, size)  # noqa: E731
+    build_engine(BuildOptions(onnx_path=onnx_path, engine_path=engine_path, min_shapes={"image": shape(1)},
+                              opt_shapes={"image": shape(16)}, max_shapes={"image": shape(16)}, progress=False))
+    outs = []
+    with EngineRunner(engine_path) as runner:
+        for i in range(0, len(images), 16):
+            outs.append(np.asarray(runner.infer({"image": _to_input(images[i:i + 16]).numpy()})["logits"]))
+    logits = np.concatenate(outs).astype(np.float32)
+    return logits, logits.argmax(1)
 
 
 def _export(model, example: torch.Tensor, path: str, mode: str) -> None:
@@ -191,19 +209,14 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
             logits, pred = predict_ort(path, test_x)
             key = f"ORT {backend}"
         elif backend == "tensorrt":
-            trt_mod = _tensorrt_backend()
-            if isinstance(trt_mod, str):
-                results["skipped"]["TensorRT"] = trt_mod
+            reason = _tensorrt_unavailable()
+            if reason:
+                results["skipped"]["TensorRT"] = reason
                 continue
             path = os.path.join(out_dir, "segmenter_plugin.onnx")
             _export(model, example, path, "plugin")
-            engine = os.path.join(out_dir, "segmenter.engine")
-            trt_mod.build_engine(path, engine)
-            logits = np.concatenate([
-                np.asarray(trt_mod.run_engine(engine, {"image": _to_input(test_x[i:i + 1]).numpy()})["logits"])
-                for i in range(len(test_x))
-            ]).astype(np.float32)
-            pred = logits.argmax(1)
+            files["engine"] = os.path.join(out_dir, "segmenter.engine")
+            logits, pred = predict_tensorrt(path, files["engine"], test_x, cfg.size)
             key = "TensorRT"
         else:
             raise ValueError(f"unknown backend {backend!r}; use portable, decomposed or tensorrt")
