@@ -48,3 +48,35 @@ def test_training_converges_and_exports_keep_miou(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["miou"] == pytest.approx(res["miou"])
     assert "| ORT portable |" in format_table(res)
+
+
+def test_tensorrt_backend_is_reported_skipped_when_absent(tmp_path):
+    from carafe_deploy.samples.segmentation import _tensorrt_unavailable
+
+    reason = _tensorrt_unavailable()
+    if reason is None:
+        pytest.skip("TensorRT is usable here: test_tensorrt_keeps_miou covers it")
+    res = run(str(tmp_path), steps=2, batch=2, size=32, train_count=4, test_count=2, backends=("tensorrt",),
+              progress=False, log=lambda *a: None)
+    assert res["skipped"] == {"TensorRT": reason} and "TensorRT" not in res["miou"]
+    assert "| TensorRT | skipped:" in format_table(res)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.cuda
+def test_tensorrt_keeps_miou(tmp_path):
+    from carafe_deploy.samples.segmentation import _tensorrt_unavailable
+
+    reason = _tensorrt_unavailable()
+    if reason is not None:
+        pytest.skip(f"needs TensorRT, the plugin and a CUDA device: {reason}")
+    res = run(str(tmp_path), steps=80, batch=8, size=48, train_count=160, test_count=16, backends=("tensorrt",),
+              progress=False, log=lambda *a: None)
+    assert abs(res["miou"]["TensorRT"] - res["miou"]["PyTorch"]) <= 0.1
+    assert res["argmax_agreement"]["TensorRT"] >= 0.999
+
+
+def test_unknown_backend_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown backend 'tvm'"):
+        run(str(tmp_path), steps=1, batch=2, size=32, train_count=2, test_count=2, backends=("tvm",),
+            progress=False, log=lambda *a: None)

@@ -149,6 +149,7 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    rows = min(rows, len(images))
     cols = 2 + len(preds)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.7), squeeze=False)
     titles = ["image", "ground truth"] + [f"{k}\nmIoU {mious[k]:.2f}" for k in preds]
@@ -178,6 +179,8 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     "max_abs_logit_diff": {...}, "train_seconds", "losses", "files"}``.
     """
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
+    if steps < 1 or batch < 1 or test_count < 2:
+        raise ValueError(f"need steps >= 1, batch >= 1 and test_count >= 2, got {steps}, {batch}, {test_count}")
     os.makedirs(out_dir, exist_ok=True)
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
