@@ -258,6 +258,24 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def rich_table(results: dict):
+    """The same content as :func:`format_table`, as a ``rich`` table for the terminal (``carafe-deploy demo``)."""
+    from rich.table import Table
+
+    ref = results["miou"]["PyTorch"]
+    table = Table(title="UperNet-CARAFE on held-out synthetic images: mIoU per backend")
+    for col in ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"):
+        table.add_column(col)
+    for k, v in results["miou"].items():
+        agree = results["argmax_agreement"].get(k)
+        diff = results["max_abs_logit_diff"].get(k)
+        table.add_row(k, f"{v:.2f}", f"{v - ref:+.3f}", "-" if agree is None else f"{agree * 100:.3f}%",
+                      "-" if diff is None else f"{diff:.2e}")
+    for k, reason in results["skipped"].items():
+        table.add_row(k, "[yellow]skipped[/]", reason, "", "")
+    return table
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="segmentation_sample_out", help="output folder")
