@@ -181,6 +181,9 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
     if steps < 1 or batch < 1 or test_count < 2:
         raise ValueError(f"need steps >= 1, batch >= 1 and test_count >= 2, got {steps}, {batch}, {test_count}")
+    unknown = [b for b in backends if b not in ("portable", "decomposed", "tensorrt")]
+    if unknown:
+        raise ValueError(f"unknown backend {unknown[0]!r}; use portable, decomposed or tensorrt")
     os.makedirs(out_dir, exist_ok=True)
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
@@ -203,15 +206,11 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     for backend in backends:
         if backend in ("portable", "decomposed"):
             path = os.path.join(out_dir, f"segmenter_{backend}.onnx")
-            try:
-                _export(model, example, path, backend)
-            except ImportError as exc:
-                results["skipped"][f"ORT {backend}"] = f"ONNX export unavailable ({exc})"
-                continue
+            _export(model, example, path, backend)
             files[f"onnx_{backend}"] = path
             logits, pred = predict_ort(path, test_x)
             key = f"ORT {backend}"
-        elif backend == "tensorrt":
+        else:
             reason = _tensorrt_unavailable()
             if reason:
                 results["skipped"]["TensorRT"] = reason
@@ -221,8 +220,6 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
             files["engine"] = os.path.join(out_dir, "segmenter.engine")
             logits, pred = predict_tensorrt(path, files["engine"], test_x, cfg.size)
             key = "TensorRT"
-        else:
-            raise ValueError(f"unknown backend {backend!r}; use portable, decomposed or tensorrt")
         preds[key] = pred
         results["miou"][key] = mean_iou(pred, test_y, len(CLASSES))[0]
         results["argmax_agreement"][key] = float((pred == ref_pred).mean())
