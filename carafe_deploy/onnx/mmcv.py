@@ -1,0 +1,131 @@
+"""mmcv interop: ``mmcv::MMCVCARAFE`` / ``mmcv::MMCVCARAFENaive`` <-> ``carafe::CARAFE`` (DESIGN §2).
+
+mmcv's ``CARAFEFunction.symbolic`` (and mmdeploy, which reuses it) emits
+``mmcv::MMCVCARAFE(features, masks; kernel_size:int, group_size:int, scale_factor:float)``, an up-sampling CARAFE
+that only runs where mmcv's custom-op library is loaded. ``convert_mmcv(model)`` turns those nodes into
+``carafe::CARAFE`` with the portable function, so ONNX Runtime runs the file as it is; ``convert_mmcv(model,
+to="mmcv")`` goes back, for tools that expect mmcv's node (mode="down" has no mmcv equivalent and is refused).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import onnx
+from onnx import helper
+
+from ..errors import DeployError
+from .function import MIN_OPSET
+from .export import _set_carafe_import, carafe_nodes, to_plugin, to_portable
+from .schema import DOMAIN, OP_TYPE, register_schema
+
+__all__ = ["convert_mmcv", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
+
+MMCV_DOMAIN = "mmcv"
+MMCV_OP_TYPES = ("MMCVCARAFE", "MMCVCARAFENaive")
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _where(node: onnx.NodeProto) -> str:
+    return f"node {node.name or '(unnamed)'} ({node.domain}::{node.op_type})"
+
+
+def _mmcv_to_carafe(node: onnx.NodeProto) -> None:
+    attrs = _attrs(node)
+    unknown = set(attrs) - {"kernel_size", "group_size", "scale_factor"}
+    if unknown:
+        raise DeployError(f"{_where(node)} has attributes mmcv does not define: {sorted(unknown)}")
+    if "kernel_size" not in attrs:
+        raise DeployError(f"{_where(node)} has no kernel_size attribute")
+    k = int(attrs["kernel_size"])
+    group = int(attrs.get("group_size", 1))
+    s_float = float(attrs.get("scale_factor", 2.0))
+    s = int(round(s_float))
+    if s < 1 or abs(s_float - s) > 1e-6:
+        raise DeployError(f"{_where(node)}: scale_factor {s_float} is not a positive integer, which CARAFE needs")
+    if k < 1 or k % 2 == 0 or group < 1:
+        raise DeployError(f"{_where(node)}: kernel_size must be odd >= 1 and group_size >= 1, got {k}, {group}")
+    if len(node.input) != 2 or len(node.output) != 1:
+        raise DeployError(f"{_where(node)}: expected 2 inputs and 1 output, got {len(node.input)} and {len(node.output)}")
+    node.op_type = OP_TYPE
+    node.domain = DOMAIN
+    del node.attribute[:]
+    node.attribute.extend(
+        [
+            helper.make_attribute("kernel_size", k),
+            helper.make_attribute("group", group),
+            helper.make_attribute("scale_factor", s),
+            helper.make_attribute("mode", "up"),
+        ]
+    )
+
+
+def _carafe_to_mmcv(node: onnx.NodeProto) -> None:
+    attrs = _attrs(node)
+    mode = attrs.get("mode", b"up")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "up":
+        raise DeployError(f"{_where(node)} has mode={mode!r}; mmcv's MMCVCARAFE only up-samples")
+    node.op_type = "MMCVCARAFE"
+    node.domain = MMCV_DOMAIN
+    del node.attribute[:]
+    node.attribute.extend(
+        [
+            helper.make_attribute("kernel_size", int(attrs["kernel_size"])),
+            helper.make_attribute("group_size", int(attrs.get("group", 1))),
+            helper.make_attribute("scale_factor", float(attrs.get("scale_factor", 2))),
+        ]
+    )
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """mmcv/mmdeploy files are often opset 11; the CARAFE function needs MIN_OPSET. Upgrade the default domain."""
+    from onnx import version_converter
+
+    current = next((imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), None)
+    if current is None or current >= MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # noqa: BLE001 -- the converter raises several types
+        raise DeployError(
+            f"the model uses ONNX opset {current}, the CARAFE function needs >= {MIN_OPSET}, and "
+            f"onnx.version_converter could not upgrade it: {exc}"
+        ) from exc
+
+
+def convert_mmcv(model: onnx.ModelProto | str, to: str = "carafe") -> onnx.ModelProto:
+    """Convert a model's CARAFE nodes between mmcv's and this package's form; returns a new model.
+
+    ``to="carafe"``: every ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` becomes ``carafe::CARAFE`` (mode "up") and the
+    portable function is added. ``to="mmcv"``: every ``carafe::CARAFE`` becomes ``mmcv::MMCVCARAFE`` and the
+    CARAFE function is removed. ``model`` may be a ``ModelProto`` or a path.
+    """
+    register_schema()
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = onnx.load(model)
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"model must be an onnx.ModelProto or a path, got {type(model).__name__}")
+    if to not in ("carafe", "mmcv"):
+        raise ValueError(f"to must be 'carafe' or 'mmcv', got {to!r}")
+    model = copy.deepcopy(model)
+    if to == "carafe":
+        nodes = [n for n in model.graph.node if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
+        for node in nodes:
+            _mmcv_to_carafe(node)
+        if not any(n.domain == MMCV_DOMAIN for n in model.graph.node):
+            kept = [imp for imp in model.opset_import if imp.domain != MMCV_DOMAIN]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
+        _set_carafe_import(model, bool(carafe_nodes(model)))
+        return to_portable(_upgrade_opset(model)) if nodes or carafe_nodes(model) else model
+    for node in carafe_nodes(model):
+        _carafe_to_mmcv(node)
+    to_plugin(model)
+    _set_carafe_import(model, False)
+    if not any(imp.domain == MMCV_DOMAIN for imp in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MMCV_DOMAIN, 1))
+    return model
