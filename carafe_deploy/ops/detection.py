@@ -132,7 +132,7 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, si
     return weights
 
 
-_ROI_CHUNK = 128  # RoIs per chunk: bounds the (chunk, C, pooled_h, W) intermediate
+_ROI_CHUNK = 64  # RoIs per chunk: bounds the (chunk, C, pooled_h, W) intermediate
 
 
 @torch.library.custom_op("carafe_deploy::roi_align", mutates_args=())
@@ -170,12 +170,13 @@ def _roi_align_op(
     count = (grid_h * grid_w).clamp(min=1).to(torch.float32)
     feats = features.to(torch.float32)
     bidx = batch_indices.to(torch.int64)
-    for s in range(0, k, _ROI_CHUNK):
-        e = min(k, s + _ROI_CHUNK)
-        f = feats[bidx[s:e]]  # (k', C, H, W)
-        t = torch.einsum("kph,kchw->kcpw", wy[s:e], f)
-        o = torch.einsum("kcpw,kqw->kcpq", t, wx[s:e]) / count[s:e, None, None, None]
-        out[s:e] = o.to(out.dtype)
+    for b in range(n):  # RoIs of one image share its feature map: no per-RoI copy of it
+        sel = torch.nonzero(bidx == b).flatten()
+        for s in range(0, sel.numel(), _ROI_CHUNK):
+            part = sel[s : s + _ROI_CHUNK]
+            t = torch.einsum("kph,chw->kcpw", wy[part], feats[b])
+            o = torch.einsum("kcpw,kqw->kcpq", t, wx[part]) / count[part, None, None, None]
+            out[part] = o.to(out.dtype)
     return out
 
 
