@@ -182,6 +182,8 @@ class TwoStageDetector(nn.Module):
         As mmdet, the offset is group · (largest coordinate among the candidates + 1). Non-candidates get a score
         below the threshold, so they neither survive nor suppress.
         """
+        # float32 whatever the model's dtype: the offsets (up to classes · image size) overflow float16
+        boxes, scores, groups = boxes.float(), scores.float(), groups.float()
         cand = valid & (scores > score_thr)
         max_coord = torch.where(cand[..., None], boxes, torch.zeros_like(boxes)).amax(dim=(1, 2))
         shifted = boxes + (groups * (max_coord[:, None] + 1))[..., None]
