@@ -240,14 +240,19 @@ def extract_roi_features(feats, rois: Tensor, batch_indices: Tensor, strides, ou
                          sampling_ratio: int = 0, finest_scale: int = 56) -> Tensor:
     """mmdet SingleRoIExtractor: each RoI pooled (RoIAlign, aligned) from the level its scale maps to.
 
-    Level = floor(log2(sqrt(area) / finest_scale + 1e-6)) clamped to the levels. Every level pools every RoI and a
-    mask picks the right one: fixed shapes for export, at the price of len(strides) RoI Aligns.
+    Level = floor(log2(sqrt(area) / finest_scale + 1e-6)) clamped to the levels. For fixed shapes every level gets
+    every RoI, but the RoIs of other levels are replaced by the empty box (0, 0, 0, 0): with adaptive sampling an
+    empty box takes no samples (it pools to exactly 0, and costs nothing in ORT, TensorRT or eager), so the sum over
+    levels is each RoI pooled at its own level, bit for bit.
     """
     scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
     levels = torch.floor(torch.log2(scale / finest_scale + 1e-6)).clamp(min=0, max=len(strides) - 1)
     out = None
     for lvl, (feat, stride) in enumerate(zip(feats, strides)):
-        pooled = roi_align(feat, rois, batch_indices, (output_size, output_size), 1.0 / stride, sampling_ratio)
-        pick = (levels == lvl)[:, None, None, None]
-        out = torch.where(pick, pooled, 0.0) if out is None else torch.where(pick, pooled, out)
+        pick = levels == lvl
+        level_rois = torch.where(pick[:, None], rois, 0.0)
+        pooled = roi_align(feat, level_rois, batch_indices, (output_size, output_size), 1.0 / stride, sampling_ratio)
+        if sampling_ratio > 0:  # a fixed sampling ratio samples empty boxes too: mask them
+            pooled = torch.where(pick[:, None, None, None], pooled, 0.0)
+        out = pooled if out is None else out + pooled
     return out

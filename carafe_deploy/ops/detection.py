@@ -165,18 +165,22 @@ def _roi_align_op(
     else:  # adaptive, as ORT and mmcv: ceil(roi_size / pooled_size)
         grid_w = torch.ceil(roi_w / output_width).to(torch.int64).clamp(min=0)
         grid_h = torch.ceil(roi_h / output_height).to(torch.int64).clamp(min=0)
-    wy = _axis_weights(y0, bin_h, grid_h, output_height, h)
-    wx = _axis_weights(x0, bin_w, grid_w, output_width, w)
-    count = (grid_h * grid_w).clamp(min=1).to(torch.float32)
+    # RoIs without samples (empty boxes) pool to 0: out is zero-initialised, so only the others are computed
+    act = torch.nonzero((grid_h > 0) & (grid_w > 0)).flatten()
+    if act.numel() == 0:
+        return out
+    wy = _axis_weights(y0[act], bin_h[act], grid_h[act], output_height, h)
+    wx = _axis_weights(x0[act], bin_w[act], grid_w[act], output_width, w)
+    count = (grid_h[act] * grid_w[act]).to(torch.float32)
+    wy = wy / count[:, None, None]  # the average over the grid_h·grid_w samples, folded into one factor
     feats = features.to(torch.float32)
-    bidx = batch_indices.to(torch.int64)
+    bidx = batch_indices.to(torch.int64)[act]
     for b in range(n):  # RoIs of one image share its feature map: no per-RoI copy of it
         sel = torch.nonzero(bidx == b).flatten()
         for s in range(0, sel.numel(), _ROI_CHUNK):
             part = sel[s : s + _ROI_CHUNK]
             t = torch.einsum("kph,chw->kcpw", wy[part], feats[b])
-            o = torch.einsum("kcpw,kqw->kcpq", t, wx[part]) / count[part, None, None, None]
-            out[part] = o.to(out.dtype)
+            out[act[part]] = torch.einsum("kcpw,kqw->kcpq", t, wx[part]).to(out.dtype)
     return out
 
 
