@@ -148,19 +148,25 @@ class TwoStageDetector(nn.Module):
     def proposals(self, feats, img_h, img_w) -> tuple[Tensor, Tensor]:
         """mmdet RPNHead.predict: per-level top nms_pre, decode, drop empty boxes, NMS per level, top max_per_img.
 
-        Returns boxes (N, P, 4) and valid (N, P); P = min(rpn_max_per_img, candidates).
+        Returns boxes (N, P, 4) and valid (N, P); P = min(rpn_max_per_img, 5 · rpn_nms_pre), whatever the image size.
         """
         cfg = self.test_cfg
         n = feats[0].shape[0]
-        all_scores, all_deltas, all_anchors, all_levels = [], [], [], []
+        all_scores, all_deltas, all_anchors, all_levels, real = [], [], [], [], []
         for lvl, feat in enumerate(feats):
             cls, reg = self.rpn_head(feat)
             h, w = feat.shape[2], feat.shape[3]
             scores = cls.permute(0, 2, 3, 1).reshape(n, -1).sigmoid()
             deltas = reg.permute(0, 2, 3, 1).reshape(n, -1, 4)
             anchors = grid_anchors(getattr(self, f"base_anchors_{lvl}"), h, w, STRIDES[lvl])
-            k = min(cfg.rpn_nms_pre, scores.shape[1])
-            scores, idx = scores.topk(k, dim=1)
+            # mmdet keeps the top nms_pre, or all when a level has fewer. Padding with nms_pre slots that lose every
+            # comparison makes k = nms_pre whatever the image size: a constant TopK K, no shape arithmetic
+            k = cfg.rpn_nms_pre
+            count = scores.shape[1]
+            padded = torch.cat([scores, scores.new_full((n, k), -1.0)], dim=1)  # sigmoid scores are >= 0
+            scores, idx = padded.topk(k, dim=1)
+            real.append(idx < count)
+            idx = idx.clamp(max=count - 1)  # padding slots read a real anchor; `real` marks them invalid
             all_scores.append(scores)
             all_deltas.append(_gather_rows(deltas, idx))
             all_anchors.append(anchors[idx])
@@ -170,6 +176,7 @@ class TwoStageDetector(nn.Module):
         levels = torch.cat(all_levels)
         min_size = cfg.rpn_min_bbox_size
         valid = ((boxes[..., 2] - boxes[..., 0]) > min_size) & ((boxes[..., 3] - boxes[..., 1]) > min_size)
+        valid = valid & torch.cat(real, 1)
         keep = self._batched_nms(boxes, scores, levels[None, :], valid, cfg.rpn_nms_iou, -1.0,
                                  cfg.rpn_max_per_img)
         _, idx, ok = _masked_topk(scores, keep, min(cfg.rpn_max_per_img, scores.shape[1]))
