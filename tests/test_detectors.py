@@ -155,6 +155,19 @@ def test_test_config_overrides(light_faster):
         models.build(FASTER, score_threshold=0.3)
 
 
+def test_bgr_input_order_flips_channels(light_faster):
+    model = models.build(FASTER, input_order="bgr", **LIGHT)
+    model.load_state_dict(light_faster.state_dict())
+    image = parity_image(128, 160, seed=5)
+    with torch.no_grad():
+        rgb = light_faster(image)
+        bgr = model(image.flip(1))
+    torch.testing.assert_close(bgr[0], rgb[0], rtol=0, atol=0)
+    torch.testing.assert_close(bgr[1], rgb[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input_order"):
+        models.build(FASTER, input_order="yuv", **LIGHT)
+
+
 @pytest.mark.parametrize("name", [FASTER, MASK])
 def test_export_parity_onnxruntime(name, tmp_path):
     torch.manual_seed(0)
