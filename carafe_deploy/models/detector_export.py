@@ -196,7 +196,9 @@ def run(args) -> int:
     )
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
-    if report.get("parity_passed") is False:
+    # an fp16 graph is compared with the float32 PyTorch model: informational (half precision flips near-tie NMS
+    # decisions), so only float32 exports are gated
+    if report.get("parity_passed") is False and not args.fp16:
         raise DeployError("ONNX Runtime and PyTorch disagree beyond the tolerances (see the parity line above)")
     return 0
 

@@ -17,7 +17,7 @@ def roi_align_onnx(features, rois, batch_indices, output_height: int, output_wid
                    sampling_ratio: int):
     return op.RoiAlign(
         features,
-        rois,
+        op.CastLike(rois, features),  # ONNX ties the RoI type to the features' (fp16 graphs: float32 boxes)
         batch_indices,
         coordinate_transformation_mode="half_pixel",
         mode="avg",
