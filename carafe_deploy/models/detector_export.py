@@ -19,9 +19,11 @@ from . import build, spec
 from .detection_parity import compare_detections
 from .detectors import MIN_IMAGE_SIZE, PAD_DIVISOR, TestConfig, TwoStageDetector, calibrate_random_heads
 
-__all__ = ["export_detector", "main", "DETECTORS", "onnx_op_types"]
+__all__ = ["export_detector", "main", "DETECTORS", "TINY", "onnx_op_types"]
 
 DETECTORS = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")
+# narrow widths, same structure and names: quick graph checks (tests, --tiny)
+TINY = dict(base_channels=8, neck_channels=32, fc_channels=64, mask_channels=32, compressed_channels=16)
 
 
 def onnx_op_types(proto) -> list[str]:
@@ -93,6 +95,8 @@ def export_detector(
     if image is None:
         image = parity_image(height, width)
     if model is None:
+        if checkpoint is None:
+            torch.manual_seed(0)  # reproducible random weights
         model = build(name, checkpoint=checkpoint, **overrides)
         weights = str(checkpoint) if checkpoint is not None else "random"
         if checkpoint is None:
@@ -185,14 +189,22 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="test setting, e.g. score_thr=0.3, rpn_nms_pre=500, input_order=bgr (repeatable)")
     p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--tiny", action="store_true",
+                   help="a narrow random model with the same structure (8 base channels, 32-channel FPN) for quick "
+                   "checks of the graph; cannot take a released checkpoint")
     return p
 
 
 def run(args) -> int:
+    overrides = _parse_set(args.set)
+    if args.tiny:
+        if args.checkpoint:
+            raise ValueError("--tiny builds a narrow random model; it cannot load a released checkpoint")
+        overrides.update(TINY)
     report = export_detector(
         args.model, args.output, checkpoint=args.checkpoint, height=args.height, width=args.width,
         dynamic=args.dynamic, fp16=args.fp16, mode=args.mode, opset=args.opset, parity=not args.no_parity,
-        engine=args.engine, **_parse_set(args.set),
+        engine=args.engine, **overrides,
     )
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
