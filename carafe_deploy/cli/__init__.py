@@ -11,6 +11,8 @@ from ..errors import DeployError
 # subcommand name -> module (relative to this package) that registers it
 _COMMANDS = {
     "demo": ".demo",
+    "export": ".export",
+    "check": ".check",
 }
 
 

@@ -10,13 +10,15 @@ The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.cara
 the same node, is used only where the default fails (e.g. some TorchScript modules), and says so in a warning.
 
 ``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
-11 is strongly typed and builds what the ONNX types say). Inputs and outputs stay float32, with a Cast after each
-input and before each output, so the same feeds work for the fp32 and the fp16 file.
+11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
+each input and before each output, so the same feeds work for the fp32 and the fp16 file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import warnings
 from pathlib import Path
@@ -62,7 +64,10 @@ def _torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor
     s = sh._maybe_get_const(scale_factor, "i")
     m = sh._maybe_get_const(mode, "s")
     out = g.op(f"{DOMAIN}::{OP_TYPE}", features, kernels, kernel_size_i=k, group_i=grp, scale_factor_i=s, mode_s=m)
-    out.setType(features.type())
+    # The output is (N, C) of the features and (Ho, Wo) of the kernels; the exporter folds shapes with this type.
+    fs = sh._get_tensor_sizes(features) or [None] * 4
+    ks = sh._get_tensor_sizes(kernels) or [None] * 4
+    out.setType(features.type().with_sizes([fs[0], fs[1], ks[2], ks[3]]))
     return out
 
 
@@ -104,8 +109,22 @@ def _drop_carafe_function(model: onnx.ModelProto) -> None:
     model.functions.extend(kept)
 
 
+_DEFAULTS = {"group": 1, "scale_factor": 2, "mode": "up"}
+
+
+def _complete_attributes(model: onnx.ModelProto) -> None:
+    """Write the schema defaults onto CARAFE nodes that leave attributes out: plugin creators and the ONNX reference
+    evaluator (which ignores function attribute defaults) then see every field."""
+    for node in carafe_nodes(model):
+        present = {a.name for a in node.attribute}
+        for name, value in _DEFAULTS.items():
+            if name not in present:
+                node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
 def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes without the function (in place; returns the model)."""
+    _complete_attributes(model)
     _drop_carafe_function(model)
     _set_carafe_import(model, bool(carafe_nodes(model)))
     return model
@@ -113,6 +132,7 @@ def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
+    _complete_attributes(model)
     _drop_carafe_function(model)
     has_nodes = bool(carafe_nodes(model))
     _set_carafe_import(model, has_nodes)
@@ -124,8 +144,8 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
                 "(upgrade it with onnx.version_converter.convert_version first)"
             )
         model.functions.append(carafe_function(opset))
-        # model-local functions need IR version >= 8
-        model.ir_version = max(model.ir_version, 8)
+        # model-local functions need IR version >= 8, their attribute defaults >= 9
+        model.ir_version = max(model.ir_version, 9)
     return model
 
 
@@ -144,23 +164,56 @@ def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
 # fp16
 
 
-class _Float16(nn.Module):
-    """A float16 copy of ``model`` whose float inputs are cast to float16 and float outputs back to float32."""
+def _to_half(model: nn.Module, args: tuple):
+    """A float16 copy of the model and its float example inputs (the model's own forward signature is kept, so
+    dynamic_axes map onto its arguments as usual)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = copy.deepcopy(model).half()
+    def cast(x):
+        return x.half() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
-    def forward(self, *args):
-        args = torch.utils._pytree.tree_map(_cast(torch.float16), args)
-        return torch.utils._pytree.tree_map(_cast(torch.float32), self.model(*args))
+    return copy.deepcopy(model).half(), torch.utils._pytree.tree_map(cast, args)
 
 
-def _cast(dtype):
-    def fn(x):
-        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+def _float32_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make float16 graph inputs/outputs float32 with a Cast after each input and before each output (in place).
 
-    return fn
+    Runs on the plugin form (no subgraphs yet), so renaming top-level uses is complete."""
+    from onnx import TensorProto, helper
+
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    graph = model.graph
+    casts_in = []
+    for vi in graph.input:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        casts_in.append(helper.make_node("Cast", [vi.name], [inner], to=f16, name=f"{vi.name}_to_float16"))
+        vi.type.tensor_type.elem_type = f32
+    casts_out = []
+    for vi in graph.output:
+        if vi.type.tensor_type.elem_type != f16:
+            continue
+        inner = f"{vi.name}_float16"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == vi.name:
+                    node.output[i] = inner
+            for i, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[i] = inner
+        for info in graph.value_info:
+            if info.name == vi.name:
+                info.name = inner
+        casts_out.append(helper.make_node("Cast", [inner], [vi.name], to=f32, name=f"{vi.name}_to_float32"))
+        vi.type.tensor_type.elem_type = f32
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -194,12 +247,24 @@ def _check_opset(opset) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _first_line(exc: Exception) -> str:
+    """The root cause's type and first line: torch's exporter wraps it in a page of generic next steps."""
+    import re
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
     with warnings.catch_warnings():
         # torch converts dynamic_axes to dynamic_shapes itself (with Dim.AUTO) and keeps the user's axis names;
         # that conversion is what we want, so its "not recommended" note is noise here.
         warnings.filterwarnings("ignore", message=".*dynamic_axes.*not recommended.*")
-        program = _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes)
+        # the exporter prints its progress ("[torch.onnx] Obtain model graph ...") to stdout; failures raise anyway
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes)
     return program.model_proto
 
 
@@ -225,8 +290,6 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
 
 
 def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
-    import io
-
     _register_torchscript_symbolic(opset)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -280,7 +343,7 @@ def export(
     if fp16:
         if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
             raise DeployError("fp16=True needs an nn.Module (a float16 copy of it is exported)")
-        model = _Float16(model).eval()
+        model, args = _to_half(model, args)
     if isinstance(model, nn.Module) and model.training:
         warnings.warn("exporting a model in training mode; call model.eval() first", stacklevel=2)
 
@@ -289,8 +352,8 @@ def export(
             proto = _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes)
         except Exception as dynamo_error:  # noqa: BLE001 -- any failure of the default exporter triggers the fallback
             warnings.warn(
-                f"the default (dynamo) ONNX exporter failed ({type(dynamo_error).__name__}: "
-                f"{str(dynamo_error).splitlines()[0] if str(dynamo_error) else ''}); trying the TorchScript exporter",
+                f"the default (dynamo) ONNX exporter failed ({_first_line(dynamo_error)}); "
+                "trying the TorchScript exporter",
                 stacklevel=2,
             )
             if isinstance(model, torch.export.ExportedProgram):
@@ -299,21 +362,27 @@ def export(
                 proto = _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes)
             except Exception as ts_error:
                 raise DeployError(
-                    f"ONNX export failed with both exporters. dynamo: {type(dynamo_error).__name__}: "
-                    f"{str(dynamo_error).splitlines()[0] if str(dynamo_error) else ''}; torchscript: "
-                    f"{type(ts_error).__name__}: {ts_error}"
+                    f"ONNX export failed with both exporters. dynamo: {_first_line(dynamo_error)}; "
+                    f"torchscript: {_first_line(ts_error)}"
                 ) from ts_error
 
+    if fp16:
+        proto = _float32_io(proto)
     if mode == "plugin":
         proto = to_plugin(proto)
     elif mode == "portable":
         proto = to_portable(proto)
     else:
         proto = to_decomposed(proto)
-    onnx.checker.check_model(proto, full_check=False)
+    # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file and are checked from disk
+    big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
+    if not big:
+        onnx.checker.check_model(proto, full_check=False)
     if out_path is not None:
         try:
-            onnx.save(proto, str(out_path))
+            onnx.save(proto, str(out_path), save_as_external_data=big, location=out_path.name + ".data")
         except OSError as exc:
             raise DeployError(f"cannot write {str(out_path)!r}: {exc.strerror or exc}") from exc
+        if big:
+            onnx.checker.check_model(str(out_path))
     return proto

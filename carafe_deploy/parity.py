@@ -1,0 +1,139 @@
+"""Compare a backend's outputs with a reference: per-output max abs / max rel error and allclose, a rich table, a
+JSON report. Shape, dtype and missing-output mismatches are reported as failed rows, never raised.
+
+``max_rel`` is the largest absolute error divided by the reference's largest magnitude (``max|a - r| / max|r|``):
+an element-wise ratio explodes on the near-zero values every network output has, and says nothing about them.
+``allclose`` is ``numpy.allclose(actual, reference, rtol, atol)`` (element-wise ``|a - r| <= atol + rtol·|r|``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["OutputDiff", "BackendResult", "compare", "render_table", "write_json", "report_dict"]
+
+
+@dataclass
+class OutputDiff:
+    name: str
+    reference_shape: tuple | None
+    actual_shape: tuple | None
+    reference_dtype: str | None
+    actual_dtype: str | None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    allclose: bool = False
+    rtol: float = 0.0
+    atol: float = 0.0
+    problem: str | None = None  # why no numeric comparison was possible
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and self.allclose
+
+
+@dataclass
+class BackendResult:
+    """One backend's comparison: ``status`` is "passed", "failed", "error" or "skipped" (never counted as passed)."""
+
+    backend: str
+    status: str
+    diffs: list[OutputDiff] = field(default_factory=list)
+    reason: str | None = None
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _one(name: str, ref: np.ndarray | None, act: np.ndarray | None, rtol: float, atol: float) -> OutputDiff:
+    d = OutputDiff(
+        name,
+        tuple(ref.shape) if ref is not None else None,
+        tuple(act.shape) if act is not None else None,
+        str(ref.dtype) if ref is not None else None,
+        str(act.dtype) if act is not None else None,
+        rtol=rtol,
+        atol=atol,
+    )
+    if ref is None:
+        d.problem = "no reference for this output"
+        return d
+    if act is None:
+        d.problem = "output missing"
+        return d
+    if ref.shape != act.shape:
+        d.problem = f"shape {tuple(act.shape)} != reference {tuple(ref.shape)}"
+        return d
+    r = np.asarray(ref, dtype=np.float64)
+    a = np.asarray(act, dtype=np.float64)
+    if r.size == 0:
+        d.max_abs, d.max_rel, d.allclose = 0.0, 0.0, True
+        return d
+    if not np.isfinite(a).all() and np.isfinite(r).all():
+        d.problem = "output has NaN/Inf where the reference is finite"
+    err = np.abs(a - r)
+    d.max_abs = _finite_or_none(float(np.nanmax(err)) if np.isfinite(err).any() else float("inf"))
+    peak = float(np.nanmax(np.abs(r)))
+    d.max_rel = _finite_or_none(d.max_abs / peak if peak > 0 else (0.0 if d.max_abs == 0 else float("inf")))
+    d.allclose = bool(np.allclose(a, r, rtol=rtol, atol=atol, equal_nan=True))
+    return d
+
+
+def compare(
+    reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], rtol: float = 1e-4, atol: float = 1e-5
+) -> list[OutputDiff]:
+    """One ``OutputDiff`` per output name in either mapping (reference order first)."""
+    names = list(reference) + [n for n in actual if n not in reference]
+    return [_one(n, reference.get(n), actual.get(n), rtol, atol) for n in names]
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3e}"
+
+
+def render_table(results: list[BackendResult], title: str = "parity"):
+    """A rich Table: one row per (backend, output); skipped/errored backends get one row with the reason."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("backend", "output", "shape", "max abs", "max rel", "allclose"):
+        table.add_column(col, overflow="fold")
+    for res in results:
+        if res.status in ("skipped", "error"):
+            colour = "yellow" if res.status == "skipped" else "red"
+            table.add_row(res.backend, "-", "-", "-", "-", f"[{colour}]{res.status}: {res.reason}[/{colour}]")
+            continue
+        for d in res.diffs:
+            ok = "[green]yes[/green]" if d.passed else f"[red]no{': ' + d.problem if d.problem else ''}[/red]"
+            shape = str(d.actual_shape if d.actual_shape is not None else d.reference_shape)
+            table.add_row(res.backend, d.name, shape, _fmt(d.max_abs), _fmt(d.max_rel), ok)
+    return table
+
+
+def report_dict(results: list[BackendResult], **extra) -> dict:
+    compared = [r for r in results if r.status in ("passed", "failed", "error")]
+    return {
+        **extra,
+        "passed": bool(compared) and all(r.status == "passed" for r in compared),
+        "skipped": [r.backend for r in results if r.status == "skipped"],
+        "backends": [
+            {
+                "backend": r.backend,
+                "status": r.status,
+                "reason": r.reason,
+                "outputs": [{**asdict(d), "passed": d.passed} for d in r.diffs],
+            }
+            for r in results
+        ],
+    }
+
+
+def write_json(path: str | Path, report: dict) -> None:
+    Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n")

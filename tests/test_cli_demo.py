@@ -1,0 +1,22 @@
+"""The main job: `carafe-deploy demo` runs on a machine with no GPU and no TensorRT."""
+
+import subprocess
+import sys
+
+
+def test_demo_runs_and_reports(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "carafe_deploy", "demo", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CARAFEDownsample" in proc.stdout and "CARAFEUpsample" in proc.stdout
+    # the demo exports a portable ONNX file and compares ONNX Runtime with PyTorch
+    assert (tmp_path / "tiny_carafe_net.onnx").is_file()
+    assert "ONNX Runtime vs PyTorch" in proc.stdout and "│ yes" in proc.stdout
+
+
+def test_cli_rejects_unknown_command():
+    proc = subprocess.run([sys.executable, "-m", "carafe_deploy", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
