@@ -62,7 +62,11 @@ def draw(img: Image.Image, dets, labels, masks, class_names, score_thr: float, b
         d.rectangle([tb[0], tb[1] - 2, tb[2] + 4, tb[3] + 2], fill=colour)
         d.text((x1 + 2, y1 - 1), text, fill=(0, 0, 0), font=font)
     if banner:
-        big = _banner_font(max(18, img.width // 28))
+        size = max(12, img.width // 24)
+        big = _banner_font(size)
+        while d.textbbox((0, 0), banner, font=big)[2] > img.width - 16 and size > 8:  # fit the width
+            size -= 1
+            big = _banner_font(size)
         tb = d.textbbox((0, 0), banner, font=big)
         d.rectangle([0, 0, img.width, tb[3] + 16], fill=(180, 0, 0, 230))
         d.text(((img.width - tb[2]) // 2, 8), banner, fill=(255, 255, 255), font=big)
@@ -76,12 +80,32 @@ def _banner_font(size: int):
         return ImageFont.load_default()
 
 
-def run_onnx(path: str, image: torch.Tensor):
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)[None]
+
+
+def run_onnx(path: str, original: Image.Image, scale):
+    """Run an exported detector; a graph exported with a fixed size gets the image resized to fit and padded with
+    the mean colour (which normalizes to 0, exactly mmdet's padding). Returns (outputs, factor, weights)."""
     import onnxruntime as ort
 
+    from carafe_deploy.models.detectors import MEAN
+
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    h, w = inp.shape[2], inp.shape[3]
+    if isinstance(h, int) and isinstance(w, int):  # static graph
+        factor = min(w / original.width, h / original.height)
+        size = (max(1, int(original.width * factor + 0.5)), max(1, int(original.height * factor + 0.5)))
+        canvas = Image.new("RGB", (w, h), tuple(int(round(m)) for m in MEAN))
+        canvas.paste(original.resize(size, Image.BILINEAR), (0, 0))
+        image = to_tensor(canvas)
+    else:
+        resized, factor = resize_keep_ratio(original, scale)
+        image = to_tensor(resized)
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: image.numpy()})))
+    weights = session.get_modelmeta().custom_metadata_map.get("carafe_deploy.weights", "unknown")
+    return dict(zip(names, session.run(None, {inp.name: image.numpy()}))), factor, weights
 
 
 def main(argv=None) -> int:
@@ -106,16 +130,19 @@ def main(argv=None) -> int:
             original = Image.open(args.image).convert("RGB")
         except OSError as exc:
             raise DeployError(f"cannot read image {args.image}: {exc}") from exc
-        resized, factor = resize_keep_ratio(original, tuple(args.scale))
-        image = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)[None]
         banner = None
         if args.onnx:
-            out = run_onnx(args.onnx, image)
+            out, factor, weights = run_onnx(args.onnx, original, tuple(args.scale))
+            if weights == "random":  # export/detector.py records where the weights came from
+                banner = "RANDOM WEIGHTS - not a trained model"
+                print(f"note: {banner}", file=sys.stderr)
             dets, labels, masks = out["dets"][0], out["labels"][0], out.get("masks", [None])[0]
         else:
+            resized, factor = resize_keep_ratio(original, tuple(args.scale))
+            image = to_tensor(resized)
             model = build(args.model, checkpoint=args.checkpoint)
             if args.checkpoint is None:
-                banner = "RANDOM WEIGHTS - not a trained model (pass --checkpoint)"
+                banner = "RANDOM WEIGHTS - not a trained model"
                 print(f"note: {banner}", file=sys.stderr)
                 calibrate_random_heads(model, image)
             with torch.no_grad():
@@ -124,6 +151,8 @@ def main(argv=None) -> int:
             masks = out[2][0] if len(out) > 2 else None
         dets = dets.copy()
         dets[:, :4] /= factor  # back to the original image's pixels
+        dets[:, 0:4:2] = dets[:, 0:4:2].clip(0, original.width)  # a padded fixed-size input can reach past it
+        dets[:, 1:4:2] = dets[:, 1:4:2].clip(0, original.height)
         picture = draw(original, dets, labels, masks, COCO_CLASSES, args.score_thr, banner)
         picture.save(args.output)
         shown = int(((labels >= 0) & (dets[:, 4] >= args.score_thr)).sum())

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -186,6 +187,8 @@ def test_export_parity_onnxruntime(name, tmp_path):
     assert {"NonMaxSuppression", "RoiAlign", "TopK", "carafe::CARAFE"} <= set(report["ops"])
     assert all("::" not in op or op == "carafe::CARAFE" for op in report["ops"])  # only the plugin is custom
     assert report["engine"].startswith("skipped")
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / f"{name}.onnx"), load_external_data=False).metadata_props}
+    assert meta["carafe_deploy.model"] == name and meta["carafe_deploy.weights"] == "given model"
 
 
 def test_export_cli_errors(tmp_path, capsys):

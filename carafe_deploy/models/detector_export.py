@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from ..errors import DeployError
@@ -109,9 +110,16 @@ def export_detector(
     ms = spec(name)
     t0 = time.perf_counter()
     proto = onnx_export(
-        model, (image,), output, mode=mode, input_names=list(ms.input_names), output_names=list(model.output_names),
+        model, (image,), None, mode=mode, input_names=list(ms.input_names), output_names=list(model.output_names),
         dynamic_axes=ms.dynamic_axes if dynamic else None, opset=opset, fp16=fp16,
     )
+    # what produced the file, for the sample and for people: random weights must never pass for a trained model
+    onnx.helper.set_model_props(proto, {
+        "carafe_deploy.model": name,
+        "carafe_deploy.weights": "random" if weights == "random" else Path(str(weights)).name,
+        "carafe_deploy.input": "image: N x 3 x H x W float32 RGB 0..255 (resized, not normalized)",
+    })
+    onnx.save(proto, str(output))  # a detector is far below protobuf's 2 GB limit
     report["export_s"] = round(time.perf_counter() - t0, 2)
     report["ops"] = onnx_op_types(proto)
     log(f"wrote {output} ({report['export_s']} s); ops: {', '.join(report['ops'])}")
