@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -95,7 +94,8 @@ def test_checkpoint_in_mmdet_format_loads(tmp_path):
     assert not loaded.training
 
     state = source.state_dict()
-    state["roi_head.mask_head.upsample.encoder.weight"] = state.pop("roi_head.mask_head.upsample.content_encoder.weight")
+    renamed = "roi_head.mask_head.upsample.content_encoder.weight"
+    state[renamed.replace("content_encoder", "encoder")] = state.pop(renamed)
     torch.save({"meta": meta, "state_dict": state}, path)
     with pytest.raises(CheckpointMismatchError, match="content_encoder.weight") as err:
         models.build(MASK, checkpoint=str(path), **LIGHT)

@@ -140,7 +140,9 @@ class TwoStageDetector(nn.Module):
         x = (image - self.mean) / self.std
         h, w = x.shape[2], x.shape[3]
         # mmdet pads the normalized image with zeros at the bottom/right to a multiple of the divisor
-        return F.pad(x, (0, (PAD_DIVISOR - w % PAD_DIVISOR) % PAD_DIVISOR, 0, (PAD_DIVISOR - h % PAD_DIVISOR) % PAD_DIVISOR))
+        pad_w = (PAD_DIVISOR - w % PAD_DIVISOR) % PAD_DIVISOR
+        pad_h = (PAD_DIVISOR - h % PAD_DIVISOR) % PAD_DIVISOR
+        return F.pad(x, (0, pad_w, 0, pad_h))
 
     def features(self, image: Tensor) -> tuple[Tensor, ...]:
         return self.neck(self.backbone(self.preprocess(image)))

@@ -61,7 +61,9 @@ def _nms_single(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, sco
 
 
 @torch.library.custom_op("carafe_deploy::nms_keep", mutates_args=())
-def _nms_keep_op(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float, max_output: int) -> Tensor:
+def _nms_keep_op(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float, max_output: int
+) -> Tensor:
     b, m = scores.shape
     keep = torch.zeros(b, m, dtype=torch.bool, device=scores.device)
     bx = boxes.detach().to(torch.float32).cpu().numpy()
