@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -199,3 +200,84 @@ def test_export_cli_errors(tmp_path, capsys):
     missing = tmp_path / "missing.pth"
     assert export_main(["--model", FASTER, "-o", str(tmp_path / "a.onnx"), "--checkpoint", str(missing)]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ---- the fixed-shape deploy forward against a plain, data-dependent version of mmdet's test path ----------------
+
+
+def _greedy_nms(boxes, scores, iou_thr):
+    """Textbook greedy NMS in float64 (mmcv semantics: suppress when IoU > thr); returns kept indices by score."""
+    from carafe_deploy.models.detection_parity import box_iou
+
+    order = np.argsort(-scores, kind="stable")
+    iou = box_iou(boxes, boxes)
+    keep, removed = [], np.zeros(len(boxes), bool)
+    for i in order:
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed |= iou[i] > iou_thr
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _reference_detect(model, image):
+    """mmdet's RPN + RoI head test path with dynamic shapes: filter, sort, per-group NMS, slice."""
+    from carafe_deploy.models.detectors import STRIDES
+    from carafe_deploy.ops import roi_align
+
+    cfg = model.test_cfg
+    h, w = image.shape[2:]
+    feats = model.features(image)
+    boxes_l, scores_l, level_l = [], [], []
+    for lvl, feat in enumerate(feats):
+        cls, reg = model.rpn_head(feat)
+        scores = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
+        deltas = reg[0].permute(1, 2, 0).reshape(-1, 4)
+        anchors = grid_anchors(base_anchors(STRIDES[lvl]), feat.shape[2], feat.shape[3], STRIDES[lvl])
+        if scores.numel() > cfg.rpn_nms_pre:
+            scores, idx = scores.sort(descending=True)
+            scores, idx = scores[: cfg.rpn_nms_pre], idx[: cfg.rpn_nms_pre]
+            deltas, anchors = deltas[idx], anchors[idx]
+        boxes_l.append(delta2bbox(anchors, deltas, (1, 1, 1, 1), h, w))
+        scores_l.append(scores)
+        level_l.append(np.full(len(scores), lvl))
+    boxes, scores, levels = torch.cat(boxes_l).numpy(), torch.cat(scores_l).numpy(), np.concatenate(level_l)
+    ok = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    boxes, scores, levels = boxes[ok], scores[ok], levels[ok]
+    kept = np.concatenate([np.nonzero(levels == lv)[0][_greedy_nms(boxes[levels == lv], scores[levels == lv],
+                                                                   cfg.rpn_nms_iou)] for lv in np.unique(levels)])
+    kept = kept[np.argsort(-scores[kept], kind="stable")][: cfg.rpn_max_per_img]
+    rois = torch.from_numpy(boxes[kept])
+    # mmdet SingleRoIExtractor: each RoI pooled only at its own level
+    scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
+    target = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(0, 3)
+    roi_feats = torch.zeros(len(rois), feats[0].shape[1], 7, 7)
+    for lv in range(4):
+        inds = torch.nonzero(target == lv).flatten()
+        if len(inds):
+            roi_feats[inds] = roi_align(feats[lv], rois[inds], torch.zeros(len(inds), dtype=torch.int64), (7, 7),
+                                        1 / STRIDES[lv], 0)
+    cls, reg = model.roi_head.bbox_head(roi_feats)
+    c = model.num_classes
+    probs = torch.softmax(cls, -1)[:, :c].numpy()
+    dec = delta2bbox(rois[:, None].expand(-1, c, 4), reg.reshape(-1, c, 4), (0.1, 0.1, 0.2, 0.2), h, w).numpy()
+    r, k = np.nonzero(probs > cfg.score_thr)
+    cand_boxes, cand_scores = dec[r, k], probs[r, k]
+    sel = np.concatenate([np.nonzero(k == lab)[0][_greedy_nms(cand_boxes[k == lab], cand_scores[k == lab],
+                                                              cfg.nms_iou)] for lab in np.unique(k)])
+    sel = sel[np.argsort(-cand_scores[sel], kind="stable")][: cfg.max_per_img]
+    dets = np.zeros((1, cfg.max_per_img, 5), np.float32)
+    labels = np.full((1, cfg.max_per_img), -1)
+    dets[0, : len(sel), :4], dets[0, : len(sel), 4], labels[0, : len(sel)] = cand_boxes[sel], cand_scores[sel], k[sel]
+    return dets, labels
+
+
+def test_deploy_forward_matches_data_dependent_reference(light_faster):
+    image = parity_image(192, 256, seed=7)
+    with torch.no_grad():
+        got = [t.numpy() for t in light_faster(image)]
+        ref = _reference_detect(light_faster, image)
+    result = compare_detections(ref, got)
+    print(result.summary())
+    assert result.reference >= 50, result.summary()
+    assert result.match_rate >= 0.95, result.summary()
