@@ -162,7 +162,7 @@ def _roi_align_op(
     bin_w = roi_w / output_width
     bin_h = roi_h / output_height
     if sampling_ratio > 0:
-        grid_w = torch.full((k,), sampling_ratio, dtype=torch.int64)
+        grid_w = torch.full((k,), sampling_ratio, dtype=torch.int64, device=rois.device)
         grid_h = grid_w.clone()
     else:  # adaptive, as ORT and mmcv: ceil(roi_size / pooled_size)
         grid_w = torch.ceil(roi_w / output_width).to(torch.int64).clamp(min=0)
