@@ -55,7 +55,25 @@ def _tensorrt_status() -> str | None:
         return "TensorRT (the `tensorrt` Python package and runtime) is not installed"
     if importlib.util.find_spec("carafe_deploy.trt") is None:
         return "carafe_deploy.trt (the engine builder) is not available in this version"
+    from .. import trt
+
+    if not trt.tensorrt_available():
+        return "the installed `tensorrt` package cannot load the TensorRT runtime"
     return None
+
+
+def _build_engine(onnx_path: Path, engine_path, height: int, width: int, dynamic: bool, fp16: bool):  # pragma: no cover
+    """TensorRT engine with the CARAFE plugin (carafe_deploy.trt); a dynamic graph gets a 320²..1344² profile."""
+    from ..trt import BuildOptions, build_engine
+
+    shapes = {}
+    if dynamic:
+        shapes = dict(
+            min_shapes={"image": (1, 3, 320, 320)},
+            opt_shapes={"image": (1, 3, height, width)},
+            max_shapes={"image": (1, 3, max(1344, height), max(1344, width))},
+        )
+    return build_engine(BuildOptions(onnx_path=onnx_path, engine_path=Path(engine_path), fp16=fp16, **shapes))
 
 
 def export_detector(
@@ -154,9 +172,7 @@ def export_detector(
             report["engine"] = f"skipped: {why_not}"
             log(f"engine skipped: {why_not}")
         else:  # pragma: no cover -- needs TensorRT
-            from .. import trt
-
-            trt.build_engine(str(output), str(engine))
+            _build_engine(output, engine, height, width, dynamic, fp16)
             report["engine"] = str(engine)
             log(f"wrote engine {engine}")
     return report
