@@ -169,7 +169,7 @@ class RPNHead(nn.Module):
 
 
 class Shared2FCBBoxHead(nn.Module):
-    """mmdet Shared2FCBBoxHead: ``shared_fcs.{0,1}`` (+ReLU), ``fc_cls`` (num_classes+1), ``fc_reg`` (4·num_classes)."""
+    """mmdet Shared2FCBBoxHead: ``shared_fcs.{0,1}`` (+ReLU), ``fc_cls`` (classes + 1), ``fc_reg`` (4·classes)."""
 
     def __init__(self, in_channels: int = 256, roi_feat_size: int = 7, fc_out_channels: int = 1024,
                  num_classes: int = 80):
