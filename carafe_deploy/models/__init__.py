@@ -32,7 +32,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 # family modules that register models on import (relative to this package)
-_FAMILIES: tuple[str, ...] = ()
+_FAMILIES: tuple[str, ...] = (".detectors",)
 
 
 def register(model_spec: ModelSpec) -> ModelSpec:
