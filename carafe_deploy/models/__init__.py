@@ -32,7 +32,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 # family modules that register models on import (relative to this package)
-_FAMILIES: tuple[str, ...] = (".segmenters",)
+_FAMILIES: tuple[str, ...] = (".detectors", ".segmenters")
 
 
 def register(model_spec: ModelSpec) -> ModelSpec:

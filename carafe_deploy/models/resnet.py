@@ -130,8 +130,9 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def init_weights(self) -> None:
+        keep = _carafe_convs(self)  # CARAFE modules keep their own (mmcv) initialisation
         for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not _inside_carafe(m, self):
+            if isinstance(m, nn.Conv2d) and id(m) not in keep:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -150,14 +151,17 @@ class ResNet(nn.Module):
         return tuple(outs)
 
 
-def _inside_carafe(conv: nn.Module, root: nn.Module) -> bool:
-    """True for convs inside CARAFE modules, which keep their own (mmcv) initialisation."""
+def _carafe_convs(root: nn.Module) -> set[int]:
+    """ids of the convs inside CARAFE modules under ``root``."""
     from ..nn import CARAFEDownsample, CARAFEUpsample
 
-    for m in root.modules():
-        if isinstance(m, (CARAFEUpsample, CARAFEDownsample)) and any(c is conv for c in m.modules()):
-            return True
-    return False
+    return {
+        id(c)
+        for m in root.modules()
+        if isinstance(m, (CARAFEUpsample, CARAFEDownsample))
+        for c in m.modules()
+        if isinstance(c, nn.Conv2d)
+    }
 
 
 def load_backbone_weights(backbone: ResNet, checkpoint, prefix: str = "") -> None:

@@ -268,6 +268,13 @@ def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) 
     return program.model_proto
 
 
+def _extra_translations() -> dict:
+    """Translations of the package's other custom ops (detection: NMS, RoI Align) to standard ONNX."""
+    from ..ops.detection_onnx import TRANSLATIONS
+
+    return dict(TRANSLATIONS)
+
+
 def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
     return torch.onnx.export(
         model,
@@ -277,7 +284,7 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
         input_names=input_names,
         output_names=output_names,
         dynamic_axes=dynamic_axes,
-        custom_translation_table={torch.ops.carafe_deploy.carafe.default: _dynamo_translation},
+        custom_translation_table={**_extra_translations(), torch.ops.carafe_deploy.carafe.default: _dynamo_translation},
         verbose=False,
     )
 

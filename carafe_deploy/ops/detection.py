@@ -1,0 +1,221 @@
+"""Detection ops for whole-graph detectors: non-maximum suppression and RoI Align as ``torch.library`` custom ops.
+
+torchvision does not run here, and the detectors must export to the standard ONNX ``NonMaxSuppression`` and
+``RoiAlign`` nodes (both parsed natively by TensorRT), so each op has three parts: an eager kernel in plain torch that
+reproduces ONNX Runtime's implementation of the ONNX op, a fake kernel with static output shapes for ``torch.export``,
+and an ONNX translation (:mod:`carafe_deploy.ops.detection_onnx`).
+
+``nms_keep`` returns a fixed-shape keep mask instead of ONNX's variable-length index list: the dynamo exporter and
+TensorRT both prefer static shapes, and callers rank the kept boxes with a masked top-k (single class, so ONNX's
+output order is the score order anyway).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["nms_keep", "roi_align"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# NMS
+
+
+def _nms_single(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float, max_output: int):
+    """Indices ONNX Runtime's NonMaxSuppression selects for one image and one class.
+
+    ORT: candidates are boxes with score > score_threshold, visited in descending score, ties by ascending index; a
+    candidate is dropped when its IoU with an already selected box is > iou_threshold; IoU is 0 (no suppression) when
+    either area or the intersection is not positive. All arithmetic in float32 as ORT does it.
+    """
+    cand = np.nonzero(scores > np.float32(score_threshold))[0]
+    order = cand[np.argsort(-scores[cand], kind="stable")]
+    x_min = np.minimum(boxes[:, 0], boxes[:, 2])
+    x_max = np.maximum(boxes[:, 0], boxes[:, 2])
+    y_min = np.minimum(boxes[:, 1], boxes[:, 3])
+    y_max = np.maximum(boxes[:, 1], boxes[:, 3])
+    area = (x_max - x_min) * (y_max - y_min)
+    thr = np.float32(iou_threshold)
+    selected: list[int] = []
+    sel = np.empty(0, dtype=np.int64)
+    for i in order:
+        if len(selected) >= max_output:
+            break
+        if sel.size:
+            iw = np.maximum(np.minimum(x_max[sel], x_max[i]) - np.maximum(x_min[sel], x_min[i]), np.float32(0))
+            ih = np.maximum(np.minimum(y_max[sel], y_max[i]) - np.maximum(y_min[sel], y_min[i]), np.float32(0))
+            inter = ih * iw
+            union = area[sel] + area[i] - inter
+            with np.errstate(divide="ignore", invalid="ignore"):
+                iou = inter / union
+            suppress = (inter > 0) & (area[sel] > 0) & (area[i] > 0) & (union > 0) & (iou > thr)
+            if suppress.any():
+                continue
+        selected.append(int(i))
+        sel = np.asarray(selected, dtype=np.int64)
+    return sel
+
+
+@torch.library.custom_op("carafe_deploy::nms_keep", mutates_args=())
+def _nms_keep_op(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float, max_output: int
+) -> Tensor:
+    b, m = scores.shape
+    keep = torch.zeros(b, m, dtype=torch.bool, device=scores.device)
+    bx = boxes.detach().to(torch.float32).cpu().numpy()
+    sc = scores.detach().to(torch.float32).cpu().numpy()
+    for i in range(b):
+        idx = _nms_single(bx[i], sc[i], iou_threshold, score_threshold, max_output)
+        keep[i, torch.from_numpy(idx).to(keep.device)] = True
+    return keep
+
+
+@_nms_keep_op.register_fake
+def _nms_keep_fake(boxes, scores, iou_threshold, score_threshold, max_output):
+    return scores.new_empty(scores.shape, dtype=torch.bool)
+
+
+def nms_keep(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float, max_output: int) -> Tensor:
+    """(B, M) bool mask of the boxes ONNX ``NonMaxSuppression`` keeps (one class, ``center_point_box=0``).
+
+    ``boxes`` (B, M, 4) as (x1, y1, x2, y2), ``scores`` (B, M). At most ``max_output`` boxes per image are kept: the
+    highest-scoring ones, since suppression is greedy in score order. Only boxes with score > ``score_threshold`` are
+    candidates (a box that is not a candidate suppresses nothing).
+    """
+    if not isinstance(boxes, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError("boxes and scores must be torch.Tensor")
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (B, M, 4), got {tuple(boxes.shape)}")
+    if scores.shape != boxes.shape[:2]:
+        raise ValueError(f"scores must be (B, M) = {tuple(boxes.shape[:2])}, got {tuple(scores.shape)}")
+    if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1:
+        raise ValueError(f"max_output must be an int >= 1, got {max_output!r}")
+    return torch.ops.carafe_deploy.nms_keep(boxes, scores, float(iou_threshold), float(score_threshold), max_output)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RoI Align
+
+
+def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, size: int) -> Tensor:
+    """(K, pooled, size) weights: bin p of RoI k averages ``grid[k]`` bilinear samples along one axis.
+
+    Bilinear sampling with ORT's border rules (a sample beyond [-1, size] is zero; below 0 it clamps to 0; at or past
+    size - 1 it clamps to the last row) is a product of one weight per axis, so RoI Align with "avg" is
+    ``Wy @ features @ Wx^T``: the 2-D sum over samples factorizes into these two 1-D sums. The zero rule is a product
+    of per-axis indicators too.
+    """
+    k = start.shape[0]
+    gmax = max(int(grid.max().item()) if k else 0, 1)
+    dev = start.device
+    p = torch.arange(pooled, device=dev, dtype=torch.float32)[None, :, None]
+    i = torch.arange(gmax, device=dev, dtype=torch.float32)[None, None, :]
+    g = grid.to(torch.float32)[:, None, None]
+    # ORT: start + p * bin + (i + .5f) * bin / grid, in float32
+    pos = start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / g.clamp(min=1)
+    used = (i < g).expand_as(pos)
+    inside = (pos >= -1.0) & (pos <= size) & used
+    pos = pos.clamp(min=0)
+    low = pos.floor().to(torch.int64)  # truncation == floor for pos >= 0
+    last = low >= size - 1
+    low = torch.where(last, torch.full_like(low, size - 1), low)
+    high = torch.where(last, low, low + 1)
+    pos = torch.where(last, low.to(pos.dtype), pos)
+    frac = pos - low.to(pos.dtype)
+    w_low = torch.where(inside, 1.0 - frac, torch.zeros_like(frac))
+    w_high = torch.where(inside, frac, torch.zeros_like(frac))
+    weights = torch.zeros(k, pooled, size, dtype=torch.float32, device=dev)
+    weights.scatter_add_(2, low.reshape(k, pooled, -1), w_low.reshape(k, pooled, -1))
+    weights.scatter_add_(2, high.reshape(k, pooled, -1), w_high.reshape(k, pooled, -1))
+    return weights
+
+
+_ROI_CHUNK = 64  # RoIs per chunk: bounds the (chunk, C, pooled_h, W) intermediate
+
+
+@torch.library.custom_op("carafe_deploy::roi_align", mutates_args=())
+def _roi_align_op(
+    features: Tensor,
+    rois: Tensor,
+    batch_indices: Tensor,
+    output_height: int,
+    output_width: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+) -> Tensor:
+    n, c, h, w = features.shape
+    k = rois.shape[0]
+    out = features.new_zeros((k, c, output_height, output_width))
+    if k == 0:
+        return out
+    r = rois.to(torch.float32)
+    scale = torch.tensor(spatial_scale, dtype=torch.float32)
+    # half_pixel (mmcv aligned=True): shift by half a pixel, no minimum RoI size
+    x0 = r[:, 0] * scale - 0.5
+    y0 = r[:, 1] * scale - 0.5
+    roi_w = r[:, 2] * scale - 0.5 - x0
+    roi_h = r[:, 3] * scale - 0.5 - y0
+    bin_w = roi_w / output_width
+    bin_h = roi_h / output_height
+    if sampling_ratio > 0:
+        grid_w = torch.full((k,), sampling_ratio, dtype=torch.int64, device=rois.device)
+        grid_h = grid_w.clone()
+    else:  # adaptive, as ORT and mmcv: ceil(roi_size / pooled_size)
+        grid_w = torch.ceil(roi_w / output_width).to(torch.int64).clamp(min=0)
+        grid_h = torch.ceil(roi_h / output_height).to(torch.int64).clamp(min=0)
+    # RoIs without samples (empty boxes) pool to 0: out is zero-initialised, so only the others are computed
+    act = torch.nonzero((grid_h > 0) & (grid_w > 0)).flatten()
+    if act.numel() == 0:
+        return out
+    wy = _axis_weights(y0[act], bin_h[act], grid_h[act], output_height, h)
+    wx = _axis_weights(x0[act], bin_w[act], grid_w[act], output_width, w)
+    count = (grid_h[act] * grid_w[act]).to(torch.float32)
+    wy = wy / count[:, None, None]  # the average over the grid_h·grid_w samples, folded into one factor
+    feats = features.to(torch.float32)
+    bidx = batch_indices.to(torch.int64)[act]
+    for b in range(n):  # RoIs of one image share its feature map: no per-RoI copy of it
+        sel = torch.nonzero(bidx == b).flatten()
+        for s in range(0, sel.numel(), _ROI_CHUNK):
+            part = sel[s : s + _ROI_CHUNK]
+            t = torch.einsum("kph,chw->kcpw", wy[part], feats[b])
+            out[act[part]] = torch.einsum("kcpw,kqw->kcpq", t, wx[part]).to(out.dtype)
+    return out
+
+
+@_roi_align_op.register_fake
+def _roi_align_fake(features, rois, batch_indices, output_height, output_width, spatial_scale, sampling_ratio):
+    return features.new_empty((rois.shape[0], features.shape[1], output_height, output_width))
+
+
+def roi_align(
+    features: Tensor,
+    rois: Tensor,
+    batch_indices: Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+) -> Tensor:
+    """ONNX ``RoiAlign`` (mode "avg", coordinate_transformation_mode "half_pixel") = mmcv ``RoIAlign(aligned=True)``.
+
+    ``features`` (N, C, H, W), ``rois`` (K, 4) as (x1, y1, x2, y2) in image pixels, ``batch_indices`` (K,) int64.
+    ``sampling_ratio`` 0 takes ceil(roi_size / output_size) samples per bin along each axis (adaptive).
+    """
+    if features.dim() != 4:
+        raise ValueError(f"features must be (N, C, H, W), got {tuple(features.shape)}")
+    if rois.dim() != 2 or rois.shape[-1] != 4:
+        raise ValueError(f"rois must be (K, 4), got {tuple(rois.shape)}")
+    if batch_indices.shape != rois.shape[:1]:
+        raise ValueError(f"batch_indices must be (K,) = ({rois.shape[0]},), got {tuple(batch_indices.shape)}")
+    oh, ow = output_size
+    if min(oh, ow) < 1 or sampling_ratio < 0 or not math.isfinite(spatial_scale) or spatial_scale <= 0:
+        raise ValueError(
+            f"bad RoI Align settings: output_size {output_size}, sampling_ratio {sampling_ratio}, "
+            f"spatial_scale {spatial_scale}"
+        )
+    return torch.ops.carafe_deploy.roi_align(
+        features, rois, batch_indices.to(torch.int64), int(oh), int(ow), float(spatial_scale), int(sampling_ratio)
+    )
