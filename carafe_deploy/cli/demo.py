@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="carafe_deploy_demo", metavar="DIR", help="where the ONNX file goes")
     p.add_argument("--no-onnx", action="store_true", help="only run PyTorch")
+    p.add_argument("--sample-steps", type=int, default=600,
+                   help="training steps of the segmentation sample (UperNet-CARAFE on synthetic shapes)")
+    p.add_argument("--sample-size", type=int, default=64, help="image size of the segmentation sample")
+    p.add_argument("--sample-images", type=int, nargs=2, default=(800, 48), metavar=("TRAIN", "TEST"),
+                   help="synthetic images to train on and to evaluate on")
+    p.add_argument("--no-sample", action="store_true", help="skip the segmentation sample")
     p.set_defaults(func=run)
 
 
@@ -76,10 +82,16 @@ def run(args: argparse.Namespace) -> int:
                   f"{bool(torch.isfinite(y).all())}")
     if args.no_onnx:
         return 0
-    return _onnx_round_trip(console, model, x, y, Path(args.out))
+    out_dir = Path(args.out)
+    code, onnx_path = _onnx_round_trip(console, model, x, y, out_dir)
+    _engine_step(console, onnx_path, x, lambda t: model(t).numpy())
+    if code or args.no_sample:
+        return code
+    return _segmentation_sample(console, out_dir / "segmentation", args.sample_steps, args.sample_size,
+                                *args.sample_images)
 
 
-def _onnx_round_trip(console: Console, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: Path) -> int:
+def _onnx_round_trip(console: Console, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: Path):
     from ..onnx import carafe_nodes, export
     from ..onnx.runtime import run_onnxruntime
     from ..parity import BackendResult, compare, render_table
@@ -105,4 +117,48 @@ def _onnx_round_trip(console: Console, model: nn.Module, x: torch.Tensor, y: tor
     diffs = compare({"logits": y.numpy()}, actual, rtol=1e-4, atol=1e-5)
     result = BackendResult("onnxruntime", "passed" if all(d.passed for d in diffs) else "failed", diffs)
     console.print(render_table([result], title="ONNX Runtime vs PyTorch (rtol 1e-4, atol 1e-5)"))
-    return 0 if result.status == "passed" else 1
+    return (0 if result.status == "passed" else 1), path
+
+
+def _engine_step(console: Console, onnx_path: Path, x: torch.Tensor, y_of) -> None:
+    """Build and check a TensorRT engine with the CARAFE plugin when TensorRT and the plugin are here."""
+    from ..errors import MissingDependencyError
+    from ..plugin import plugin_library
+    from ..trt import import_tensorrt
+
+    try:
+        import_tensorrt()
+        plugin_library(required=True)
+    except MissingDependencyError as exc:
+        console.print(f"TensorRT engine: skipped ({exc})")
+        return
+    from ..trt import BuildOptions, build_engine, run_engine  # pragma: no cover -- needs TensorRT
+
+    from ..parity import BackendResult, compare, render_table
+
+    engine = onnx_path.with_suffix(".engine")
+    shape = {"image": tuple(x.shape)}
+    build_engine(BuildOptions(onnx_path, engine_path=engine, min_shapes=shape, opt_shapes=shape, max_shapes=shape))
+    with torch.no_grad():
+        reference = {"logits": y_of(x)}
+    diffs = compare(reference, run_engine(engine, {"image": x.numpy()}), rtol=1e-4, atol=1e-4)
+    result = BackendResult("tensorrt", "passed" if all(d.passed for d in diffs) else "failed", diffs)
+    console.print(render_table([result], title=f"TensorRT ({engine.name}, CARAFE plugin) vs PyTorch"))
+
+
+def _segmentation_sample(console: Console, out_dir: Path, steps: int, size: int, train: int, test: int) -> int:
+    from ..samples.segmentation import rich_table, run
+
+    console.rule("segmentation sample: train UperNet-CARAFE (CARAFE + CARAFE++) on synthetic shapes, then deploy")
+    results = run(str(out_dir), steps=steps, size=size, train_count=train, test_count=test, progress=True,
+                  log=console.print)
+    console.print(rich_table(results))
+    for backend, reason in results.get("skipped", {}).items():
+        console.print(f"{backend}: skipped ({reason})")
+    console.print(f"picture: {results['files']['figure']}")
+    ref = results["miou"]["PyTorch"]
+    off = {k: v for k, v in results["miou"].items() if abs(v - ref) > 0.1}
+    if off:
+        console.print(f"[red]mIoU differs from PyTorch by more than 0.1 point: {off}[/]")
+        return 1
+    return 0

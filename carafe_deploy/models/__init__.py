@@ -27,6 +27,9 @@ class ModelSpec:
     # ONNX dynamic axes per input/output name, as torch.onnx.export takes them
     dynamic_axes: dict = field(default_factory=dict)
     description: str = ""
+    # "module:function" of the task exporter (checkpoint -> ONNX -> task-level parity -> engine) that
+    # `carafe-deploy export --model NAME ...` hands over to; its main(argv) takes the rest of the command line
+    task_exporter: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -195,6 +195,7 @@ def _parse_set(items) -> dict:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(
+        prog="carafe-deploy export",
         description="Export a CARAFE detector (mmdet checkpoint) to one ONNX graph, check it against PyTorch, "
         "and build a TensorRT engine when TensorRT is present."
     )

@@ -295,6 +295,7 @@ def _builder(with_mask: bool):
 _DYNAMIC = {"image": {0: "batch", 2: "height", 3: "width"}}
 
 register(ModelSpec(
+    task_exporter="carafe_deploy.models.detector_export:main",
     name="faster_rcnn_r50_fpn_carafe",
     builder=_builder(False),
     input_names=("image",),
@@ -304,6 +305,7 @@ register(ModelSpec(
     description="mmdet faster-rcnn_r50_fpn-carafe_1x_coco (box AP 37.8): image -> dets, labels",
 ))
 register(ModelSpec(
+    task_exporter="carafe_deploy.models.detector_export:main",
     name="mask_rcnn_r50_fpn_carafe",
     builder=_builder(True),
     input_names=("image",),

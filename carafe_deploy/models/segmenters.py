@@ -216,6 +216,7 @@ def _builder(carafe_pp: bool):
 _DYNAMIC = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
 
 register(ModelSpec(
+    task_exporter="carafe_deploy.models.segmenter_export:main",
     name="upernet_r50_carafe",
     builder=_builder(carafe_pp=False),
     input_names=("image",),
@@ -225,6 +226,7 @@ register(ModelSpec(
     description="UperNet + ResNet-50 with CARAFE in PPM, FPN and FUSE (ADE20k: 150 classes); normalized RGB input",
 ))
 register(ModelSpec(
+    task_exporter="carafe_deploy.models.segmenter_export:main",
     name="upernet_r50_carafe_pp",
     builder=_builder(carafe_pp=True),
     input_names=("image",),
