@@ -122,15 +122,11 @@ def _onnx_round_trip(console: Console, model: nn.Module, x: torch.Tensor, y: tor
 
 def _engine_step(console: Console, onnx_path: Path, x: torch.Tensor, y_of) -> None:
     """Build and check a TensorRT engine with the CARAFE plugin when TensorRT and the plugin are here."""
-    from ..errors import MissingDependencyError
-    from ..plugin import plugin_library
-    from ..trt import import_tensorrt
+    from ..trt import plugin_engine_unavailable
 
-    try:
-        import_tensorrt()
-        plugin_library(required=True)
-    except MissingDependencyError as exc:
-        console.print(f"TensorRT engine: skipped ({exc})")
+    reason = plugin_engine_unavailable()
+    if reason is not None:
+        console.print(f"TensorRT engine: skipped ({reason})")
         return
     from ..trt import BuildOptions, build_engine, run_engine  # pragma: no cover -- needs TensorRT
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from ..errors import DeployError
 from . import build, spec
+from ..trt import plugin_engine_unavailable
 from .detection_parity import compare_detections
 from .detectors import MIN_IMAGE_SIZE, PAD_DIVISOR, TestConfig, TwoStageDetector, calibrate_random_heads
 
@@ -47,19 +47,6 @@ def _run_onnx(path: Path, image: np.ndarray, output_names) -> list[np.ndarray]:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(list(output_names), {"image": image})
-
-
-def _tensorrt_status() -> str | None:
-    """None when an engine can be built here; otherwise why not."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT (the `tensorrt` Python package and runtime) is not installed"
-    if importlib.util.find_spec("carafe_deploy.trt") is None:
-        return "carafe_deploy.trt (the engine builder) is not available in this version"
-    from .. import trt
-
-    if not trt.tensorrt_available():
-        return "the installed `tensorrt` package cannot load the TensorRT runtime"
-    return None
 
 
 def _build_engine(onnx_path: Path, engine_path, height: int, width: int, dynamic: bool, fp16: bool):  # pragma: no cover
@@ -167,7 +154,7 @@ def export_detector(
                 if result.reference == 0:
                     log("warning: no detections on the parity image; the comparison is vacuous")
     if engine is not None:
-        why_not = _tensorrt_status()
+        why_not = plugin_engine_unavailable()
         if why_not is not None:
             report["engine"] = f"skipped: {why_not}"
             log(f"engine skipped: {why_not}")

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import DeployError
+from ..trt import plugin_engine_unavailable
 from . import available, build, spec
 
 THRESHOLDS = {False: (1e-4, 0.999), True: (2e-2, 0.99)}  # fp16 -> (max relative error, min argmax agreement)
@@ -47,22 +48,6 @@ def parity(onnx_model, model: torch.nn.Module, shape, seed: int = 0) -> dict:
         "max_rel": float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12)),
         "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
     }
-
-
-def _tensorrt_reason() -> str | None:
-    """None when a plugin engine can be built here, else why not."""
-    from ..errors import MissingDependencyError
-    from ..plugin import plugin_library
-    from ..trt import import_tensorrt
-
-    try:
-        import_tensorrt()
-        plugin_library(required=True)
-    except MissingDependencyError as exc:
-        return str(exc)
-    if not torch.cuda.is_available():
-        return "no CUDA device"
-    return None
 
 
 def main(argv=None) -> int:
@@ -126,7 +111,7 @@ def _main(argv=None) -> int:
     report = {"model": args.model, "mode": args.mode, "fp16": args.fp16, "onnx": onnx_path, "parity": result,
               "passed": passed, "engine": None}
     if args.engine:
-        reason = _tensorrt_reason()
+        reason = plugin_engine_unavailable()
         if reason:
             console.print(f"engine: skipped ({reason})")
             report["engine"] = {"skipped": reason}

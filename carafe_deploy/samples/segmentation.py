@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..models import build
 from ..models.checkpoint import save_checkpoint
 from ..models.segmenters import count_carafe_modules, normalize_image
+from ..trt import plugin_engine_unavailable
 from .synthetic_data import CLASSES, PALETTE, make_set, mean_iou
 
 MODEL_NAME = "upernet_r50_carafe_pp"
@@ -99,22 +100,6 @@ def predict_ort(onnx_path: str, images: np.ndarray, batch: int = 16) -> tuple[np
         outs.append(sess.run(None, {name: _to_input(images[i:i + batch]).numpy()})[0].astype(np.float32))
     logits = np.concatenate(outs)
     return logits, logits.argmax(1)
-
-
-def _tensorrt_unavailable() -> str | None:
-    """None when a plugin engine can be built and run here, else the reason."""
-    from ..errors import MissingDependencyError
-    from ..plugin import plugin_library
-    from ..trt import import_tensorrt
-
-    try:
-        import_tensorrt()
-        plugin_library(required=True)
-    except MissingDependencyError as exc:
-        return str(exc)
-    if not torch.cuda.is_available():
-        return "no CUDA device"
-    return None
 
 
 def predict_tensorrt(onnx_path: str, engine_path: str, images: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +196,7 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
             logits, pred = predict_ort(path, test_x)
             key = f"ORT {backend}"
         else:
-            reason = _tensorrt_unavailable()
+            reason = plugin_engine_unavailable()
             if reason:
                 results["skipped"]["TensorRT"] = reason
                 continue

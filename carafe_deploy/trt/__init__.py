@@ -14,6 +14,7 @@ from ..errors import MissingDependencyError
 __all__ = [
     "import_tensorrt",
     "tensorrt_available",
+    "plugin_engine_unavailable",
     "trt_major",
     "run_engine",
     "EngineRunner",
@@ -49,6 +50,28 @@ def tensorrt_available() -> bool:
     except MissingDependencyError:
         return False
     return True
+
+
+def plugin_engine_unavailable() -> str | None:
+    """``None`` when an engine with the CARAFE plugin can be built and run here, else the reason, in one line.
+
+    Needs the TensorRT runtime, the plugin library and a CUDA device (the runner's buffers).
+    """
+    from ..plugin import plugin_library
+
+    try:
+        import_tensorrt()
+        plugin_library(required=True)
+    except MissingDependencyError as exc:
+        return str(exc)
+    import torch
+
+    if not torch.cuda.is_available():
+        try:
+            importlib.import_module("pycuda.driver")
+        except ImportError:
+            return "no CUDA device for the engine's buffers (torch has no CUDA and pycuda is not installed)"
+    return None
 
 
 def trt_major(trt: ModuleType) -> int:
