@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -276,17 +277,30 @@ def _extra_translations() -> dict:
 
 
 def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
-    return torch.onnx.export(
-        model,
-        args,
-        dynamo=True,
-        opset_version=opset,
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_axes=dynamic_axes,
-        custom_translation_table={**_extra_translations(), torch.ops.carafe_deploy.carafe.default: _dynamo_translation},
-        verbose=False,
-    )
+    # The exporter's registry logs one warning per torchvision op it cannot find (torchvision plays no part here),
+    # and torch's own pytree code raises a FutureWarning at every export: noise for the user, hidden here.
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            return torch.onnx.export(
+                model,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                custom_translation_table={
+                    **_extra_translations(),
+                    torch.ops.carafe_deploy.carafe.default: _dynamo_translation,
+                },
+                verbose=False,
+            )
+    finally:
+        registry_log.setLevel(level)
 
 
 def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
