@@ -5,6 +5,7 @@
 #include "carafe_params.h"
 #include "carafe_reference.h"
 #include "check.h"
+#include "device_values.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -24,56 +25,8 @@ struct Case
     carafe::Mode mode;
 };
 
-template <typename T>
-T fromDouble(double v);
-template <>
-float fromDouble<float>(double v)
-{
-    return static_cast<float>(v);
-}
-template <>
-double fromDouble<double>(double v)
-{
-    return v;
-}
-template <>
-__half fromDouble<__half>(double v)
-{
-    return __float2half_rn(static_cast<float>(v));
-}
-template <>
-__nv_bfloat16 fromDouble<__nv_bfloat16>(double v)
-{
-    return __float2bfloat16_rn(static_cast<float>(v));
-}
-
-double toDouble(float v)
-{
-    return v;
-}
-double toDouble(double v)
-{
-    return v;
-}
-double toDouble(__half v)
-{
-    return __half2float(v);
-}
-double toDouble(__nv_bfloat16 v)
-{
-    return __bfloat162float(v);
-}
-
-#define CUDA_OK(call)                                                                                                  \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        cudaError_t const e_ = (call);                                                                                 \
-        if (e_ != cudaSuccess)                                                                                         \
-        {                                                                                                              \
-            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));              \
-            std::exit(1);                                                                                              \
-        }                                                                                                              \
-    } while (0)
+using carafe_test::fromDouble;
+using carafe_test::toDouble;
 
 template <typename T>
 T* upload(std::vector<T> const& host)

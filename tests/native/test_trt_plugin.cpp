@@ -8,6 +8,7 @@
 #include "carafePlugin.h"
 #include "carafe_reference.h"
 #include "check.h"
+#include "device_values.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -413,46 +414,9 @@ void hostChecks()
 }
 
 // ---- GPU checks ------------------------------------------------------------------------------------------------
-#define CUDA_OK(call)                                                                                                  \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        cudaError_t const e_ = (call);                                                                                 \
-        if (e_ != cudaSuccess)                                                                                         \
-        {                                                                                                              \
-            std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));              \
-            std::exit(1);                                                                                              \
-        }                                                                                                              \
-    } while (0)
 
-template <typename T>
-T cast(double v);
-template <>
-float cast<float>(double v)
-{
-    return static_cast<float>(v);
-}
-template <>
-__half cast<__half>(double v)
-{
-    return __float2half_rn(static_cast<float>(v));
-}
-template <>
-__nv_bfloat16 cast<__nv_bfloat16>(double v)
-{
-    return __float2bfloat16_rn(static_cast<float>(v));
-}
-double value(float v)
-{
-    return v;
-}
-double value(__half v)
-{
-    return __half2float(v);
-}
-double value(__nv_bfloat16 v)
-{
-    return __bfloat162float(v);
-}
+using carafe_test::fromDouble;
+using carafe_test::toDouble;
 
 template <typename T>
 void gpuCase(Attrs const& a, int n, int c, int h, int w, DataType type, double tol, std::mt19937& rng,
@@ -484,9 +448,9 @@ void gpuCase(Attrs const& a, int n, int c, int h, int w, DataType type, double t
     std::vector<T> x(nx), k(nk), out(no), out2(no);
     std::vector<double> xd(nx), kdv(nk), want(no);
     for (size_t i = 0; i < nx; ++i)
-        xd[i] = value(x[i] = cast<T>(dist(rng)));
+        xd[i] = toDouble(x[i] = fromDouble<T>(dist(rng)));
     for (size_t i = 0; i < nk; ++i)
-        kdv[i] = value(k[i] = cast<T>(dist(rng) / (a.k * a.k)));
+        kdv[i] = toDouble(k[i] = fromDouble<T>(dist(rng) / (a.k * a.k)));
     carafe::reference::forward(g, xd.data(), kdv.data(), want.data());
 
     T *dx = nullptr, *dk = nullptr, *dout = nullptr;
@@ -504,7 +468,7 @@ void gpuCase(Attrs const& a, int n, int c, int h, int w, DataType type, double t
     double worst = 0;
     for (size_t i = 0; i < no; ++i)
     {
-        double const v = value(out[i]);
+        double const v = toDouble(out[i]);
         worst = std::fmax(worst, std::isfinite(v) ? std::fabs(v - want[i]) / (tol + tol * std::fabs(want[i])) : INFINITY);
     }
     std::printf("plugin %-4s k=%d G=%d s=%d %-4s (%d,%d,%d,%d) type=%d worst=%.3f\n", a.mode.c_str(), a.k, a.group,
