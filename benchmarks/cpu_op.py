@@ -1,12 +1,18 @@
 """CPU speed of carafe_deploy's op against the naive F.unfold formulation, side by side in one run.
 
     python benchmarks/cpu_op.py [--shape 1 256 50 84] [--k 5] [--repeat 5]
+    python benchmarks/cpu_op.py --memory [--shape 1 64 100 168]
+
+--memory reports instead how much each formulation grows the peak resident set, each in a fresh process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -34,6 +40,30 @@ def timeit(fn, repeat):
     return statistics.median(times)
 
 
+_MEMORY_PROBE = """
+import json, resource, sys, torch
+sys.path.insert(0, {here!r})
+from cpu_op import naive_unfold
+from carafe_deploy.ops import carafe
+n, c, h, w, k, s = {args!r}
+x = torch.randn(n, c, h, w); kern = torch.rand(n, k * k, h * s, w * s)
+fn = (lambda a, b: carafe(a, b, k, 1, s)) if {ours!r} else (lambda a, b: naive_unfold(a, b, k, 1, s))
+fn(x[..., :8, :8], kern[..., : 8 * s, : 8 * s])  # warm-up on a slice: dispatch, thread pool
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.no_grad():
+    y = fn(x, kern)
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))
+"""
+
+
+def peak_growth_mb(shape, k, s, ours: bool) -> float:
+    from pathlib import Path
+
+    code = _MEMORY_PROBE.format(here=str(Path(__file__).resolve().parent), args=(*shape, k, s), ours=ours)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", type=int, nargs=4, default=[1, 256, 50, 84], metavar=("N", "C", "H", "W"))
@@ -41,8 +71,14 @@ def main():
     p.add_argument("--group", type=int, default=1)
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--memory", action="store_true", help="peak RSS growth of each formulation instead of time")
     a = p.parse_args()
     n, c, h, w = a.shape
+    if a.memory:
+        print(f"peak RSS growth, shape {tuple(a.shape)} -> x{a.scale}, k={a.k}, group=1 (each in a fresh process):")
+        print(f"naive unfold : {peak_growth_mb(a.shape, a.k, a.scale, False):8.1f} MB")
+        print(f"carafe_deploy: {peak_growth_mb(a.shape, a.k, a.scale, True):8.1f} MB")
+        return
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w)
     kern = torch.rand(n, a.group * a.k * a.k, h * a.scale, w * a.scale)
