@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
+# tests/ on sys.path so that every test imports its helpers as `support.<module>` (tests mirror the package;
+# pytest runs them with --import-mode=importlib, so test files in different folders may share a name)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = TESTS.parent
-SHARED = REPO.parent / "shared"
+from support import SHARED  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@
 #      onShapeChange -> enqueue on real buffers vs the reference; serialize -> recreate -> same bytes
 #      (tests/native/test_trt_plugin.cpp --host / --gpu);
 #   4. compute-sanitizer memcheck (and racecheck on the shared-memory kernels) over 2 and 3;
-#   5. the torch op on CUDA: JIT extension, vs the float64 loops, gradcheck (pytest -m cuda tests/test_cuda_backend.py);
+#   5. the torch op on CUDA: JIT extension, vs the float64 loops, gradcheck (pytest -m cuda tests/ops/test_cuda.py);
 #   6. benchmarks/gpu_bench.py, writing $OUT/PERFORMANCE.md (copy it to docs/PERFORMANCE.md).
 # Before carrying the tree to the GPU machine, run tests/gpu/fetch_third_party.sh and carry third_party_fetched
 # (TensorRT headers for the plugin; git-ignored).
@@ -119,7 +119,7 @@ elif [ $SANITIZE = 1 ]; then
   echo "compute-sanitizer: SKIP (not found)" | tee -a "$SUMMARY"
 fi
 
-step torch_op_cuda env PYTHONPATH="$REPO" CARAFE_REQUIRE_CUDA=1 python -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda_backend.py \
+step torch_op_cuda env PYTHONPATH="$REPO" CARAFE_REQUIRE_CUDA=1 python -m pytest -q -m cuda -p no:cacheprovider tests/ops/test_cuda.py \
   -rs --durations=5
 
 if [ $BENCH = 1 ]; then

@@ -1,4 +1,4 @@
-"""The engine builder's control flow against a stand-in ``tensorrt`` module (tests/fake_tensorrt.py).
+"""The engine builder's control flow against a stand-in ``tensorrt`` module (tests/support/fake_tensorrt.py).
 
 These check what carafe_deploy.trt.builder asks of TensorRT and what it writes; the real TensorRT never ran here.
 """
@@ -8,9 +8,9 @@ import sys
 
 import onnx
 import pytest
-from trt_toys import carafe_model
+from support.trt_toys import carafe_model
 
-import fake_tensorrt
+from support import fake_tensorrt
 from carafe_deploy.errors import DeployError
 from carafe_deploy.trt.builder import BuildOptions, build_engine, dtype_name, parse_size
 from carafe_deploy.trt.sidecar import read_sidecar

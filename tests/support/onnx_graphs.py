@@ -7,7 +7,7 @@ import onnx
 from onnx import helper
 from onnx.reference.op_run import OpRun
 
-from reference import carafe_reference, output_size
+from support.reference import carafe_reference, output_size
 
 
 def single_node_model(k, group, s, mode, *, elem_type=onnx.TensorProto.FLOAT, opset=18, function=True, dims=None):

@@ -17,8 +17,8 @@ from onnx.reference import ReferenceEvaluator
 
 import carafe_deploy.onnx  # noqa: F401 -- registers the schema
 from carafe_deploy.onnx import register_schema
-from onnx_graphs import random_case, rel_err, single_node_model
-from reference import carafe_reference
+from support.onnx_graphs import random_case, rel_err, single_node_model
+from support.reference import carafe_reference
 
 CASES = [  # n, c, h, w, k, group, s, mode
     (2, 8, 7, 9, 5, 1, 2, "up"),
@@ -136,7 +136,7 @@ _PEAK_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np, onnx, onnxruntime as ort
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.."]
-    from onnx_graphs import single_node_model
+    from support.onnx_graphs import single_node_model
     inline = sys.argv[2] == "decomposed"
     model = single_node_model(5, 1, 2, "up")
     if inline:
@@ -164,7 +164,7 @@ _PEAK_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("form", ["portable"])  # decomposed is the same body inlined: benchmarks/onnx_portable.py
 def test_fpn_size_peak_memory(form, tmp_path):
     # FPN-size upsample: 256 ch, 100x168 -> 200x336, k=5. A k²-times unfold alone is 25 x 66 MB = 1.7 GB.
-    from conftest import TESTS
+    from support import TESTS
 
     script = tmp_path / "peak.py"
     script.write_text(_PEAK_SCRIPT)

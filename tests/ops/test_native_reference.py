@@ -1,7 +1,7 @@
 """The native host reference (plugins/common, the same index math the CUDA kernels use) from Python.
 
 Builds plugins/common/carafe_reference.cpp with a small C shim into a shared library (g++, about two seconds) and
-checks it against the independent float64 loops in tests/reference.py and against mmcv's own vectors, so that
+checks it against the independent float64 loops in tests/support/reference.py and against mmcv's own vectors, so that
 `python -m pytest` alone covers the native code even where CMake/CTest is not run.
 """
 
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from carafe_deploy.ops import carafe
-from reference import carafe_reference, output_size
+from support.reference import carafe_reference, output_size
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMON = REPO / "plugins" / "common"
 
 

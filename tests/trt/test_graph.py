@@ -3,7 +3,7 @@ mmcv nodes converted."""
 
 import onnx
 import pytest
-from trt_toys import carafe_model
+from support.trt_toys import carafe_model
 
 from carafe_deploy.errors import DeployError
 from carafe_deploy.trt.graph import onnx_input_dims, onnx_io_types, prepare_onnx

@@ -1,4 +1,4 @@
-"""EngineRunner's binding logic against the stand-in ``tensorrt`` (tests/fake_tensorrt.py) on host buffers.
+"""EngineRunner's binding logic against the stand-in ``tensorrt`` (tests/support/fake_tensorrt.py) on host buffers.
 
 The fake engine computes the toy model from the addresses the runner binds; its outputs are compared with ONNX
 Runtime running the same toy model (portable form). The real TensorRT never ran here.
@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from trt_toys import carafe_model, random_feeds
+from support.trt_toys import carafe_model, random_feeds
 
-import fake_tensorrt
+from support import fake_tensorrt
 from carafe_deploy.errors import DeployError
 from carafe_deploy.trt import runner as runner_mod
 from carafe_deploy.trt.builder import BuildOptions, build_engine

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
-from reference import carafe_reference
+from support.reference import carafe_reference
 
 # mmcv's CARAFEPack(channels=16, scale_factor=2, up_kernel=5, up_group=1, encoder_kernel=3, compressed_channels=64)
 MMCV_PACK_SHAPES = {

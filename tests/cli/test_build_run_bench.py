@@ -8,10 +8,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from PIL import Image
-import trt_toys
-from trt_toys import carafe_model, random_feeds
+from support import trt_toys
+from support.trt_toys import carafe_model, random_feeds
 
-import fake_tensorrt
+from support import fake_tensorrt
 from carafe_deploy.cli import main
 from carafe_deploy.trt import runner as runner_mod
 from carafe_deploy.trt import tensorrt_available

@@ -9,7 +9,7 @@ from PIL import Image
 
 from carafe_deploy.models.detectors import COCO_CLASSES, paste_masks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_sample():

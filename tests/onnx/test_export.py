@@ -19,7 +19,7 @@ from carafe_deploy.cli.demo import TinyCarafeNet
 from carafe_deploy.errors import DeployError
 from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
 from carafe_deploy.onnx import carafe_nodes, export, to_decomposed, to_portable
-from onnx_graphs import CarafeReferenceOp, rel_err
+from support.onnx_graphs import CarafeReferenceOp, rel_err
 
 MODES = ("plugin", "portable", "decomposed")
 DYNAMIC = {"image": {0: "N", 2: "H", 3: "W"}}

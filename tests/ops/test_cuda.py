@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from carafe_deploy.ops import _cuda, carafe
-from reference import carafe_reference, output_size
+from support.reference import carafe_reference, output_size
 
 HAS_CUDA = torch.cuda.is_available()
 # CARAFE_REQUIRE_CUDA=1 (set by tests/gpu/run_gpu_checks.sh) turns these skips into failures on the GPU machine.

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carafe_deploy.ops import carafe
-from reference import carafe_reference, output_size
+from support.reference import carafe_reference, output_size
 
 
 def _random_inputs(n, c, h, w, k, group, s, mode, dtype=torch.float64, seed=0, normalized=False):

@@ -4,7 +4,7 @@ every machine this project has run on so far (DESIGN §5)."""
 import numpy as np
 import onnx
 import pytest
-from trt_toys import carafe_model, random_feeds
+from support.trt_toys import carafe_model, random_feeds
 
 from carafe_deploy.trt import tensorrt_available
 

@@ -15,8 +15,8 @@ from torch.onnx import symbolic_helper as sh
 from carafe_deploy.errors import DeployError
 from carafe_deploy.nn import CARAFEUpsample
 from carafe_deploy.onnx import carafe_nodes, convert_mmcv
-from onnx_graphs import random_case, rel_err, single_node_model
-from reference import carafe_reference
+from support.onnx_graphs import random_case, rel_err, single_node_model
+from support.reference import carafe_reference
 
 
 def _mmcv_symbolic(g, features, masks, kernel_size, group, scale_factor, mode):
