@@ -4,8 +4,8 @@ reference evaluator, and the standard-op CARAFE's peak memory and time on an FPN
     python benchmarks/onnx_portable.py            # parity + memory
     python benchmarks/onnx_portable.py --memory-only
 
-Peak memory is measured in a fresh subprocess per form: ru_maxrss after one ONNX Runtime run minus ru_maxrss before
-it (the session is created, inputs allocated, before the first reading).
+Peak memory is measured in a fresh subprocess per form with ``carafe_deploy.bench.peak_rss_growth`` around one ONNX
+Runtime run (the session is created, inputs allocated, before the first reading).
 """
 
 from __future__ import annotations
@@ -40,17 +40,11 @@ _MEMORY = textwrap.dedent(
     k = rng.random((1, 25, 200, 336), dtype=np.float32)
     so = ort.SessionOptions(); so.intra_op_num_threads = 2
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-    # ru_maxrss survives fork+exec (a big parent inflates it), so use VmHWM, reset to the current RSS first
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = status("VmRSS")
-    t0 = time.perf_counter(); y = sess.run(None, {"features": x, "kernels": k})[0]; t1 = time.perf_counter()
-    after = status("VmHWM")
-    print(json.dumps({"form": form, "growth_mb": (after - before) / 1024, "output_mb": y.nbytes / 2**20,
-                      "seconds": t1 - t0}))
+    from carafe_deploy.bench import peak_rss_growth
+    t0 = time.perf_counter()
+    (y,), growth = peak_rss_growth(lambda: sess.run(None, {"features": x, "kernels": k}))
+    t1 = time.perf_counter()
+    print(json.dumps({"form": form, "growth_mb": growth, "output_mb": y.nbytes / 2**20, "seconds": t1 - t0}))
     """
 )
 
@@ -67,10 +61,10 @@ def parity() -> list[dict]:
     import torch
     from onnx.reference import ReferenceEvaluator
 
-    from carafe_deploy.cli.demo import TinyCarafeNet
+    from carafe_deploy.models.tiny import TinyCarafeNet
     from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
     from carafe_deploy.onnx import export
-    from carafe_deploy.onnx.runtime import run_onnxruntime
+    from carafe_deploy.backends.onnxrt import run_onnxruntime
 
     torch.manual_seed(0)
     models = {

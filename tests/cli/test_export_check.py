@@ -52,7 +52,7 @@ def test_export_then_check_against_saved_reference(model_py, tmp_path, capsys):
     assert [o.name for o in proto.graph.output] == ["down", "up"]
     capsys.readouterr()
 
-    rc = main(["check", str(out), "--reference", str(ref), "--json", str(report), "--engine", str(tmp_path / "x.engine")])
+    rc = main(["check", str(out), "--reference", str(ref), "-o", str(report), "--engine", str(tmp_path / "x.engine")])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "down" in text and "up" in text and "skipped" in text
@@ -80,7 +80,7 @@ def test_check_against_pytorch_with_other_sizes(model_py, tmp_path, capsys):
 
 
 def test_registered_model_and_fp16(tmp_path, capsys):
-    from carafe_deploy.cli.demo import TinyCarafeNet
+    from carafe_deploy.models.tiny import TinyCarafeNet
 
     models.register(models.ModelSpec(
         name="test-tiny", builder=lambda: TinyCarafeNet(channels=8), input_names=("image",),
@@ -124,7 +124,7 @@ def test_plugin_file_is_an_error_row_not_a_pass(model_py, tmp_path, capsys):
         (["export", "--python", "{py}", "--class", "Net", "-o", "x.onnx", "--input-shape", "1,8,4,4",
           "--opset", "9"], "opset 9 is not supported"),
         (["export", "--model", "no-such-model", "-o", "x.onnx"], "unknown model 'no-such-model'"),
-        (["check", "{tmp}/missing.onnx", "--reference", "r.npz"], "cannot read"),
+        (["check", "{tmp}/missing.onnx", "--reference", "r.npz"], "does not exist"),
     ],
 )
 def test_clear_errors(argv, words, model_py, tmp_path, capsys):

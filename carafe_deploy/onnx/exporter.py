@@ -1,9 +1,5 @@
-"""``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of three forms (DESIGN §2).
-
-* ``plugin``: each op is one ``carafe::CARAFE`` node (for TensorRT with the plugin, or any runtime with a kernel);
-* ``portable``: the same nodes plus the model-local function ``carafe::CARAFE`` in standard ops
-  (:mod:`.function`), so ONNX Runtime (CPU, CUDA) runs the file with no custom library;
-* ``decomposed``: the portable model with the function inlined: standard ops only.
+"""``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of the three forms of
+:mod:`.forms` (``plugin``, ``portable``, ``decomposed``; DESIGN §2).
 
 The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.carafe`` through
 ``custom_translation_table``; the deprecated TorchScript exporter, with a ``register_custom_op_symbolic`` mapping to
@@ -26,18 +22,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import onnx
-import onnx.inliner
 import torch
 from torch import nn
 
 from ..errors import DeployError
-from .function import MIN_OPSET, carafe_function
+from .files import is_big, save_model
+from .forms import EXPORT_MODES, carafe_nodes, to_decomposed, to_plugin, to_portable
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
 
-__all__ = ["export", "EXPORT_MODES", "DEFAULT_OPSET", "MAX_OPSET", "to_portable", "to_decomposed", "to_plugin",
-           "carafe_nodes"]
-
-EXPORT_MODES = ("plugin", "portable", "decomposed")
+__all__ = ["export", "DEFAULT_OPSET", "MAX_OPSET"]
 DEFAULT_OPSET = 18
 EXPORT_MIN_OPSET = 18  # torch 2.13's default exporter emits opset 18 and newer
 MAX_OPSET = 23  # the newest opset torch 2.13's exporter emits
@@ -79,86 +72,6 @@ def _register_torchscript_symbolic(opset: int) -> None:
     if opset not in _SYMBOLIC_REGISTERED:
         torch.onnx.register_custom_op_symbolic("carafe_deploy::carafe", _torchscript_symbolic, opset)
         _SYMBOLIC_REGISTERED.add(opset)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Post-processing between the forms.
-
-
-def carafe_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
-
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise DeployError("the ONNX model imports no default-domain opset")
-
-
-def _set_carafe_import(model: onnx.ModelProto, present: bool) -> None:
-    kept = [imp for imp in model.opset_import if imp.domain != DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    if present:
-        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
-
-
-def _drop_carafe_function(model: onnx.ModelProto) -> None:
-    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
-    del model.functions[:]
-    model.functions.extend(kept)
-
-
-_DEFAULTS = {"group": 1, "scale_factor": 2, "mode": "up"}
-
-
-def _complete_attributes(model: onnx.ModelProto) -> None:
-    """Write the schema defaults onto CARAFE nodes that leave attributes out: plugin creators and the ONNX reference
-    evaluator (which ignores function attribute defaults) then see every field."""
-    for node in carafe_nodes(model):
-        present = {a.name for a in node.attribute}
-        for name, value in _DEFAULTS.items():
-            if name not in present:
-                node.attribute.append(onnx.helper.make_attribute(name, value))
-
-
-def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CARAFE nodes without the function (in place; returns the model)."""
-    _complete_attributes(model)
-    _drop_carafe_function(model)
-    _set_carafe_import(model, bool(carafe_nodes(model)))
-    return model
-
-
-def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
-    _complete_attributes(model)
-    _drop_carafe_function(model)
-    has_nodes = bool(carafe_nodes(model))
-    _set_carafe_import(model, has_nodes)
-    if has_nodes:
-        opset = _default_opset(model)
-        if opset < MIN_OPSET:
-            raise DeployError(
-                f"the model uses ONNX opset {opset}; the CARAFE function needs >= {MIN_OPSET} "
-                "(upgrade it with onnx.version_converter.convert_version first)"
-            )
-        model.functions.append(carafe_function(opset))
-        # model-local functions need IR version >= 8, their attribute defaults >= 9
-        model.ir_version = max(model.ir_version, 9)
-    return model
-
-
-def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Standard ops only: the portable model with every CARAFE node replaced by the function's body."""
-    model = to_portable(model)
-    if not carafe_nodes(model):
-        return model
-    inlined = onnx.inliner.inline_selected_functions(model, [(DOMAIN, OP_TYPE)], exclude=False)
-    _drop_carafe_function(inlined)
-    _set_carafe_import(inlined, False)
-    return inlined
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -271,7 +184,7 @@ def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) 
 
 def _extra_translations() -> dict:
     """Translations of the package's other custom ops (detection: NMS, RoI Align) to standard ONNX."""
-    from ..ops.detection_onnx import TRANSLATIONS
+    from .detection import TRANSLATIONS
 
     return dict(TRANSLATIONS)
 
@@ -388,15 +301,8 @@ def export(
         proto = to_portable(proto)
     else:
         proto = to_decomposed(proto)
-    # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file and are checked from disk
-    big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
-    if not big:
+    if not is_big(proto):  # a model over protobuf's limit is checked from disk once written
         onnx.checker.check_model(proto, full_check=False)
     if out_path is not None:
-        try:
-            onnx.save(proto, str(out_path), save_as_external_data=big, location=out_path.name + ".data")
-        except OSError as exc:
-            raise DeployError(f"cannot write {str(out_path)!r}: {exc.strerror or exc}") from exc
-        if big:
-            onnx.checker.check_model(str(out_path))
+        save_model(proto, out_path)
     return proto

@@ -1,7 +1,8 @@
 """Train a small UperNet-CARAFE on synthetic shapes, export it, and compare mIoU across backends.
 
 ``run(out_dir, ...)`` does it all and returns a results dict; ``main(argv)`` is the command line
-(``python samples/segmentation/synthetic.py --help``). Backends: PyTorch eager (the reference), ONNX Runtime on the
+(``python samples/segmentation/synthetic.py --help``). Export and engine go through the deploy pipeline
+(:func:`carafe_deploy.tasks.deploy`); every backend runs through :mod:`carafe_deploy.backends`. Backends: PyTorch eager (the reference), ONNX Runtime on the
 ``portable`` and ``decomposed`` exports, and TensorRT (plugin engine) when TensorRT and the plugin library load;
 otherwise TensorRT is reported as skipped with the reason.
 
@@ -12,7 +13,6 @@ the head) and CARAFE++ (7 in the backbone) are trained and exported.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -22,11 +22,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..models import build
+from ..files import atomic_path, atomic_write_text
+from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
 from ..models.segmenters import count_carafe_modules, normalize_image
-from ..trt import plugin_engine_unavailable
-from .synthetic_data import CLASSES, PALETTE, make_set, mean_iou
+from ..report import make_table, write_json
+from ..trt.runtime import plugin_engine_unavailable
+from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
+from .source import LoadedModel
+from .synthetic_shapes import CLASSES, PALETTE, make_set, mean_iou
 
 MODEL_NAME = "upernet_r50_carafe_pp"
 # reduced width/depth: ~0.5 M parameters, trains on 2 CPU cores in minutes
@@ -90,40 +94,28 @@ def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 16) -
     return logits, logits.argmax(1)
 
 
-def predict_ort(onnx_path: str, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+def predict(runner, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(logits float32 (N, K, H, W), argmax (N, H, W)) from any runner (ONNX Runtime, TensorRT)."""
     outs = []
-    for i in range(0, len(images), batch):
-        outs.append(sess.run(None, {name: _to_input(images[i:i + batch]).numpy()})[0].astype(np.float32))
+    with runner:
+        for i in range(0, len(images), batch):
+            out = runner.infer({"image": _to_input(images[i:i + batch]).numpy()})
+            outs.append(np.asarray(next(iter(out.values()))).astype(np.float32))
     logits = np.concatenate(outs)
     return logits, logits.argmax(1)
 
 
-def predict_tensorrt(onnx_path: str, engine_path: str, images: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Build a plugin engine (profile: batch 1-16 at ``size``×``size``) and run ``images`` through it."""
-    from ..trt import BuildOptions, EngineRunner, build_engine
-
-    shape = lambda n: (n, 3, size, size)  # noqa: E731
-    build_engine(BuildOptions(onnx_path=onnx_path, engine_path=engine_path, min_shapes={"image": shape(1)},
-                              opt_shapes={"image": shape(16)}, max_shapes={"image": shape(16)}, progress=False))
-    outs = []
-    with EngineRunner(engine_path) as runner:
-        for i in range(0, len(images), 16):
-            outs.append(np.asarray(runner.infer({"image": _to_input(images[i:i + 16]).numpy()})["logits"]))
-    logits = np.concatenate(outs).astype(np.float32)
-    return logits, logits.argmax(1)
-
-
-def _export(model, example: torch.Tensor, path: str, mode: str) -> None:
-    from .. import onnx as cd_onnx
-    from ..models import spec
-
+def _loaded(model: torch.nn.Module) -> LoadedModel:
     s = spec(MODEL_NAME)
-    cd_onnx.export(model, (example,), path, mode=mode, input_names=list(s.input_names),
-                   output_names=list(s.output_names), dynamic_axes=s.dynamic_axes)
+    return LoadedModel(model, f"{MODEL_NAME} (small, trained on synthetic shapes)", input_names=list(s.input_names),
+                       output_names=list(s.output_names), dynamic_axes=dict(s.dynamic_axes), dynamic_by_default=True,
+                       weights="trained on synthetic shapes", spec=s, name=MODEL_NAME)
+
+
+def _export(model, example: torch.Tensor, path: str, mode: str, engine: EngineOptions | None = None) -> dict:
+    # the sample's own evaluation over the test set is the comparison here, so the pipeline's check is off
+    return deploy(_loaded(model), ExportOptions(output=path, mode=mode, input_shapes=[tuple(example.shape)]),
+                  CheckOptions(enabled=False), engine, log=lambda _msg: None)
 
 
 def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[str, np.ndarray],
@@ -151,7 +143,8 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
     fig.legend(handles=handles, loc="lower center", ncol=len(CLASSES), fontsize=8, frameon=False)
     fig.suptitle("UperNet-CARAFE (CARAFE ×10, CARAFE++ ×7) on held-out synthetic images", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -190,20 +183,27 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     example = _to_input(test_x[:2])
     for backend in backends:
         if backend in ("portable", "decomposed"):
+            from ..backends import OnnxrtRunner
+
             path = os.path.join(out_dir, f"segmenter_{backend}.onnx")
             _export(model, example, path, backend)
             files[f"onnx_{backend}"] = path
-            logits, pred = predict_ort(path, test_x)
+            logits, pred = predict(OnnxrtRunner(path), test_x)
             key = f"ORT {backend}"
         else:
             reason = plugin_engine_unavailable()
             if reason:
                 results["skipped"]["TensorRT"] = reason
                 continue
+            from ..backends import TrtRunner  # pragma: no cover -- needs TensorRT and a GPU
+
             path = os.path.join(out_dir, "segmenter_plugin.onnx")
-            _export(model, example, path, "plugin")
             files["engine"] = os.path.join(out_dir, "segmenter.engine")
-            logits, pred = predict_tensorrt(path, files["engine"], test_x, cfg.size)
+            shape = lambda n: (n, 3, cfg.size, cfg.size)  # noqa: E731
+            _export(model, example, path, "plugin", EngineOptions(
+                path=files["engine"], min_shapes={"image": shape(1)}, opt_shapes={"image": shape(16)},
+                max_shapes={"image": shape(16)}, progress=False))
+            logits, pred = predict(TrtRunner(files["engine"]), test_x)
             key = "TensorRT"
         preds[key] = pred
         results["miou"][key] = mean_iou(pred, test_y, len(CLASSES))[0]
@@ -214,8 +214,7 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     save_figure(files["figure"], test_x, test_y, preds, results["miou"])
     results.update(train_seconds=train_seconds, losses=losses, files=files, config=vars(cfg),
                    chance_miou=_chance_miou(test_y))
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({k: v for k, v in results.items() if k != "losses"}, f, indent=2)
+    write_json(os.path.join(out_dir, "results.json"), {k: v for k, v in results.items() if k != "losses"})
     return results
 
 
@@ -241,21 +240,19 @@ def format_table(results: dict) -> str:
 
 
 def rich_table(results: dict):
-    """The same content as :func:`format_table`, as a ``rich`` table for the terminal (``carafe-deploy demo``)."""
-    from rich.table import Table
-
+    """The same content as :func:`format_table`, as a table for the terminal (``carafe-deploy demo``); skip reasons
+    once, below it."""
     ref = results["miou"]["PyTorch"]
-    table = Table(title="UperNet-CARAFE on held-out synthetic images: mIoU per backend")
-    for col in ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"):
-        table.add_column(col)
+    rows = []
     for k, v in results["miou"].items():
         agree = results["argmax_agreement"].get(k)
         diff = results["max_abs_logit_diff"].get(k)
-        table.add_row(k, f"{v:.2f}", f"{v - ref:+.3f}", "-" if agree is None else f"{agree * 100:.3f}%",
-                      "-" if diff is None else f"{diff:.2e}")
-    for k in results["skipped"]:
-        table.add_row(k, "[yellow]skipped[/]", "(reason below)", "", "")
-    return table
+        rows.append((k, f"{v:.2f}", f"{v - ref:+.3f}", "-" if agree is None else f"{agree * 100:.3f}%",
+                     "-" if diff is None else f"{diff:.2e}"))
+    rows += [(k, "[yellow]skipped[/]", "", "", "") for k in results["skipped"]]
+    notes = [f"{k}: skipped ({reason})" for k, reason in results["skipped"].items()]
+    return make_table("UperNet-CARAFE on held-out synthetic images: mIoU per backend",
+                      ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"), rows, notes)
 
 
 def main(argv=None) -> int:
@@ -275,13 +272,12 @@ def main(argv=None) -> int:
               test_count=args.test_count, seed=args.seed)
     print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s; chance mIoU {res['chance_miou']:.2f}")
     print(format_table(res))
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(format_table(res) + "\n")
+    atomic_write_text(os.path.join(args.out, "table.md"), format_table(res) + "\n")
     print(f"figure: {res['files']['figure']}")
     return 0
 
 
-if __name__ == "__main__":  # python -m carafe_deploy.samples.segmentation
+if __name__ == "__main__":  # python -m carafe_deploy.tasks.segmentation_sample
     import sys
 
     sys.exit(main())
