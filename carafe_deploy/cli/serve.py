@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", metavar="NAME",
                    help="load only this model (repeatable; an ensemble loads its steps). Default: every model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    p.add_argument("--http-port", type=int, metavar="N", default=8000, help="HTTP/REST port")
+    p.add_argument("--grpc-port", type=int, metavar="N", default=8001, help="gRPC port")
+    p.add_argument("--metrics-port", type=int, metavar="N", default=8002, help="Prometheus metrics port")
     p.add_argument("--log", type=Path, metavar="FILE", help="write the server's log here (default: a temporary file)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the models to load")
+    p.add_argument("--timeout", type=float, default=300, metavar="S", help="seconds to wait for the models to load")
     p.set_defaults(func=run)
 
 

@@ -25,10 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plugin", type=Path, metavar="LIB.so",
                    help="the plugin library the engine was built with (default: the one its sidecar names)")
     p.add_argument("--name", help="model name prefix (default: the export's model name, else the file's stem)")
-    p.add_argument("--max-batch-size", type=int, default=8,
+    p.add_argument("--max-batch-size", type=int, default=8, metavar="N",
                    help="for a graph with a dynamic batch axis (the engine's comes from its profile)")
-    p.add_argument("--instances", type=int, default=2, help="CPU instances of the Python-backend network model")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+    p.add_argument("--instances", type=int, default=2, metavar="N",
+                   help="CPU instances of the Python-backend network model")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US",
                    help="dynamic batching: how long a request may wait for others to batch with")
     p.add_argument("--ensemble-backend", choices=("python", "onnxruntime", "tensorrt"), default="python",
                    help="the network model a detector's or segmenter's ensemble runs")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import DeployError
 from ..files import atomic_write_text, refuse_overwriting_inputs
-from .config import TensorSpec, ensemble_config, model_config, onnx_tensor_specs, write_config
+from .config import TensorSpec, ensemble_config, model_config, model_config_module, onnx_tensor_specs, write_config
 
 __all__ = ["RepositoryOptions", "Repository", "write_repository", "BACKENDS", "PLUGIN_FILE"]
 
@@ -75,6 +75,7 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
 
     onnx_path = Path(onnx_path)
     out = Path(options.output)
+    model_config_module()  # tritonclient (the serve extra) before any work
     _check_options(options, onnx_path, out)
     model = load_model(onnx_path)
     if carafe_nodes(model) and not any(f.domain == "carafe" and f.name == "CARAFE" for f in model.functions):
@@ -255,6 +256,9 @@ def _write_ensemble(root: Path, name: str, task: str, inputs, outputs, options, 
         raise DeployError(f"a {task} model takes one N,3,H,W image; this one has inputs "
                           f"{[(t.name, t.shape) for t in inputs]}")
     image = inputs[0]
+    if image.shape[0] not in (-1, 1):
+        raise DeployError(f"the {task} ensemble sends one image per request; {image.name} has a fixed batch of "
+                          f"{image.shape[0]}: export with batch 1 or a dynamic batch")
     net = f"{name}_{options.ensemble_backend}"
     by_name = {t.name: t for t in outputs}
     raw = TensorSpec("IMAGE", "object", (1,))

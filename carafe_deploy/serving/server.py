@@ -247,8 +247,8 @@ class TritonServer:
                 raise DeployError(f"model repository {repository} is not a folder")
         bad = [m for r in self.repositories for m in python_models_without_model_py(r)]
         if bad:
-            raise DeployError(f"Python model(s) {', '.join(bad)} have a version folder without model.py (Triton "
-                              "2.51 would wait for them for ever)")
+            raise DeployError(f"Python model(s) {', '.join(bad)} lack a version folder with model.py (Triton 2.51 "
+                              "would wait for such a model for ever)")
         install = self.install or find_server()
         missing = _missing_libraries(install.stub, install.libdir)
         if missing:

@@ -134,6 +134,20 @@ def test_detector_ensemble(tmp_path, tritonclient):
     assert _config(repo.path, "standin_det_detect").ensemble_scheduling.step[1].model_name == "standin_det_onnxruntime"
 
 
+def test_an_ensemble_needs_a_graph_that_takes_one_image(tmp_path, tritonclient):
+    from carafe_deploy.serving import RepositoryOptions, write_repository
+
+    node = helper.make_node("Concat", ["image", "image"], ["logits"], axis=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 6, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    helper.set_model_props(model, {"carafe_deploy.task": "segmentation"})
+    onnx.save(model, tmp_path / "seg2.onnx")
+    with pytest.raises(DeployError, match="image has a fixed batch of 2: export with batch 1 or a dynamic batch"):
+        write_repository(tmp_path / "seg2.onnx", RepositoryOptions(output=tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists()
+
+
 def test_plugin_form_export_is_served_portable(tmp_path, tritonclient):
     from support.onnx_graphs import single_node_model
 

@@ -311,7 +311,7 @@ def test_a_python_model_without_model_py_is_refused_before_the_server_starts(tri
 
     (tmp_path / "m" / "1").mkdir(parents=True)
     (tmp_path / "m" / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 0\n')
-    with pytest.raises(DeployError, match=r"Python model\(s\) m have a version folder without model.py"):
+    with pytest.raises(DeployError, match=r"Python model\(s\) m lack a version folder with model.py"):
         TritonServer(tmp_path, install=triton_install).start()
 
 
