@@ -107,7 +107,7 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
     """(N, 3, H, W) RGB pixels 0..255 -> the segmenters' normalized float32 input (ImageNet mean and std)."""
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((np.asarray(pixels, np.float32) - mean) / std, dtype=np.float32)
+    return (np.asarray(pixels, np.float32) - mean) / std  # keeps the input's memory layout
 
 
 def segmentation_input(img: Image.Image) -> np.ndarray:
