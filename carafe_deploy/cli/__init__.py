@@ -16,6 +16,8 @@ _COMMANDS = {
     "build": ".build",
     "run": ".run",
     "bench": ".bench",
+    "triton": ".triton",
+    "serve": ".serve",
 }
 
 

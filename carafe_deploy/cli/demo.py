@@ -93,6 +93,9 @@ def _deploy_tiny(out, loaded, shape, out_dir: Path) -> int:
     rows = [(c["backend"], c["status"], c.get("summary") or c.get("reason", "")) for c in report["checks"]]
     notes = [f"TensorRT engine: skipped ({report['engine']['skipped']})"] if "skipped" in report["engine"] else []
     out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))
+    repo = out_dir / "triton"
+    out.print(f"serve it with Triton (docs/SERVING.md): carafe-deploy triton {onnx_path} -o {repo} && "
+              f"carafe-deploy serve {repo}", highlight=False)
     return 0 if report["passed"] else 1
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..imaging import IMAGENET_MEAN, IMAGENET_STD
 from ..ops.detection import nms_keep
 from . import ModelSpec, register
 from .detection_parts import (
@@ -40,9 +41,8 @@ __all__ = ["TestConfig", "TwoStageDetector", "COCO_CLASSES", "paste_masks", "MIN
 
 DETECTORS = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")
 
-# mmdet DetDataPreprocessor for the COCO configs (RGB order, 0..255)
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+# mmdet DetDataPreprocessor for the COCO configs (RGB order, 0..255): the graph normalizes with these
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 PAD_DIVISOR = 64  # the CARAFE configs pad to 64 (the extra FPN level is stride 64)
 MIN_IMAGE_SIZE = 32
 STRIDES = (4, 8, 16, 32, 64)

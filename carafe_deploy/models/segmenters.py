@@ -31,15 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..imaging import IMAGENET_MEAN, IMAGENET_STD
 from ..nn import CARAFEDownsample, CARAFEUpsample
 from . import ModelSpec, register
 from .resnet import ResNet, load_backbone_weights
 
 __all__ = ["ConvModule", "UPerCarafeHead", "UperNetCarafe", "normalize_image", "count_carafe_modules",
            "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def normalize_image(pixels: Tensor) -> Tensor:

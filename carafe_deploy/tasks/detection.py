@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DeployError
+from ..imaging import (DETECTION_SCALE, detection_input, detection_output, fit_to_canvas, image_tensor,
+                       resize_keep_ratio, to_original_pixels)
 from .base import CheckResult, Task
 from .detection_parity import compare_detections
 from .source import LoadedModel
@@ -96,51 +98,11 @@ class DetectionTask(Task):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Image pre- and post-processing, as mmdet's test pipeline does it
+# Running a detector on an image: the pre- and post-processing are carafe_deploy.imaging's, which the Triton
+# repository's Python models run too
 
 
-def resize_keep_ratio(img, scale=(1333, 800)):
-    """mmdet ``Resize(scale=(1333, 800), keep_ratio=True)``: the largest factor that fits both limits.
-
-    ``img`` is a PIL image; returns (resized image, factor)."""
-    from PIL import Image
-
-    w, h = img.size
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    size = (int(w * factor + 0.5), int(h * factor + 0.5))
-    return img.resize(size, Image.BILINEAR), factor
-
-
-def fit_to_canvas(img, height: int, width: int):
-    """For a graph exported with a fixed size: resize ``img`` (PIL) to fit and pad with the mean colour, which
-    normalizes to 0, exactly mmdet's padding. Returns (canvas image, factor)."""
-    from PIL import Image
-
-    from ..models.detectors import MEAN
-
-    factor = min(width / img.width, height / img.height)
-    size = (max(1, int(img.width * factor + 0.5)), max(1, int(img.height * factor + 0.5)))
-    canvas = Image.new("RGB", (width, height), tuple(int(round(m)) for m in MEAN))
-    canvas.paste(img.resize(size, Image.BILINEAR), (0, 0))
-    return canvas, factor
-
-
-def image_tensor(img) -> np.ndarray:
-    """A PIL RGB image as the detectors' (1, 3, H, W) float32 0..255 input."""
-    return np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1)[None])
-
-
-def to_original_pixels(dets: np.ndarray, factor: float, width: int, height: int) -> np.ndarray:
-    """Boxes of one image (``(K, 5)`` x1 y1 x2 y2 score) back in the original image's pixels, clipped to it (a padded
-    fixed-size input can reach past it)."""
-    dets = np.array(dets, dtype=np.float32, copy=True)
-    dets[:, :4] /= factor
-    dets[:, 0:4:2] = dets[:, 0:4:2].clip(0, width)
-    dets[:, 1:4:2] = dets[:, 1:4:2].clip(0, height)
-    return dets
-
-
-def detect(runner, original, scale=(1333, 800)) -> dict:
+def detect(runner, original, scale=DETECTION_SCALE) -> dict:
     """Run a detector ``runner`` (:mod:`carafe_deploy.backends`, not yet activated) on one PIL RGB image.
 
     A graph with a fixed input size gets the image fitted and padded (:func:`fit_to_canvas`); a dynamic one gets
@@ -150,11 +112,7 @@ def detect(runner, original, scale=(1333, 800)) -> dict:
     with runner:
         (meta,) = runner.input_metadata()
         h, w = (meta.shape[2], meta.shape[3]) if len(meta.shape) == 4 else (None, None)
-        if isinstance(h, int) and isinstance(w, int):
-            image, factor = fit_to_canvas(original, h, w)
-        else:
-            image, factor = resize_keep_ratio(original, scale)
-        out = runner.infer({meta.name: image_tensor(image)})
-    masks = out.get("masks")
-    return {"dets": to_original_pixels(out["dets"][0], factor, original.width, original.height),
-            "labels": out["labels"][0], "masks": None if masks is None else masks[0]}
+        canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        tensor, factor = detection_input(original, canvas, scale)
+        out = runner.infer({meta.name: tensor})
+    return detection_output(out, factor, original.width, original.height)

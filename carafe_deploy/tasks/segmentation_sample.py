@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..files import atomic_path, atomic_write_text
+from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
-from ..models.segmenters import count_carafe_modules, normalize_image
+from ..models.segmenters import count_carafe_modules
 from ..report import make_table, write_json
 from ..trt.runtime import plugin_engine_unavailable
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
@@ -55,7 +56,8 @@ def small_segmenter(seed: int = 0) -> torch.nn.Module:
 
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
-    return normalize_image(torch.from_numpy(images).permute(0, 3, 1, 2).float())
+    """(N, H, W, 3) 0..255 images -> the segmenter's input; the normalization the Triton ensemble runs too."""
+    return torch.from_numpy(normalize(images.transpose(0, 3, 1, 2)))
 
 
 def train(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,

@@ -16,6 +16,8 @@ def test_demo_runs_and_reports(tmp_path):
     # the demo exports a portable ONNX file and compares ONNX Runtime with PyTorch
     assert (tmp_path / "tiny_carafe_net.onnx").is_file()
     assert "backends vs PyTorch" in proc.stdout and "│ passed" in proc.stdout
+    # and says how to serve it (tests/serving runs those commands' code)
+    assert f"carafe-deploy triton {tmp_path / 'tiny_carafe_net.onnx'} -o {tmp_path / 'triton'}" in proc.stdout
     # no TensorRT here: said so, not passed over in silence
     assert proc.stdout.count("TensorRT engine: skipped (TensorRT is not installed") == 1
     # the segmentation sample ran: picture written, mIoU table for PyTorch and both ONNX forms
