@@ -132,7 +132,8 @@ class ExportArgs:
         g.add_argument("--output-names", nargs="+", metavar="NAME", help="ONNX output names (default: the model's)")
         dyn = g.add_mutually_exclusive_group()
         dyn.add_argument("--dynamic", nargs="?", const=True, type=parse_dynamic, action="append", metavar="NAME:AXES",
-                         help="dynamic axes: alone, the model's registered ones (dynamic batch, height, width); "
+                         help="dynamic axes: alone, the model's registered ones (batch, height, width; for a model "
+                              "with none, those of each 4-D input); "
                               "NAME:AXES, e.g. image:0,2,3 or image:0=N,2=H; repeatable (default: the model's own "
                               "choice: segmenters and the tiny net dynamic, detectors static)")
         dyn.add_argument("--static", action="store_true", help="no dynamic axes")
