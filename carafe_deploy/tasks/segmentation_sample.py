@@ -313,15 +313,29 @@ def rich_table(results: dict, said=()):
                       ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"), rows, notes)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except ``None``: such an option's help says what it defaults to."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="segmentation_sample_out", help="output folder")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch", type=int, default=TrainConfig.batch)
-    p.add_argument("--size", type=int, default=TrainConfig.size)
-    p.add_argument("--train-count", type=int, default=TrainConfig.train_count)
-    p.add_argument("--test-count", type=int, default=TrainConfig.test_count)
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p = argparse.ArgumentParser(
+        description="Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX "
+                    "(portable and decomposed), and compare mIoU of PyTorch, ONNX Runtime and TensorRT (when "
+                    "present); writes the checkpoint, the ONNX files, a PNG, results.json and table.md.",
+        formatter_class=_HelpFormatter)
+    p.add_argument("-o", "--output", "--out", dest="out", default="segmentation_sample_out", metavar="DIR",
+                   help="output folder")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N", help="training steps")
+    p.add_argument("--batch", type=int, default=TrainConfig.batch, metavar="N", help="training batch")
+    p.add_argument("--size", type=int, default=TrainConfig.size, metavar="PIXELS", help="image size")
+    p.add_argument("--train-count", type=int, default=TrainConfig.train_count, metavar="N",
+                   help="synthetic training images")
+    p.add_argument("--test-count", type=int, default=TrainConfig.test_count, metavar="N",
+                   help="held-out images the mIoU is measured on")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, metavar="N", help="seed of data, weights and order")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
                         "during training)")
