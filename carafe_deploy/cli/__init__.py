@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="carafe-deploy",
         description="Ship CARAFE / CARAFE++ models: PyTorch op and modules, ONNX export, TensorRT plugin and engines.",
+        epilog="carafe-deploy COMMAND --help shows the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 __all__ = ["HelpFormatter", "ModelSourceArgs", "ExportArgs", "CheckArgs", "EngineArgs", "ProfileArgs", "parse_shape",
            "parse_dynamic"]
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, and every option's default shown (where it has one: not for flags and for
-    options whose absence means "not given")."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions (module docstrings) as plain text: their ``literal`` markup dropped, each paragraph filled to the
+    terminal's width; and every option's default shown: lists as they are typed (``63 95``), nothing for flags and
+    for options whose absence their help describes (None), nor where the help already says "default"."""
+
+    def _fill_text(self, text, width, indent):
+        paragraphs = textwrap.dedent(text.replace("``", "")).strip().split("\n\n")
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent) for p in paragraphs)
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in (action.help or ""):
             return action.help
+        if isinstance(default, (list, tuple)):
+            return f"{action.help} (default: {' '.join(map(str, default))})"
         return super()._get_help_string(action)
 
 
@@ -83,12 +93,15 @@ class ModelSourceArgs:
         src.add_argument("--torchscript", metavar="FILE", help="a TorchScript file (torch.jit.save)")
         src.add_argument("--exported-program", metavar="FILE", help="an ExportedProgram file (torch.export.save)")
         src.add_argument("--model", metavar="NAME", help="a registered model: " + ", ".join(MODEL_NAMES))
-        g.add_argument("--class", dest="class_name", metavar="NAME", help="the nn.Module class in --python FILE")
+        g.add_argument("--class", dest="class_name", metavar="NAME",
+                       help="the nn.Module class in --python FILE (needed with --python)")
         g.add_argument("--kwargs", default="{}", metavar="JSON", help="constructor keyword arguments for --class")
         g.add_argument("--checkpoint", metavar="PATH",
-                       help="weights for --python or --model (mmcv/mmdet/mmseg or this package's); random without")
+                       help="weights for --python or --model: mmcv/mmdet/mmseg or this package's "
+                            "(default: random weights)")
         g.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="a builder option of --model, e.g. score_thr=0.3 or num_classes=5 (repeatable)")
+                       help="a builder option of --model, e.g. score_thr=0.3 or num_classes=5; repeatable "
+                            "(default: the model's own)")
         g.add_argument("--tiny", action="store_true",
                        help="--model's narrow variant: same structure and names, random weights (quick checks)")
 
@@ -111,7 +124,7 @@ class ExportArgs:
         g.add_argument("--mode", choices=("plugin", "portable", "decomposed"), default="portable",
                        help="plugin: carafe::CARAFE nodes only (TensorRT with the plugin); portable: the nodes plus "
                             "their standard-op function (any runtime); decomposed: standard ops only")
-        g.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain (18-23; 18 if unset)")
+        g.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain, 18-23 (default: 18)")
         g.add_argument("--fp16", action="store_true", help="float16 weights and compute (float32 inputs/outputs)")
         g.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                        help="example input shape; repeat once per input (default: the model's own)")
@@ -119,9 +132,10 @@ class ExportArgs:
         g.add_argument("--output-names", nargs="+", metavar="NAME", help="ONNX output names (default: the model's)")
         dyn = g.add_mutually_exclusive_group()
         dyn.add_argument("--dynamic", nargs="?", const=True, type=parse_dynamic, action="append", metavar="NAME:AXES",
-                         help="dynamic axes: alone, the model's registered ones (dynamic batch, height, width); "
-                              "NAME:AXES, e.g. image:0,2,3 or image:0=N,2=H (repeatable). Default: the model's own "
-                              "choice (segmenters and the tiny net dynamic, detectors static)")
+                         help="dynamic axes: alone, the model's registered ones (batch, height, width; for a model "
+                              "with none, those of each 4-D input); "
+                              "NAME:AXES, e.g. image:0,2,3 or image:0=N,2=H; repeatable (default: the model's own "
+                              "choice: segmenters and the tiny net dynamic, detectors static)")
         dyn.add_argument("--static", action="store_true", help="no dynamic axes")
 
     @staticmethod
@@ -153,10 +167,12 @@ class CheckArgs:
         g.add_argument("--no-check", action="store_true", help="do not compare ONNX Runtime with PyTorch")
         g.add_argument("--check-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                        help="input shape of the comparison, once per input (default: the task's choice)")
-        g.add_argument("--rtol", type=float, default=None, help="element-wise models: 1e-4 (fp32), 1e-2 (fp16)")
-        g.add_argument("--atol", type=float, default=None, help="element-wise models: 1e-5 (fp32), 1e-2 (fp16)")
+        g.add_argument("--rtol", type=float, default=None,
+                       help="relative tolerance of element-wise models (default: 1e-4; fp16: 1e-2)")
+        g.add_argument("--atol", type=float, default=None,
+                       help="absolute tolerance of element-wise models (default: 1e-5; fp16: 1e-2)")
         g.add_argument("--save-reference", type=Path, metavar="REF.npz",
-                       help="also save the inputs and PyTorch's outputs, for `carafe-deploy check --reference`")
+                       help="also save the inputs and PyTorch's outputs, for carafe-deploy check --reference")
         g.add_argument("--save-report", type=Path, metavar="REPORT.json", help="also save the report as JSON")
 
     @staticmethod
@@ -175,9 +191,11 @@ class ProfileArgs:
 
     def add(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group(self.title)
+        fallback = {"min": "the opt shape", "opt": "the max shape, else the min", "max": "the opt shape"}
         for kind in ("min", "opt", "max"):
             g.add_argument(f"--{kind}", action="append", metavar="NAME:DxDxD",
-                           help=f"{kind} shape of an input, e.g. image:1x3x512x512; repeat or comma-separate")
+                           help=f"{kind} shape of an input, e.g. image:1x3x512x512; repeat or comma-separate "
+                                f"(default: {fallback[kind]})")
 
     @staticmethod
     def parse(args: argparse.Namespace):

@@ -15,15 +15,17 @@ SOURCE = ModelSourceArgs(required=False, title="the same model in PyTorch (one o
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark an ONNX model / engine / PyTorch model over batch sizes",
                        description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("onnx", type=Path, nargs="?", metavar="MODEL.onnx", help="run with ONNX Runtime")
-    p.add_argument("--engine", type=Path, metavar="ENGINE", help="a TensorRT engine of the same model")
+    p.add_argument("onnx", type=Path, nargs="?", metavar="MODEL.onnx",
+                   help="run with ONNX Runtime (default: ONNX Runtime not benchmarked)")
+    p.add_argument("--engine", type=Path, metavar="ENGINE",
+                   help="a TensorRT engine of the same model (default: TensorRT not benchmarked)")
     SOURCE.add(p)
     p.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                    help="batch-1 input shape, once per input (default: the engine's opt shapes, the ONNX's or the "
                         "model's own)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8], help="batch sizes")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs before timing, per batch size")
-    p.add_argument("--iters", type=int, default=50, help="timed runs per batch size")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8], metavar="N", help="batch sizes")
+    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs before timing, per batch size")
+    p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs per batch size")
     p.add_argument("-o", "--output", type=Path, default=Path("carafe_bench.json"), metavar="REPORT.json",
                    help="the JSON report")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="the plot (default: REPORT.png)")

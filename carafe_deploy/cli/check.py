@@ -23,15 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="saved inputs and outputs (carafe-deploy export --save-reference)")
     SOURCE.add(p)
     p.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
-                   help="input shape for random inputs; once per input (needed where the model's dims are dynamic)")
+                   help="input shape for random inputs, once per input; needed where the model's dims are dynamic "
+                        "(default: the model's static shapes)")
     p.add_argument("--engine", type=Path, metavar="ENGINE", help="also run this TensorRT engine")
     p.add_argument("--providers", nargs="+", default=None, metavar="PROVIDER",
                    help="ONNX Runtime execution providers (default: CPUExecutionProvider)")
     p.add_argument("--fp16", action="store_true", help="the ONNX file is an fp16 export: looser default tolerances")
-    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-4 fp32, 1e-2 fp16)")
-    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5 fp32, 1e-2 fp16)")
-    p.add_argument("-o", "--output", type=Path, metavar="REPORT.json", help="write the comparison as JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: 1e-4; with --fp16: 1e-2)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: 1e-5; with --fp16: 1e-2)")
+    p.add_argument("-o", "--output", type=Path, metavar="REPORT.json",
+                   help="write the comparison as JSON (default: the table only)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs")
     p.set_defaults(func=run)
 
 

@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("-o", "--output", type=Path, default=Path("carafe_deploy_demo"), metavar="DIR",
                    help="folder for the ONNX files, engine, picture and results")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, measured "
+                        "at the start and followed during training)")
     p.add_argument("--size", type=int, nargs=2, default=[63, 95], metavar=("H", "W"),
-                   help="input size of the small network (odd is fine)")
-    p.add_argument("--batch", type=int, default=2, help="batch of the small network's input")
-    p.add_argument("--seed", type=int, default=0, help="seed of the small network's input")
-    p.add_argument("--no-onnx", action="store_true", help="only run PyTorch")
-    p.add_argument("--sample-steps", type=int, default=600,
-                   help="training steps of the segmentation sample (UperNet-CARAFE on synthetic shapes)")
-    p.add_argument("--sample-size", type=int, default=64, help="image size of the segmentation sample")
+                   help="input size of the small network, odd sizes too")
+    p.add_argument("--batch", type=int, default=2, metavar="N", help="batch of the small network's input")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the small network's input")
+    p.add_argument("--no-onnx", action="store_true", help="only run PyTorch (no export, engine or sample)")
+    p.add_argument("--sample-steps", type=int, default=400, metavar="N",
+                   help="training steps of the segmentation sample, UperNet-CARAFE on synthetic shapes")
+    p.add_argument("--sample-size", type=int, default=64, metavar="PIXELS",
+                   help="image size of the segmentation sample")
     p.add_argument("--sample-images", type=int, nargs=2, default=(800, 48), metavar=("TRAIN", "TEST"),
                    help="synthetic images to train on and to evaluate on")
     p.add_argument("--no-sample", action="store_true", help="skip the segmentation sample")
@@ -32,15 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..errors import DeployError
-    from ..report import console, make_table
-    from ..tasks.source import ModelSource
 
     if args.batch < 1 or min(args.size) < 1:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
+    if args.threads is not None and args.threads < 1:
+        raise DeployError(f"--threads must be >= 1, got {args.threads}")
+
+    import torch
+
+    from ..report import console, make_table
+    from ..tasks.source import ModelSource
+    from ..tasks.threads import auto_threads
+
     out = console()
+    if args.threads:
+        threads, why = args.threads, "--threads"
+    else:
+        threads, auto = auto_threads()
+        why = f"{auto}; --threads N to choose"
+    torch.set_num_threads(threads)
+    out.print(f"CPU threads: {threads} ({why})")
     loaded = ModelSource(model="tiny_carafe_net").load()
     model = loaded.model
     h, w = args.size
@@ -69,16 +85,17 @@ def run(args: argparse.Namespace) -> int:
               f"{bool(torch.isfinite(y).all())}")
     if args.no_onnx:
         return 0
-    code = _deploy_tiny(out, loaded, tuple(x.shape), args.output)
+    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output)
     if code or args.no_sample:
         return code
     return _segmentation_sample(out, args.output / "segmentation", args.sample_steps, args.sample_size,
-                                *args.sample_images)
+                                *args.sample_images, threads=args.threads, said=[engine_skipped])
 
 
-def _deploy_tiny(out, loaded, shape, out_dir: Path) -> int:
+def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
     """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine with the plugin
-    when TensorRT is here: the deploy pipeline every model goes through."""
+    when TensorRT is here: the deploy pipeline every model goes through. Returns (exit status, why the engine was
+    skipped or None)."""
     from ..report import make_table
     from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
 
@@ -91,21 +108,23 @@ def _deploy_tiny(out, loaded, shape, out_dir: Path) -> int:
     out.print(f"exported {onnx_path} in {onnx_info['export_s']:.1f} s: {onnx_info['carafe_nodes']} carafe::CARAFE "
               "nodes with their standard-op function (ONNX Runtime needs no custom library)")
     rows = [(c["backend"], c["status"], c.get("summary") or c.get("reason", "")) for c in report["checks"]]
-    notes = [f"TensorRT engine: skipped ({report['engine']['skipped']})"] if "skipped" in report["engine"] else []
+    skipped = report["engine"].get("skipped")
+    notes = [f"TensorRT engine: skipped ({skipped})"] if skipped else []
     out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))
     repo = out_dir / "triton"
     out.print(f"serve it with Triton (docs/SERVING.md): carafe-deploy triton {onnx_path} -o {repo} && "
               f"carafe-deploy serve {repo}", highlight=False)
-    return 0 if report["passed"] else 1
+    return (0 if report["passed"] else 1), skipped
 
 
-def _segmentation_sample(out, out_dir: Path, steps: int, size: int, train: int, test: int) -> int:
+def _segmentation_sample(out, out_dir: Path, steps: int, size: int, train: int, test: int,
+                         threads: int | None, said=()) -> int:
     from ..tasks.segmentation_sample import rich_table, run
 
     out.rule("segmentation sample: train UperNet-CARAFE (CARAFE + CARAFE++) on synthetic shapes, then deploy")
     results = run(str(out_dir), steps=steps, size=size, train_count=train, test_count=test, progress=True,
-                  log=out.print)
-    out.print(rich_table(results))
+                  log=out.print, threads=threads)
+    out.print(rich_table(results, said))
     out.print(f"picture: {results['files']['figure']}")
     ref = results["miou"]["PyTorch"]
     off = {k: v for k, v in results["miou"].items() if abs(v - ref) > 0.1}

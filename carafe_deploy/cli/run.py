@@ -1,4 +1,4 @@
-"""``carafe-deploy run``: run a TensorRT engine on .npy/.npz inputs and write its outputs as .npy files."""
+"""carafe-deploy run ENGINE: run a TensorRT engine on .npy/.npz inputs and write its outputs as .npy files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .args import HelpFormatter
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a TensorRT engine on numpy inputs", description=__doc__,
                        formatter_class=HelpFormatter)
-    p.add_argument("engine", type=Path, help="serialized engine (from carafe-deploy build)")
+    p.add_argument("engine", type=Path, metavar="ENGINE", help="serialized engine (from carafe-deploy build)")
     p.add_argument("-i", "--input", action="append", required=True, metavar="[NAME=]FILE",
                    help="an input as .npy (NAME= may be left out for a one-input engine), or an .npz of all inputs")
     p.add_argument("-o", "--output", type=Path, metavar="DIR",

@@ -86,9 +86,14 @@ def _names(given, count: int, stem: str) -> list[str]:
     return [stem] if count == 1 else [f"{stem}{i}" for i in range(count)]
 
 
-def _dynamic_axes(loaded: LoadedModel, options: ExportOptions, input_names: list[str]) -> dict:
+def _dynamic_axes(loaded: LoadedModel, options: ExportOptions, input_names: list[str], example) -> dict:
     use_registered = loaded.dynamic_by_default if options.dynamic is None else options.dynamic
     axes = dict(loaded.dynamic_axes) if use_registered else {}
+    if options.dynamic is True and not loaded.dynamic_axes:
+        # a model with no registered axes (--python, --torchscript, ...): --dynamic alone means batch, height and
+        # width of image-like (4-D) inputs, the batch of the others
+        axes = {name: ({0: "batch", 2: "height", 3: "width"} if getattr(t, "ndim", 0) == 4 else {0: "batch"})
+                for name, t in zip(input_names, example) if getattr(t, "ndim", 0) >= 1}
     for name, dims in options.dynamic_axes.items():
         if name not in input_names:
             raise DeployError(f"--dynamic names input {name!r}; the inputs are {', '.join(input_names)}")
@@ -124,7 +129,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     input_names = _names(export.input_names or loaded.input_names, len(example), "input")
     if len(input_names) != len(example):
         raise DeployError(f"{len(input_names)} input names for {len(example)} inputs")
-    axes = _dynamic_axes(loaded, export, input_names)
+    axes = _dynamic_axes(loaded, export, input_names, example)
     dynamic = any(name in axes for name in input_names)
 
     report: dict = {"model": loaded.description, "task": task.name, "weights": loaded.weights,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import __version__
-from ..errors import DeployError
+from ..errors import DeployError, MissingDependencyError
 from ..files import atomic_path, atomic_write_bytes
 from .graph import PreparedGraph, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
 from .profiles import InputProfile, make_profile
@@ -69,6 +69,9 @@ class BuildPlan:
     plugin_path: Path | None
     onnx_float_types: list[str]  # float types of inputs/outputs and weights together
     precision_mode: str  # fp32 / fp16 / bf16 / mixed, from the ONNX types (builder flags may override)
+    # why the plugin library the graph needs was not found: the build stops on it, after saying whether TensorRT
+    # itself is missing (the more fundamental piece); a dry run shows it as a note
+    plugin_missing: str | None = None
 
 
 @dataclass
@@ -80,13 +83,15 @@ class BuildResult:
 
 
 def plan_build(options: BuildOptions) -> BuildPlan:
-    """Validate the inputs and prepare the graph; needs no TensorRT. Raises ``ValueError``/``DeployError``."""
+    """Validate the inputs and prepare the graph; needs no TensorRT. Raises ``ValueError``/``DeployError``; a
+    plugin library that is not found is recorded in ``plugin_missing`` (an explicit ``plugin_path`` that does not
+    exist is an error)."""
     onnx_path = Path(options.onnx_path)
     model = load_onnx(onnx_path)
     prepared = prepare_onnx(model, use_plugin=options.use_plugin)
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
                            options.max_shapes)
-    plugin_path = None
+    plugin_path = plugin_missing = None
     if options.use_plugin and prepared.carafe_nodes:
         if options.plugin_path is not None:
             plugin_path = Path(options.plugin_path)
@@ -95,7 +100,10 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         else:
             from .plugin import plugin_library
 
-            plugin_path = plugin_library(required=True)
+            try:
+                plugin_path = plugin_library(required=True)
+            except MissingDependencyError as exc:
+                plugin_missing = str(exc)
     if options.exclude_lean_runtime and not options.version_compatible:
         raise ValueError("--exclude-lean-runtime only applies to --version-compatible engines")
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
@@ -110,7 +118,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
 
         with atomic_path(options.save_prepared) as tmp:
             onnx.save(prepared.model, str(tmp))
-    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats, mode)
+    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats, mode, plugin_missing)
 
 
 def format_parser_errors(parser) -> str:
@@ -181,6 +189,8 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
     the parser's / builder's own messages when they fail."""
     plan = plan or plan_build(options)
     trt = import_tensorrt()
+    if plan.plugin_missing:
+        raise MissingDependencyError(plan.plugin_missing)
     major = trt_major(trt)
     logger = make_logger(trt, options.verbose)
     onnx_path = Path(options.onnx_path)

@@ -14,9 +14,10 @@ from ..errors import MissingDependencyError
 __all__ = ["INSTALL_HINT", "import_tensorrt", "tensorrt_available", "trt_major", "build_unavailable", "run_unavailable",
            "plugin_engine_unavailable", "make_logger", "dtype_name"]
 
+# the URL last and followed by a space, never by punctuation: terminals and copy-paste take it whole
 INSTALL_HINT = (
-    "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver; "
-    "see https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html)"
+    "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver); other ways: "
+    "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
 )
 
 

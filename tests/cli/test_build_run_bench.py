@@ -79,10 +79,46 @@ def test_error_paths(argv, code, message, toy, dyn, capsys):
     assert message in lines[-1], lines
 
 
-def test_build_with_plugin_but_no_library(toy, capsys, monkeypatch, tmp_path):
+@no_trt
+def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy)]) == 1
-    assert "CARAFE_DEPLOY_PLUGIN=" in _err(capsys)[-1]
+    lines = _err(capsys)
+    # the most fundamental missing piece, once: installing TensorRT comes before building its plugin
+    assert lines[-1].startswith("carafe-deploy build: error: TensorRT is not installed")
+    assert not any("CARAFE_DEPLOY_PLUGIN" in line for line in lines)
+
+
+def test_build_with_tensorrt_but_no_plugin_library(toy, fake_trt, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    assert main(["build", str(toy)]) == 1
+    assert f"CARAFE_DEPLOY_PLUGIN={tmp_path / 'gone.so'} does not name an existing file" in _err(capsys)[-1]
+    assert not toy.with_suffix(".engine").exists()
+
+
+def test_dry_run_never_imports_tensorrt_and_notes_what_a_build_lacks(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    # a tensorrt that is importable must still not be imported by a dry run
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: object() if name == "tensorrt" else real(name, *a, **k))
+    assert main(["build", str(toy), "--dry-run"]) == 0
+    assert "tensorrt" not in sys.modules
+    err = " ".join(capsys.readouterr().err.split())
+    assert "dry run:" in err and "ready to build" in err
+    assert "missing for a real build here: CARAFE_DEPLOY_PLUGIN=" in err and "TensorRT is not installed" not in err
+
+
+@no_trt
+def test_dry_run_without_tensorrt_names_it_first(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    assert main(["build", str(toy), "--dry-run"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("missing for a real build")]
+    assert len(notes) == 2
+    assert "TensorRT is not installed" in notes[0] and "CARAFE_DEPLOY_PLUGIN=" in notes[1]
 
 
 def test_build_no_plugin_needs_the_function(tmp_path, capsys):

@@ -79,6 +79,17 @@ def test_check_against_pytorch_with_other_sizes(model_py, tmp_path, capsys):
     assert "(2, 8, 7, 9)" in text.replace("\n", " ") or "(2, 8, 14, 18)" in text
 
 
+def test_dynamic_alone_on_a_python_model(model_py, tmp_path, capsys):
+    """--dynamic alone on a model with no registered axes: batch, height and width of its 4-D input."""
+    out = tmp_path / "dyn.onnx"
+    assert main(["export", "--python", str(model_py), "--class", "Net", "--input-shape", "1,8,6,6", "--dynamic",
+                 "-o", str(out)]) == 0
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 8, "height", "width"]
+    # and it runs at another size than the export's
+    assert main(["check", str(out), "--python", str(model_py), "--class", "Net", "--input-shape", "2,8,5,7"]) == 0
+
+
 def test_registered_model_and_fp16(tmp_path, capsys):
     from carafe_deploy.models.tiny import TinyCarafeNet
 
