@@ -1,9 +1,9 @@
-"""``carafe-deploy serve``: run a Triton Inference Server on a model repository, here, from PyPI.
+"""carafe-deploy serve: run a Triton Inference Server on a model repository, here, from PyPI.
 
 The server is the tritonserver inside the nvidia-pytriton wheel (Triton 2.51.0, NGC 24.10; Python backend only,
 so the NAME_python models, the ensembles and their pre- and post-processing serve, NAME_onnxruntime and
 NAME_tensorrt are listed as unavailable). It lives in its own virtual environment (numpy<2, which its Python backend
-needs): make it once with `carafe-deploy serve --install`. Prints the endpoints when the models are ready; Ctrl-C
+needs): make it once with carafe-deploy serve --install. Prints the endpoints when the models are ready; Ctrl-C
 stops the server.
 """
 
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server-env", type=Path, metavar="DIR",
                    help="the server environment (default: $CARAFE_DEPLOY_TRITON_ENV, else "
                         "~/.cache/carafe-deploy/triton-server)")
-    p.add_argument("--model", action="append", metavar="NAME",
-                   help="load only this model (repeatable; an ensemble loads its steps). Default: every model")
+    p.add_argument("--load-model", dest="load_model", action="append", metavar="NAME",
+                   help="load only this model (repeatable; an ensemble loads its steps; default: every model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--http-port", type=int, metavar="N", default=8000, help="HTTP/REST port")
     p.add_argument("--grpc-port", type=int, metavar="N", default=8001, help="gRPC port")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.repository is None:
         raise DeployError("give the model repository (REPO), or --install to make the server environment")
     install = find_server(args.server_env)
-    server = TritonServer(args.repository, install=install, models=args.model, host=args.host,
+    server = TritonServer(args.repository, install=install, models=args.load_model, host=args.host,
                           http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                           log_path=args.log, timeout=args.timeout)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
-"""``carafe-deploy triton``: an exported model -> a Triton Inference Server model repository.
+"""carafe-deploy triton: an exported model -> a Triton Inference Server model repository.
 
 From MODEL.onnx (and a TensorRT engine with its sidecar, --engine) it writes NAME_python (the portable graph in ONNX
-Runtime under Triton's Python backend: runs on the CPU, also in the PyPI server of `carafe-deploy serve`),
+Runtime under Triton's Python backend: runs on the CPU, also in the PyPI server of carafe-deploy serve),
 NAME_onnxruntime (Triton's ONNX Runtime backend), NAME_tensorrt (Triton's TensorRT backend, with the plugin library
 beside it), for detectors and segmenters an ensemble that takes image bytes (NAME_detect: boxes, labels, masks;
 NAME_segment: a label map), and tritonserver.sh, the command for a full Triton. docs/SERVING.md explains each.

@@ -321,7 +321,7 @@ def test_serve_command_starts_prints_the_endpoints_and_stops_on_ctrl_c(served, t
     http, grpc, metrics = free_ports(3)
     env = {**os.environ, "CARAFE_DEPLOY_TRITON_ENV": str(triton_install.env)}
     repo = served["repos"][TINY].path
-    proc = subprocess.Popen([sys.executable, "-m", "carafe_deploy", "serve", str(repo), "--model", f"{TINY}_python",
+    proc = subprocess.Popen([sys.executable, "-m", "carafe_deploy", "serve", str(repo), "--load-model", f"{TINY}_python",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
