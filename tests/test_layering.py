@@ -18,14 +18,16 @@ ALLOWED = {
     "report": {"errors", "files"},
     "ops": {"errors"},
     "nn": {"ops", "errors"},
+    "compat": {"ops", "nn", "onnx", "errors"},
     "onnx": {"ops", "nn", "errors", "files"},
     "trt": {"onnx", "errors", "files"},
     "backends": {"onnx", "trt", "errors", "files"},
     "compare": {"backends", "errors", "report"},
     "bench": {"backends", "errors", "files", "report"},
     "models": {"ops", "nn", "errors"},
-    "tasks": {"models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "errors", "files", "report"},
-    "cli": {"tasks", "models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "errors", "files",
+    "tasks": {"models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "compat", "errors", "files",
+              "report"},
+    "cli": {"tasks", "models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "compat", "errors", "files",
             "report"},
 }
 # third-party modules model code must not touch: it is model definitions, builders and checkpoint import only
