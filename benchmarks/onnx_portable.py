@@ -4,6 +4,7 @@ reference evaluator, and the standard-op CARAFE's peak memory and time on FPN-si
     python benchmarks/onnx_portable.py            # parity + memory
     python benchmarks/onnx_portable.py --memory-only
     python benchmarks/onnx_portable.py --timing [--before REV]   # the function's time per FPN layer, 1 and 2 threads
+    python benchmarks/onnx_portable.py --plain    # plain torch.onnx.export x opsets, then convert, vs PyTorch
 
 Peak memory is measured in a fresh subprocess per form with ``carafe_deploy.bench.peak_rss_growth`` around one ONNX
 Runtime run (the session is created, inputs allocated, before the first reading). ``--timing`` runs single-node
@@ -185,13 +186,73 @@ def timing(before: str | None, repeats: int) -> list[dict]:
     return rows
 
 
+def plain() -> list[dict]:
+    """A user's plain torch.onnx.export (both exporters, opsets 11/17/18/default) of TinyCarafeNet (CARAFE++ down and
+    CARAFE up), then convert --to portable, in ONNX Runtime against PyTorch."""
+    import tempfile
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    import carafe_deploy  # noqa: F401
+    from carafe_deploy.models.tiny import TinyCarafeNet
+    from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
+    from carafe_deploy.onnx.convert import convert
+
+    torch.manual_seed(0)
+    model = TinyCarafeNet(channels=8).eval()
+    for m in model.modules():
+        if isinstance(m, (CARAFEUpsample, CARAFEDownsample)):
+            torch.nn.init.normal_(m.content_encoder.weight, std=0.5)
+    x = torch.randn(1, 3, 13, 18)
+    with torch.no_grad():
+        ref = model(x).numpy()
+
+    def run(proto):
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x.numpy()})[0]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dynamo in (False, True):
+            for opset in (11, 17, 18, None):
+                path = f"{tmp}/m.onnx"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(model, (x,), path, dynamo=dynamo, input_names=["x"],
+                                      **({} if opset is None else {"opset_version": opset}))
+                written = onnx.load(path)
+                as_written = "portable" if written.functions else "plugin"
+                try:
+                    direct = float(np.abs(run(written) - ref).max() / np.abs(ref).max())
+                except Exception:  # noqa: BLE001 -- the plugin form has no kernel in ONNX Runtime
+                    direct = None
+                result = convert(written, "portable")
+                err = float(np.abs(run(result.model) - ref).max() / np.abs(ref).max())
+                rows.append({"exporter": "dynamo" if dynamo else "TorchScript", "opset": opset or "default",
+                             "written": f"{as_written}, opset {next(i.version for i in written.opset_import if not i.domain)}, IR {written.ir_version}",
+                             "direct": direct, "converted": f"opset {result.opset}, IR {result.model.ir_version}",
+                             "max_rel": err})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--timing", action="store_true", help="only the function's time on the FPN layers")
     p.add_argument("--before", metavar="REV", help="also time / measure the function at this git revision")
     p.add_argument("--repeats", type=int, default=5, help="with --timing: runs per layer (the fastest is shown)")
+    p.add_argument("--plain", action="store_true", help="only plain torch.onnx.export x opsets -> convert")
     args = p.parse_args()
+    if args.plain:
+        print("| exporter | opset asked | as written | ORT as written (max rel) | after convert --to portable | max rel |")
+        print("|---|---|---|---|---|---|")
+        for r in plain():
+            direct = "cannot run (no kernel)" if r["direct"] is None else f"{r['direct']:.2e}"
+            print(f"| {r['exporter']} | {r['opset']} | {r['written']} | {direct} | {r['converted']} | {r['max_rel']:.2e} |")
+        return
     if args.timing:
         rows = timing(args.before, args.repeats)
         labels = list(dict.fromkeys(r["function"] for r in rows))

@@ -56,6 +56,8 @@ def _run(name: str) -> None:
         import warnings
 
         warnings.warn(f"carafe_deploy could not register CARAFE's ONNX export with {name}: {exc}", stacklevel=3)
+    if not _AFTER_IMPORT:  # all done: the finder leaves sys.meta_path
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterImportFinder)]
 
 
 class _ChainedLoader:
@@ -104,10 +106,6 @@ class _AfterImportFinder:
             return None
         spec.loader = _ChainedLoader(spec.loader)
         return spec
-
-    def invalidate_caches(self):
-        if not _AFTER_IMPORT and self in sys.meta_path:
-            sys.meta_path.remove(self)
 
 
 def _install() -> None:

@@ -20,6 +20,8 @@ until an export is under way.
 
 from __future__ import annotations
 
+import types
+
 from .function import MIN_OPSET, carafe_function
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
 
@@ -110,15 +112,10 @@ def register_dynamo() -> None:
     if TORCH_OP not in registration.default_registry:
         # torch reads .function_ir.domain and .name of each entry; a plain function is traced like a torchlib
         # trace_only function (dispatch takes the first entry for the op)
-        dynamo_translation.function_ir = _Domain(DOMAIN)
+        dynamo_translation.function_ir = types.SimpleNamespace(domain=DOMAIN)
         dynamo_translation.name = OP_TYPE
         registration.default_registry.register(dynamo_translation, TORCH_OP)
     _registered.add("dynamo")
-
-
-class _Domain:
-    def __init__(self, domain: str):
-        self.domain = domain
 
 
 def register() -> None:
@@ -126,7 +123,6 @@ def register() -> None:
     from .. import ops  # noqa: F401  (the torch op itself)
 
     register_schema()
-
     register_torchscript()
     register_dynamo()
 

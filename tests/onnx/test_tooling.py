@@ -15,7 +15,6 @@ from onnx import version_converter
 
 from carafe_deploy.onnx import to_decomposed
 from carafe_deploy.onnx.convert import convert
-from support import REPO
 from support.onnx_graphs import random_case, rel_err, single_node_model
 from support.reference import carafe_reference
 
