@@ -4,7 +4,7 @@ reference evaluator, and the standard-op CARAFE's peak memory and time on FPN-si
     python benchmarks/onnx_portable.py            # parity + memory
     python benchmarks/onnx_portable.py --memory-only
     python benchmarks/onnx_portable.py --timing [--before REV]   # the function's time per FPN layer, 1 and 2 threads
-    python benchmarks/onnx_portable.py --plain    # plain torch.onnx.export x opsets, then convert, vs PyTorch
+    python benchmarks/onnx_portable.py --plain [--all-opsets]   # plain torch.onnx.export x opsets, convert, vs PyTorch
 
 Peak memory is measured in a fresh subprocess per form with ``carafe_deploy.bench.peak_rss_growth`` around one ONNX
 Runtime run (the session is created, inputs allocated, before the first reading). ``--timing`` runs single-node
@@ -186,7 +186,7 @@ def timing(before: str | None, repeats: int) -> list[dict]:
     return rows
 
 
-def plain() -> list[dict]:
+def plain(all_opsets: bool = False) -> list[dict]:
     """A user's plain torch.onnx.export (both exporters, opsets 11/17/18/default) of TinyCarafeNet (CARAFE++ down and
     CARAFE up), then convert --to portable, in ONNX Runtime against PyTorch."""
     import tempfile
@@ -217,7 +217,9 @@ def plain() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dynamo in (False, True):
-            for opset in (11, 17, 18, None):
+            # torch 2.13: the TorchScript exporter writes opsets up to 20, the dynamo one 18 to 23
+            opsets = (range(11, 21) if not dynamo else range(18, 24)) if all_opsets else (11, 17, 18, None)
+            for opset in opsets:
                 path = f"{tmp}/m.onnx"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -245,11 +247,12 @@ def main() -> None:
     p.add_argument("--before", metavar="REV", help="also time / measure the function at this git revision")
     p.add_argument("--repeats", type=int, default=5, help="with --timing: runs per layer (the fastest is shown)")
     p.add_argument("--plain", action="store_true", help="only plain torch.onnx.export x opsets -> convert")
+    p.add_argument("--all-opsets", action="store_true", help="with --plain: every opset each exporter writes")
     args = p.parse_args()
     if args.plain:
         print("| exporter | opset asked | as written | ORT as written (max rel) | after convert --to portable | max rel |")
         print("|---|---|---|---|---|---|")
-        for r in plain():
+        for r in plain(args.all_opsets):
             direct = "cannot run (no kernel)" if r["direct"] is None else f"{r['direct']:.2e}"
             print(f"| {r['exporter']} | {r['opset']} | {r['written']} | {direct} | {r['converted']} | {r['max_rel']:.2e} |")
         return
