@@ -16,6 +16,7 @@ _COMMANDS = {
     "build": ".build",
     "run": ".run",
     "bench": ".bench",
+    "convert": ".convert",
     "triton": ".triton",
     "serve": ".serve",
 }

@@ -1,9 +1,10 @@
 """``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of the three forms of
 :mod:`.forms` (``plugin``, ``portable``, ``decomposed``; DESIGN §2).
 
-The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.carafe`` through
-``custom_translation_table``; the deprecated TorchScript exporter, with a ``register_custom_op_symbolic`` mapping to
-the same node, is used only where the default fails (e.g. some TorchScript modules), and says so in a warning.
+Both of torch's exporters translate ``torch.ops.carafe_deploy.carafe`` through the registrations of
+:mod:`.symbolic` (the same ones a user's plain ``torch.onnx.export`` gets); the default (``dynamo=True``) one is
+used, the deprecated TorchScript exporter only where the default fails (e.g. some TorchScript modules), with a
+warning that says so. The exported nodes are then put into the requested form.
 
 ``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
 11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
@@ -27,51 +28,14 @@ from torch import nn
 
 from ..errors import DeployError
 from .files import is_big, save_model
-from .forms import EXPORT_MODES, carafe_nodes, to_decomposed, to_plugin, to_portable
-from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
+from .forms import EXPORT_MODES, to_decomposed, to_plugin, to_portable
+from .schema import DOMAIN, OPSET_VERSION
+from .symbolic import register as register_translations
 
 __all__ = ["export", "DEFAULT_OPSET", "MAX_OPSET"]
 DEFAULT_OPSET = 18
 EXPORT_MIN_OPSET = 18  # torch 2.13's default exporter emits opset 18 and newer
 MAX_OPSET = 23  # the newest opset torch 2.13's exporter emits
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The op's translations (dynamo: onnxscript; TorchScript: symbolic function). Both emit the same node.
-
-
-def _dynamo_translation(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str):
-    import onnxscript
-
-    register_schema()  # onnxscript resolves the op through onnx.defs
-    carafe_opset = onnxscript.values.Opset(DOMAIN, OPSET_VERSION)
-    return carafe_opset.CARAFE(
-        features, kernels, kernel_size=kernel_size, group=group, scale_factor=scale_factor, mode=mode
-    )
-
-
-def _torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor, mode):
-    from torch.onnx import symbolic_helper as sh
-
-    k = sh._maybe_get_const(kernel_size, "i")
-    grp = sh._maybe_get_const(group, "i")
-    s = sh._maybe_get_const(scale_factor, "i")
-    m = sh._maybe_get_const(mode, "s")
-    out = g.op(f"{DOMAIN}::{OP_TYPE}", features, kernels, kernel_size_i=k, group_i=grp, scale_factor_i=s, mode_s=m)
-    # The output is (N, C) of the features and (Ho, Wo) of the kernels; the exporter folds shapes with this type.
-    fs = sh._get_tensor_sizes(features) or [None] * 4
-    ks = sh._get_tensor_sizes(kernels) or [None] * 4
-    out.setType(features.type().with_sizes([fs[0], fs[1], ks[2], ks[3]]))
-    return out
-
-
-_SYMBOLIC_REGISTERED: set[int] = set()
-
-
-def _register_torchscript_symbolic(opset: int) -> None:
-    if opset not in _SYMBOLIC_REGISTERED:
-        torch.onnx.register_custom_op_symbolic("carafe_deploy::carafe", _torchscript_symbolic, opset)
-        _SYMBOLIC_REGISTERED.add(opset)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,10 +170,7 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
-                custom_translation_table={
-                    **_extra_translations(),
-                    torch.ops.carafe_deploy.carafe.default: _dynamo_translation,
-                },
+                custom_translation_table=_extra_translations(),
                 verbose=False,
             )
     finally:
@@ -217,7 +178,6 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
 
 
 def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
-    _register_torchscript_symbolic(opset)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -253,7 +213,7 @@ def export(
     ``torch.onnx.export`` takes it, e.g. ``{"image": {0: "N", 2: "H", 3: "W"}}``. ``opset``: the default ONNX
     domain's version, 18 to 23 (default 18). ``fp16``: float16 weights and compute, float32 inputs and outputs.
     """
-    register_schema()
+    register_translations()
     if mode not in EXPORT_MODES:
         raise ValueError(f"unknown export mode {mode!r}; use one of {', '.join(EXPORT_MODES)}")
     opset = _check_opset(opset)

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx.inliner
+import onnx.numpy_helper
 
 from ..errors import DeployError
 from .function import MIN_OPSET, carafe_function
@@ -93,4 +95,27 @@ def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
     inlined = onnx.inliner.inline_selected_functions(model, [(DOMAIN, OP_TYPE)], exclude=False)
     _drop_carafe_function(inlined)
     _set_carafe_import(inlined, False)
+    _constants_as_tensors(inlined.graph)
     return inlined
+
+
+_SCALAR_CONSTANTS = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32,
+                     "value_floats": np.float32}
+
+
+def _constants_as_tensors(graph: onnx.GraphProto) -> None:
+    """Inlining turns the function's ``Constant(value_int=@kernel_size)`` into ``Constant(value_int=5)``; write such
+    constants as ``value`` tensors, the form every tool reads (onnxruntime's symbolic_shape_infer reads no other)."""
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            if attr.name in _SCALAR_CONSTANTS:
+                value = np.array(onnx.helper.get_attribute_value(attr), _SCALAR_CONSTANTS[attr.name])
+                del node.attribute[:]
+                node.attribute.append(onnx.helper.make_attribute("value", onnx.numpy_helper.from_array(value)))
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _constants_as_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _constants_as_tensors(g)
