@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ModelSourceArgs, parse_shape
+from .args import HelpFormatter, ModelSourceArgs, add_backend, parse_shape
 
 SOURCE = ModelSourceArgs(required=False, title="PyTorch model to compare with (one of; or --reference)")
 
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                    help="input shape for random inputs; once per input (needed where the model's dims are dynamic)")
     p.add_argument("--engine", type=Path, metavar="ENGINE", help="also run this TensorRT engine")
+    add_backend(p, building=False)
     p.add_argument("--providers", nargs="+", default=None, metavar="PROVIDER",
                    help="ONNX Runtime execution providers (default: CPUExecutionProvider)")
     p.add_argument("--fp16", action="store_true", help="the ONNX file is an fp16 export: looser default tolerances")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     feeds, reference = _reference(args, model)
     runners = [OnnxrtRunner(model, args.providers)]
     if args.engine:
-        runners.append(TrtRunner(args.engine))
+        runners.append(TrtRunner(args.engine, backend=args.backend))
     results = run_comparison(runners, feeds, reference, rtol, atol)
     out.print(render_table(results, title=f"carafe-deploy check: {args.onnx} (rtol {rtol:g}, atol {atol:g})"))
     if args.output:
