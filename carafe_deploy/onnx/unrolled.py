@@ -14,11 +14,12 @@ attributes are known, so each node is unrolled here, with constant slices only:
   ``U[:, :, ky·s : ky·s + s·H, kx·s : kx·s + s·W]``;
   "down": the window is ``P[:, :, ky : ky + H : s, kx : kx + W : s]``, ceil(H/s) x ceil(W/s);
 * the kernels are ``Split`` into their k² planes (per group: (N, G, k², Ho, Wo) split on axis 2);
-* ``out = Sum(window_t · plane_t)`` over the taps; with groups the source is viewed as (N, G, C/G, ·, ·) once and
-  the sum reshaped back to (N, C, Ho, Wo).
+* ``out = window_0 · plane_0 + window_1 · plane_1 + ...``, a chain of ``Add``s; with groups the source is viewed as
+  (N, G, C/G, ·, ·) once and the sum reshaped back to (N, C, Ho, Wo).
 
 Slice bounds that depend on H or W are counted from the end of the padded tensor (``-(2r - ky)·s``, or INT64_MAX
-for the last tap), so the same constants serve static and dynamic shapes. Nothing k²-times the output is made.
+for the last tap), so the same constants serve static and dynamic shapes. Nothing k²-times the output is made, even
+by a runtime that runs the nodes one by one: one window and one product at a time, plus the running sum.
 
 Every new node and tensor is named after its CARAFE node (``<node>/tap3/window``), and node names are made unique
 first: the generic function's expansions repeat the body's names at every call site, which TensorRT's parser warns
@@ -134,24 +135,23 @@ def _unroll(node: onnx.NodeProto, taken: set[str]) -> _Subgraph:
     planes = [kernels] if taps == 1 else g.op("Split", [kernels, g.ints([1] * taps)], "plane", outputs=taps,
                                               axis=plane_axis)
 
-    products = []
+    out = node.output[0]
+    total = None
     for t in range(taps):
         ky, kx = divmod(t, k)
         starts = [ky * rep, kx * rep]
         ends = [-(2 * r - ky) * rep or _INT64_MAX, -(2 * r - kx) * rep or _INT64_MAX]
         window = g.one("Slice", [source, g.ints(starts), g.ints(ends), g.ints(axes), g.ints([step, step])],
                        f"tap{t}/window")
-        products.append(g.one("Mul", [window, planes[t]], f"tap{t}/product"))
-
-    out = node.output[0]
+        product = g.one("Mul", [window, planes[t]], f"tap{t}/product")
+        # a chain of Adds, not one Sum: a runtime that does not fuse them (ONNX Runtime) frees each product as it
+        # goes instead of holding all k² at once; TensorRT parses Sum into the same chain of adds anyway
+        total = product if total is None else g.one("Add", [total, product], f"tap{t}/sum")
     if group > 1:
-        total = g.one("Sum", products, "sum") if taps > 1 else products[0]
         g.op("Reshape", [total, g.one("Concat", [n, g.ints([-1]), out_hw], "out_shape", axis=0)], "output",
              names=[out])
-    elif taps > 1:
-        g.op("Sum", products, "sum", names=[out])
     else:
-        g.nodes[-1].output[0] = out  # the one product is the output
+        g.nodes[-1].output[0] = out  # the last Add (or the one product) is the output
     return g
 
 

@@ -41,7 +41,7 @@ def plugin_library(required: bool = True) -> Path | None:
     if required:
         raise MissingDependencyError(
             f"{LIBRARY_NAME} not found: build it with `cmake -S . -B build -DTensorRT_INCLUDE_DIR=<dir with NvInfer.h> "
-            f"&& cmake --build build`, or set {ENV_VAR} to its path"
+            f"&& cmake --build build`, or set {ENV_VAR} to its path, or build without the plugin (--no-plugin)"
         )
     return None
 
