@@ -18,8 +18,10 @@ attributes are known, so each node is unrolled here, with constant slices only:
   (N, G, C/G, ·, ·) once and the sum reshaped back to (N, C, Ho, Wo).
 
 Slice bounds that depend on H or W are counted from the end of the padded tensor (``-(2r - ky)·s``, or INT64_MAX
-for the last tap), so the same constants serve static and dynamic shapes. Nothing k²-times the output is made, even
-by a runtime that runs the nodes one by one: one window and one product at a time, plus the running sum.
+for the last tap), so the same constants serve static and dynamic shapes. Nothing k²-times the output is made when
+the nodes run in the order written (one window and one product at a time, plus the running sum); ONNX Runtime's
+default execution order runs every window's Slice first and holds them all (its PRIORITY_BASED order does not;
+measured in docs/TENSORRT.md). TensorRT fuses the whole subgraph.
 
 Every new node and tensor is named after its CARAFE node (``<node>/tap3/window``), and node names are made unique
 first: the generic function's expansions repeat the body's names at every call site, which TensorRT's parser warns
@@ -144,8 +146,8 @@ def _unroll(node: onnx.NodeProto, taken: set[str]) -> _Subgraph:
         window = g.one("Slice", [source, g.ints(starts), g.ints(ends), g.ints(axes), g.ints([step, step])],
                        f"tap{t}/window")
         product = g.one("Mul", [window, planes[t]], f"tap{t}/product")
-        # a chain of Adds, not one Sum: a runtime that does not fuse them (ONNX Runtime) frees each product as it
-        # goes instead of holding all k² at once; TensorRT parses Sum into the same chain of adds anyway
+        # a chain of Adds, not one Sum (whose k² inputs must all exist at once); TensorRT parses a Sum into the same
+        # chain of adds anyway
         total = product if total is None else g.one("Add", [total, product], f"tap{t}/sum")
     if group > 1:
         g.op("Reshape", [total, g.one("Concat", [n, g.ints([-1]), out_hw], "out_shape", axis=0)], "output",

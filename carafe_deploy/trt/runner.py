@@ -6,8 +6,8 @@ torch's CUDA tensors when torch sees a GPU, else from pycuda (the listed ``tenso
 optimization profile are refused with the profile in the message.
 
 An engine runs only on the runtime that built it. The runtime is the one its sidecar names (else TensorRT-RTX for a
-file that starts with TensorRT-RTX's magic, else the automatic choice); an explicit ``backend`` that differs is
-refused before anything is loaded, with both runtimes in the message.
+file that starts with TensorRT-RTX's magic, else the automatic choice); an explicit ``backend`` that differs from
+the sidecar is refused before anything is loaded, with both runtimes in the message.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from .sidecar import read_sidecar
 
 __all__ = ["EngineRunner", "TensorSpec", "run_engine", "check_feeds", "engine_runtime", "RTX_ENGINE_MAGIC"]
 
-# the first bytes of every TensorRT-RTX 1.7 engine built here (not documented; full TensorRT's differ)
+# the first bytes of every TensorRT-RTX 1.7 engine built here; not documented, and whether full TensorRT never writes
+# them is not verified (it cannot be installed here), so the magic only picks the default runtime, it refuses nothing
 RTX_ENGINE_MAGIC = b"vtrt"
 
 _PYCUDA_HINT = "pycuda is not installed and torch has no CUDA device: pip install pycuda (or a CUDA build of torch)"
@@ -175,7 +176,7 @@ class EngineRunner:
             raise FileNotFoundError(f"engine {self.engine_path} does not exist")
         self.sidecar = read_sidecar(self.engine_path)
         built_by, evidence = engine_runtime(self.engine_path, self.sidecar)
-        if check_backend(backend) is not None and built_by is not None and backend != built_by:
+        if check_backend(backend) is not None and self.sidecar is not None and backend != built_by:
             raise DeployError(f"{self.engine_path} was built by {RUNTIME_LABELS[built_by]} ({evidence}); an engine "
                               f"runs only on the runtime that built it, not on {RUNTIME_LABELS[backend]}: run it with "
                               f"--backend {built_by}, or rebuild it with --backend {backend}")

@@ -27,8 +27,8 @@ RUNTIMES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 _INSTALL = {
     "tensorrt": "pip install tensorrt (TensorRT 10/11; builds and runs on an NVIDIA GPU; see "
                 "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html)",
-    "tensorrt-rtx": 'pip install "tensorrt-rtx-cu13==1.7.1.116" (TensorRT for RTX; builds without a GPU, runs on '
-                    "RTX-class GPUs)",
+    "tensorrt-rtx": 'pip install "tensorrt-rtx-cu13==1.7.1.116" (TensorRT for RTX; builds without a GPU; its '
+                    "engines run on compute capability 7.5, 8.x and 12.0 GPUs)",
 }
 INSTALL_HINT = f"TensorRT is not installed: {_INSTALL['tensorrt']}, or {_INSTALL['tensorrt-rtx']}"
 

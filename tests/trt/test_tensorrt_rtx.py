@@ -282,7 +282,7 @@ def _engine(tmp_path):
 
 
 def test_runner_refuses_an_engine_of_the_other_runtime(tmp_path):
-    from carafe_deploy.trt.runner import EngineRunner
+    from carafe_deploy.trt.runner import EngineRunner, engine_runtime
 
     engine = _engine(tmp_path)
     with pytest.raises(DeployError, match=r"m.engine was built by TensorRT-RTX \(its sidecar says tensorrt-rtx "
@@ -290,9 +290,12 @@ def test_runner_refuses_an_engine_of_the_other_runtime(tmp_path):
                                           r"TensorRT: run it with --backend tensorrt-rtx, or rebuild it with "
                                           r"--backend tensorrt"):
         EngineRunner(engine, backend="tensorrt")
-    (tmp_path / "m.engine.json").unlink()  # no sidecar: the file's magic still tells
-    with pytest.raises(DeployError, match=r"built by TensorRT-RTX \(the file starts with 'vtrt'\)"):
-        EngineRunner(engine, backend="tensorrt")
+    # without a sidecar the file's magic picks the default runtime (it refuses nothing: full TensorRT's is unknown)
+    (tmp_path / "m.engine.json").unlink()
+    assert engine_runtime(engine) == ("tensorrt-rtx", "the file starts with 'vtrt'")
+    other = tmp_path / "other.engine"
+    other.write_bytes(b"ftrt" + engine.read_bytes()[4:])
+    assert engine_runtime(other) == (None, "")
 
 
 def test_runner_asks_for_the_runtime_the_sidecar_names(tmp_path):
