@@ -1,9 +1,10 @@
 """carafe-deploy build MODEL.onnx: ONNX -> TensorRT engine + JSON sidecar.
 
-The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin or kept with
---no-plugin), the profile checked and the plugin library found before TensorRT is touched, so those errors show on
-any machine. --dry-run stops there: it never imports TensorRT, and names (as notes) what a real build here would
-still lack, TensorRT first, then the plugin library.
+The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin, or every CARAFE node
+unrolled into standard ops with --no-plugin), the profile checked and the plugin library found before TensorRT is
+touched, so those errors show on any machine. Full TensorRT or TensorRT-RTX (--backend); what TensorRT-RTX cannot build
+is refused before parsing. --dry-run stops there: it never imports TensorRT, and names (as notes) what a real build
+here would still lack, TensorRT first, then the plugin library.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ProfileArgs
+from .args import HelpFormatter, ProfileArgs, add_backend
 
 PROFILE = ProfileArgs("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
 
@@ -24,11 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: MODEL.engine)")
     PROFILE.add(p)
     p.add_argument("--no-plugin", action="store_true",
-                   help="build CARAFE from the model-local function (portable export) instead of the plugin")
+                   help="build CARAFE from standard ops (each node unrolled; any export form) instead of the plugin")
     p.add_argument("--plugin", type=Path, metavar="LIB.so",
                    help="plugin library (default: $CARAFE_DEPLOY_PLUGIN, else found in build/)")
+    add_backend(p, building=True)
     p.add_argument("--fp16", action="store_true",
-                   help="TensorRT 10 only: FP16 builder flag. TensorRT 11 builds the ONNX's types: export with --fp16")
+                   help="TensorRT 10 only: FP16 builder flag. TensorRT 11 and TensorRT-RTX build the ONNX's types: "
+                        "export with --fp16")
     p.add_argument("--bf16", action="store_true", help="TensorRT 10 only: BF16 builder flag")
     p.add_argument("--workspace", metavar="SIZE",
                    help="workspace memory pool limit, e.g. 2G or 512M (default: TensorRT's, the device memory)")
@@ -63,6 +66,7 @@ def options_from_args(args: argparse.Namespace):
         max_shapes=maxs,
         use_plugin=not args.no_plugin,
         plugin_path=args.plugin,
+        backend=args.backend,
         fp16=args.fp16,
         bf16=args.bf16,
         workspace_bytes=parse_size(args.workspace) if args.workspace else None,
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import refuse_overwriting_inputs
     from ..report import console
     from ..trt.builder import build_engine, plan_build
+    from ..trt.runtime import RUNTIME_LABELS
 
     options = options_from_args(args)
     refuse_overwriting_inputs({"-o/--output": options.engine_path or args.onnx.with_suffix(".engine"),
@@ -118,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             out.print(Text(f"missing for a real build here: {missing}", style="yellow"))
         return 0
     result = build_engine(options, plan)
-    out.print(f"wrote {result.engine_path} ({result.sidecar['engine']['bytes']} bytes, TensorRT "
-              f"{result.sidecar['tensorrt_version']}, {result.sidecar['precision']['mode']}) and {result.sidecar_path}")
+    side = result.sidecar
+    runtime = RUNTIME_LABELS[side["runtime"]["name"]]
+    out.print(f"wrote {result.engine_path} ({side['engine']['bytes']} bytes, {runtime} {side['runtime']['version']}, "
+              f"{side['precision']['mode']}, CARAFE {side['graph']['carafe_form']}) and {result.sidecar_path}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ModelSourceArgs, parse_shape
+from .args import HelpFormatter, ModelSourceArgs, add_backend, parse_shape
 
 SOURCE = ModelSourceArgs(required=False, title="PyTorch model to compare with (one of; or --reference)")
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input shape for random inputs, once per input; needed where the model's dims are dynamic "
                         "(default: the model's static shapes)")
     p.add_argument("--engine", type=Path, metavar="ENGINE", help="also run this TensorRT engine")
+    add_backend(p, building=False)
     p.add_argument("--providers", nargs="+", default=None, metavar="PROVIDER",
                    help="ONNX Runtime execution providers (default: CPUExecutionProvider)")
     p.add_argument("--fp16", action="store_true", help="the ONNX file is an fp16 export: looser default tolerances")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     feeds, reference = _reference(args, model)
     runners = [OnnxrtRunner(model, args.providers)]
     if args.engine:
-        runners.append(TrtRunner(args.engine))
+        runners.append(TrtRunner(args.engine, backend=args.backend))
     results = run_comparison(runners, feeds, reference, rtol, atol)
     out.print(render_table(results, title=f"carafe-deploy check: {args.onnx} (rtol {rtol:g}, atol {atol:g})"))
     if args.output:

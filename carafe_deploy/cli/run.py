@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DeployError
-from .args import HelpFormatter
+from .args import HelpFormatter, add_backend
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="DIR",
                    help="folder to write OUTPUT_NAME.npy into (default: ENGINE_outputs/ beside the engine)")
     p.add_argument("--no-plugin", action="store_true", help="do not load the CARAFE plugin library")
+    add_backend(p, building=False)
     p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
     p.set_defaults(func=run)
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     named, unnamed = load_inputs(args.input)
     out_dir = args.output or args.engine.with_name(args.engine.stem + "_outputs")
     out = console(stderr=True)
-    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose) as runner:
+    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose, backend=args.backend) as runner:
         names = [t.name for t in runner.input_metadata()]
         if unnamed:
             if len(unnamed) > 1 or len(names) != 1 or named:

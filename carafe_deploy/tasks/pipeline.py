@@ -58,6 +58,7 @@ class EngineOptions:
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     use_plugin: bool = True
     plugin_path: Path | None = None
+    backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
     progress: bool = True
 
 
@@ -242,24 +243,30 @@ def _check_backend(report, task: Task, runner, input_names, sets, references, fp
 
 def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: EngineOptions, proto, input_names, example,
                  dynamic: bool, sets, references, check: CheckOptions, log) -> None:
+    from ..errors import MissingDependencyError
     from ..onnx import carafe_nodes
     from ..trt.runtime import build_unavailable, run_unavailable
 
     use_plugin = engine.use_plugin and bool(carafe_nodes(proto))
-    reason = build_unavailable(use_plugin)
+    reason = build_unavailable(use_plugin, engine.backend)
+    if reason is None:
+        from ..trt import BuildOptions, build_engine
+
+        mins, opts, maxs = task.engine_profile(input_names, example, dynamic)
+        try:
+            result = build_engine(BuildOptions(
+                onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
+                opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
+                use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, backend=engine.backend,
+                progress=engine.progress))
+        except MissingDependencyError as exc:  # e.g. an op the runtime at hand cannot build
+            reason = str(exc)
     if reason is not None:
         report["engine"] = {"skipped": reason}
         log(f"TensorRT engine: skipped ({reason})")
         return
-    from ..trt import BuildOptions, build_engine
-
-    mins, opts, maxs = task.engine_profile(input_names, example, dynamic)
-    result = build_engine(BuildOptions(
-        onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
-        opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
-        use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, progress=engine.progress))
     report["engine"] = {"path": str(result.engine_path), "sidecar": str(result.sidecar_path),
-                        "tensorrt_version": result.sidecar["tensorrt_version"]}
+                        "runtime": result.sidecar["runtime"], "carafe_form": result.sidecar["graph"]["carafe_form"]}
     log(f"wrote {result.engine_path} and {result.sidecar_path}")
     if not check.enabled:
         return
@@ -270,5 +277,5 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
         return
     from ..backends import TrtRunner
 
-    _check_backend(report, task, TrtRunner(result.engine_path, plugin=engine.plugin_path or True), input_names, sets,
-                   references, export.fp16, check, log)
+    runner = TrtRunner(result.engine_path, plugin=engine.plugin_path or True, backend=engine.backend)
+    _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
