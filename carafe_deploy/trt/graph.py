@@ -22,6 +22,7 @@ __all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGrap
 
 CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
 MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
+MMCV_OPS = (MMCV_OP, "MMCVCARAFENaive")  # mmcv exports both; they compute the same
 
 
 @dataclass
@@ -43,24 +44,17 @@ def load_onnx(path) -> onnx.ModelProto:
 
 def _all_nodes(model: onnx.ModelProto):
     """Every node of the main graph, its subgraphs (If/Loop/Scan bodies) and the model-local functions."""
+    from ..onnx.validate import walk_nodes
 
-    def walk(nodes):
-        for node in nodes:
-            yield node
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    yield from walk(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from walk(g.node)
-
-    yield from walk(model.graph.node)
-    for fn in model.functions:
-        yield from walk(fn.node)
+    return (node for node, _ in walk_nodes(model))
 
 
 def _is(node, domain: str, op: str) -> bool:
     return node.op_type == op and node.domain == domain
+
+
+def _is_mmcv(node) -> bool:
+    return node.domain == MMCV_DOMAIN and node.op_type in MMCV_OPS
 
 
 def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -77,7 +71,9 @@ def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> PreparedGraph:
     """Return a copy of ``model`` ready for ``OnnxParser.parse`` (the input is not modified).
 
-    - ``mmcv::MMCVCARAFE`` nodes are converted to ``carafe::CARAFE``;
+    - every CARAFE node is validated first (:func:`carafe_deploy.onnx.validate.validate_carafe_nodes`, with the
+      plugin's limits when the plugin is wanted): a node outside the contract is a ``DeployError`` naming it;
+    - ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` nodes are converted to ``carafe::CARAFE``;
     - with ``use_plugin``: the ``carafe::CARAFE`` local function is removed, so the parser falls back to the plugin;
     - without: the function must be there (``portable`` export) unless the model has no CARAFE node at all
       (``decomposed`` export); otherwise ``DeployError`` says which export to use.
@@ -88,15 +84,18 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
     out.CopyFrom(model)
     prepared = PreparedGraph(model=out)
 
-    n_mmcv = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+    from ..onnx.validate import validate_carafe_nodes
+
+    n_mmcv = sum(1 for n in _all_nodes(out) if _is_mmcv(n))
     if n_mmcv:
-        out = _convert_mmcv(out)
-        left = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+        out = _convert_mmcv(out)  # validates the mmcv nodes first
+        left = sum(1 for n in _all_nodes(out) if _is_mmcv(n))
         if left:
             raise DeployError(f"{left} of {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} nodes were not converted")
         prepared.model = out
         prepared.mmcv_converted = n_mmcv
         prepared.notes.append(f"converted {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} node(s) to {CARAFE_DOMAIN}::{CARAFE_OP}")
+    validate_carafe_nodes(out, plugin=use_plugin)
 
     prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(_all_nodes(out))
                              if _is(n, CARAFE_DOMAIN, CARAFE_OP)]
