@@ -23,7 +23,7 @@ ALLOWED = {
     "backends": {"onnx", "trt", "errors", "files"},
     "compare": {"backends", "errors", "report"},
     "bench": {"backends", "errors", "files", "report"},
-    "models": {"ops", "nn", "errors"},
+    "models": {"ops", "nn", "errors", "files"},
     "tasks": {"models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "errors", "files", "report"},
     "cli": {"tasks", "models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "errors", "files",
             "report"},

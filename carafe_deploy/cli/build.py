@@ -72,13 +72,19 @@ def options_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import refuse_overwriting_inputs
+    from ..files import make_dir, refuse_overwriting_inputs
     from ..report import console
     from ..trt.builder import build_engine, plan_build
+    from ..trt.sidecar import sidecar_path
 
     options = options_from_args(args)
-    refuse_overwriting_inputs({"-o/--output": options.engine_path or args.onnx.with_suffix(".engine"),
-                               "--save-prepared": args.save_prepared}, [args.onnx, args.plugin])
+    engine = Path(options.engine_path or args.onnx.with_suffix(".engine"))
+    if not args.dry_run:
+        make_dir(engine.parent, "-o/--output")  # the builder makes the engine's folder; now, before the build
+    outputs = {"--save-prepared": args.save_prepared}
+    if engine.parent.is_dir():  # a dry run too: "ready to build" includes a place to write the engine
+        outputs.update({"-o/--output": engine, "-o/--output (its sidecar)": sidecar_path(engine)})
+    refuse_overwriting_inputs(outputs, [args.onnx, args.plugin])
     out = console(stderr=True)
     plan = plan_build(options)
     for note in plan.prepared.notes:

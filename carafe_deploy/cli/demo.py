@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1 or min(args.size) < 1:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
+    if not args.no_onnx:
+        from ..files import make_dir
+
+        make_dir(args.output, "-o/--output")  # before any work: a folder that cannot be written fails now
     out = console()
     loaded = ModelSource(model="tiny_carafe_net").load()
     model = loaded.model
@@ -79,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
 def _deploy_tiny(out, loaded, shape, out_dir: Path) -> int:
     """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine with the plugin
     when TensorRT is here: the deploy pipeline every model goes through."""
+    from ..files import make_dir
     from ..report import make_table
     from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "-o/--output")
     onnx_path = out_dir / "tiny_carafe_net.onnx"
     with out.status("exporting to ONNX (portable) and checking it in ONNX Runtime"):
         report = deploy(loaded, ExportOptions(output=onnx_path, mode="portable", input_shapes=[shape], dynamic=True),

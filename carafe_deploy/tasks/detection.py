@@ -148,13 +148,21 @@ def detect(runner, original, scale=(1333, 800)) -> dict:
     R-CNN) with boxes in the original image's pixels.
     """
     with runner:
-        (meta,) = runner.input_metadata()
+        inputs = runner.input_metadata()
+        if len(inputs) != 1:
+            raise DeployError(f"a detector takes one input (the image); this model takes {len(inputs)}: "
+                              f"{', '.join(t.name for t in inputs)}")
+        (meta,) = inputs
         h, w = (meta.shape[2], meta.shape[3]) if len(meta.shape) == 4 else (None, None)
         if isinstance(h, int) and isinstance(w, int):
             image, factor = fit_to_canvas(original, h, w)
         else:
             image, factor = resize_keep_ratio(original, scale)
         out = runner.infer({meta.name: image_tensor(image)})
+    missing = [n for n in ("dets", "labels") if n not in out]
+    if missing:
+        raise DeployError(f"the model's outputs are {', '.join(out) or 'none'}; a detector export has dets and labels "
+                          "(and masks): is it a detector? (carafe-deploy export --model faster_rcnn_r50_fpn_carafe)")
     masks = out.get("masks")
     return {"dets": to_original_pixels(out["dets"][0], factor, original.width, original.height),
             "labels": out["labels"][0], "masks": None if masks is None else masks[0]}

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..files import atomic_path, atomic_write_text
+from ..errors import run_guarded
+from ..files import atomic_path, atomic_write_text, make_dir
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
 from ..models.segmenters import count_carafe_modules, normalize_image
@@ -157,12 +158,13 @@ def run(out_dir: str, steps: int = 600, batch: int = 8, size: int = 64, train_co
     "max_abs_logit_diff": {...}, "train_seconds", "losses", "files"}``.
     """
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
-    if steps < 1 or batch < 1 or test_count < 2:
-        raise ValueError(f"need steps >= 1, batch >= 1 and test_count >= 2, got {steps}, {batch}, {test_count}")
+    if steps < 1 or batch < 1 or test_count < 2 or train_count < 1 or size < 8:
+        raise ValueError(f"need steps >= 1, batch >= 1, train_count >= 1, test_count >= 2 and size >= 8, got "
+                         f"{steps}, {batch}, {train_count}, {test_count} and {size}")
     unknown = [b for b in backends if b not in ("portable", "decomposed", "tensorrt")]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; use portable, decomposed or tensorrt")
-    os.makedirs(out_dir, exist_ok=True)
+    make_dir(out_dir, "output folder")
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
     model = small_segmenter(cfg.seed)
@@ -265,7 +267,14 @@ def main(argv=None) -> int:
     p.add_argument("--test-count", type=int, default=TrainConfig.test_count)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
+    return run_guarded(p.prog, lambda: _main(args), debug=args.debug)
+
+
+def _main(args) -> int:
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
