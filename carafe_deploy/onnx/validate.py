@@ -211,14 +211,36 @@ def _dims(value: onnx.ValueInfoProto) -> list | None:
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
 
 
+_SMALL_TENSOR = 4096  # bytes: shape constants (Reshape targets...) stay, weights go
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers' values left out (names, types and dims kept): what shape inference
+    needs, without serializing the weights (most of a big model's bytes)."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, src = light.graph, model.graph
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if t.ByteSize() <= _SMALL_TENSOR:
+            graph.initializer.append(t)
+        else:
+            graph.initializer.append(onnx.helper.make_tensor(t.name, t.data_type, list(t.dims), [], raw=True))
+    return light
+
+
 def _known_shapes(model: onnx.ModelProto, inferred: bool) -> dict[str, list | None]:
     """Tensor name -> dims, from shape inference where it runs (else from what the file declares)."""
     source = model
     if inferred:
         try:
             with _lenient():
-                source = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-        except Exception:  # noqa: BLE001 -- >2 GB models, ops without schema...: the declared shapes still count
+                source = onnx.shape_inference.infer_shapes(_without_weights(model), check_type=False,
+                                                           strict_mode=False)
+        except Exception:  # noqa: BLE001 -- ops without schema, odd files...: the declared shapes still count
             source = model
     shapes: dict[str, list | None] = {}
 
