@@ -24,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from carafe_deploy.files import atomic_write_text  # noqa: E402
 from carafe_deploy.ops import _cuda  # noqa: E402
 
 # (name, N, C, H, W, mode); k = 5, G = 1, s = 2 throughout (the benchmark set).
@@ -179,7 +180,7 @@ def main() -> int:
     if notes:
         lines += ["", "Agreement with mmcv's output (same inputs):", ""] + [f"- {s}" for s in notes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -1,5 +1,5 @@
 """ONNX Runtime (CPU) time and peak memory of the standard-op CARAFE forms side by side, for docs/TENSORRT.md: the
-generic function (``portable``: a ``Loop`` over the taps; ``decomposed``: the same, inlined) and the per-node
+generic function (``portable``: a ``Loop`` over the source rows; ``decomposed``: the same, inlined) and the per-node
 unrolled form that engines are built from (carafe_deploy.onnx.unrolled). Interleaved runs, median per form; ratios
 are what to read on a shared machine. Peak memory: one run in a fresh process per form, measured with
 ``carafe_deploy.bench.peak_rss_growth`` after the session is made and the inputs allocated.

@@ -80,32 +80,44 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
-def _missing_for_a_build(plan) -> list[str]:
+def _missing_for_a_build(plan, backend: str | None) -> list[str]:
     """What a real build on this machine would stop on, the most fundamental first; found without importing
     TensorRT (a dry run never does)."""
     import importlib.util
     import sys
 
-    from ..trt.runtime import INSTALL_HINT
+    from ..trt.runtime import INSTALL_HINT, RUNTIMES
 
-    try:
-        found = "tensorrt" in sys.modules or importlib.util.find_spec("tensorrt") is not None
-    except (ImportError, ValueError):
-        found = False
+    def present(module: str) -> bool:
+        if module in sys.modules:  # None there: imports of it are blocked
+            return sys.modules[module] is not None
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    wanted = [RUNTIMES[backend]] if backend else list(RUNTIMES.values())
+    found = any(present(m) for m in wanted)
     return ([] if found else [INSTALL_HINT]) + ([plan.plugin_missing] if plan.plugin_missing else [])
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.text import Text
 
-    from ..files import refuse_overwriting_inputs
+    from ..files import make_dir, refuse_overwriting_inputs
     from ..report import console
     from ..trt.builder import build_engine, plan_build
     from ..trt.runtime import RUNTIME_LABELS
+    from ..trt.sidecar import sidecar_path
 
     options = options_from_args(args)
-    refuse_overwriting_inputs({"-o/--output": options.engine_path or args.onnx.with_suffix(".engine"),
-                               "--save-prepared": args.save_prepared}, [args.onnx, args.plugin])
+    engine = Path(options.engine_path or args.onnx.with_suffix(".engine"))
+    if not args.dry_run:
+        make_dir(engine.parent, "-o/--output")  # the builder makes the engine's folder; now, before the build
+    outputs = {"--save-prepared": args.save_prepared}
+    if engine.parent.is_dir():  # a dry run too: "ready to build" includes a place to write the engine
+        outputs.update({"-o/--output": engine, "-o/--output (its sidecar)": sidecar_path(engine)})
+    refuse_overwriting_inputs(outputs, [args.onnx, args.plugin])
     out = console(stderr=True)
     plan = plan_build(options)
     for note in plan.prepared.notes:
@@ -119,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"wrote prepared ONNX {args.save_prepared}")
     if args.dry_run:
         out.print(f"dry run: {args.onnx} is ready to build into {plan.engine_path}")
-        for missing in _missing_for_a_build(plan):
+        for missing in _missing_for_a_build(plan, options.backend):
             out.print(Text(f"missing for a real build here: {missing}", style="yellow"))
         return 0
     result = build_engine(options, plan)

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")
+    if not args.no_onnx:
+        from ..files import make_dir
+
+        make_dir(args.output, "-o/--output")  # before any work: a folder that cannot be written fails now
 
     import torch
 
@@ -96,11 +100,12 @@ def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
     """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine when TensorRT is
     here (with the plugin when its library is built, else from the unrolled standard ops): the deploy pipeline every
     model goes through. Returns (exit status, why the engine was skipped or None)."""
+    from ..files import make_dir
     from ..report import make_table
     from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
     from ..trt.plugin import plugin_library
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "-o/--output")
     onnx_path = out_dir / "tiny_carafe_net.onnx"
     with out.status("exporting to ONNX (portable) and checking it in ONNX Runtime"):
         report = deploy(loaded, ExportOptions(output=onnx_path, mode="portable", input_shapes=[shape], dynamic=True),

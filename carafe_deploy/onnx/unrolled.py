@@ -2,11 +2,11 @@
 the plugin is not used.
 
 The generic function (:mod:`.function`) serves every node of a model with one body, so it cannot know a node's
-``kernel_size``, ``scale_factor`` or ``mode`` before run time: it loops over the k² taps with a ``Loop`` whose body
-slices at offsets computed from the iteration number. ONNX Runtime runs that; TensorRT does not build it (measured
-with TensorRT-RTX 1.7: ``graphScope.cpp::makeScopeNodesContiguous`` assertion, triggered by a ``Slice`` inside a
-``Loop`` whose starts depend on the iteration number). When a graph is prepared for an engine each node's
-attributes are known, so each node is unrolled here, with constant slices only:
+``kernel_size``, ``scale_factor`` or ``mode`` before run time: it loops (a ``Loop`` over the source rows; the first
+body looped over the k² taps with slices at offsets computed from the iteration number, which TensorRT-RTX 1.7 could
+not build: ``graphScope.cpp::makeScopeNodesContiguous``). The current body builds, but a TensorRT ``Loop`` runs its
+iterations one after another; when a graph is prepared for an engine each node's attributes are known, so each node
+is unrolled here into independent layers with constant slices only (docs/TENSORRT.md):
 
 * ``P = Pad(features)`` by r = k // 2 on H and W (zeros: no pad-value input, so it works for every float type);
 * "up" (s > 1): ``U = Resize(P, nearest, s x s)`` repeats each padded pixel s x s times (U[i' + ky·s] =

@@ -4,8 +4,8 @@ The parser resolves a node by builtin importer first, then a model-local functio
 plugin registry (onnx-tensorrt ModelImporter, DESIGN §2). So a ``portable`` export, which carries a ``carafe::CARAFE``
 local function, would be parsed through the standard-op body and never reach the plugin. When the plugin is wanted,
 the function is dropped here. With ``--no-plugin`` every CARAFE node is unrolled into its own standard-op subgraph
-(:mod:`carafe_deploy.onnx.unrolled`): the generic function's ``Loop`` is what ONNX Runtime runs, not what TensorRT
-builds, so a ``plugin`` export builds without the plugin as well as a ``portable`` one.
+(:mod:`carafe_deploy.onnx.unrolled`): independent layers in place of the generic function's ``Loop``, which ONNX
+Runtime runs; so a ``plugin`` export builds without the plugin as well as a ``portable`` one.
 
 mmcv / mmdeploy exports (``mmcv::MMCVCARAFE``) are converted to ``carafe::CARAFE`` by ``carafe_deploy.onnx``.
 """
@@ -24,6 +24,7 @@ __all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGrap
 
 CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
 MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
+MMCV_OPS = (MMCV_OP, "MMCVCARAFENaive")  # mmcv exports both; they compute the same
 
 
 @dataclass
@@ -45,24 +46,17 @@ def load_onnx(path) -> onnx.ModelProto:
 
 def all_nodes(model: onnx.ModelProto):
     """Every node of the main graph, its subgraphs (If/Loop/Scan bodies) and the model-local functions."""
+    from ..onnx.validate import walk_nodes
 
-    def walk(nodes):
-        for node in nodes:
-            yield node
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    yield from walk(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from walk(g.node)
-
-    yield from walk(model.graph.node)
-    for fn in model.functions:
-        yield from walk(fn.node)
+    return (node for node, _ in walk_nodes(model))
 
 
 def _is(node, domain: str, op: str) -> bool:
     return node.op_type == op and node.domain == domain
+
+
+def _is_mmcv(node) -> bool:
+    return node.domain == MMCV_DOMAIN and node.op_type in MMCV_OPS
 
 
 def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -79,11 +73,13 @@ def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> PreparedGraph:
     """Return a copy of ``model`` ready for ``OnnxParser.parse`` (the input is not modified).
 
-    - ``mmcv::MMCVCARAFE`` nodes are converted to ``carafe::CARAFE``;
+    - every CARAFE node is validated first (:func:`carafe_deploy.onnx.validate.validate_carafe_nodes`, with the
+      plugin's limits when the plugin is wanted): a node outside the contract is a ``DeployError`` naming it;
+    - ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` nodes are converted to ``carafe::CARAFE``;
     - with ``use_plugin``: the ``carafe::CARAFE`` local function is removed, so the parser falls back to the plugin;
     - without: every CARAFE node is unrolled (:func:`carafe_deploy.onnx.unrolled.unroll_carafe_nodes`) and the
       function removed; the ``plugin`` and ``portable`` exports both work. A ``decomposed`` export has no CARAFE node
-      left to unroll (its Loop is what TensorRT cannot build: the builder says so if the build fails).
+      left to unroll; its inlined Loop is built as it is.
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"prepare_onnx expects an onnx.ModelProto, got {type(model).__name__}")
@@ -91,15 +87,18 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
     out.CopyFrom(model)
     prepared = PreparedGraph(model=out)
 
-    n_mmcv = sum(1 for n in all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+    from ..onnx.validate import validate_carafe_nodes
+
+    n_mmcv = sum(1 for n in all_nodes(out) if _is_mmcv(n))
     if n_mmcv:
-        out = _convert_mmcv(out)
-        left = sum(1 for n in all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+        out = _convert_mmcv(out)  # validates the mmcv nodes first
+        left = sum(1 for n in all_nodes(out) if _is_mmcv(n))
         if left:
             raise DeployError(f"{left} of {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} nodes were not converted")
         prepared.model = out
         prepared.mmcv_converted = n_mmcv
         prepared.notes.append(f"converted {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} node(s) to {CARAFE_DOMAIN}::{CARAFE_OP}")
+    validate_carafe_nodes(out, plugin=use_plugin)
 
     prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(all_nodes(out))
                              if _is(n, CARAFE_DOMAIN, CARAFE_OP)]

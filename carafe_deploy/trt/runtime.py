@@ -24,14 +24,14 @@ __all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "import_tensorrt", "ten
 # runtime name (as --backend and the sidecar write it) -> Python module, in the order of automatic choice
 RUNTIMES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 
-# each URL last and followed by a space, never by punctuation: terminals and copy-paste take it whole
 _INSTALL = {
-    "tensorrt": "pip install tensorrt (TensorRT 10/11; builds and runs on an NVIDIA GPU; other ways: "
-                "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html )",
+    "tensorrt": "pip install tensorrt (TensorRT 10/11; builds and runs on an NVIDIA GPU)",
     "tensorrt-rtx": 'pip install "tensorrt-rtx-cu13==1.7.1.116" (TensorRT for RTX; builds without a GPU; its '
                     "engines run on compute capability 7.5, 8.x and 12.0 GPUs)",
 }
-INSTALL_HINT = f"TensorRT is not installed: {_INSTALL['tensorrt-rtx']}, or {_INSTALL['tensorrt']}"
+# the URL last and followed by a space, never by punctuation: terminals and copy-paste take it whole
+_OTHER_WAYS = "other ways: https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
+INSTALL_HINT = f"TensorRT is not installed: {_INSTALL['tensorrt']}, or {_INSTALL['tensorrt-rtx']}; {_OTHER_WAYS}"
 
 
 def check_backend(backend: str | None) -> str | None:
