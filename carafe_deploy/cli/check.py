@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     rtol = args.rtol if args.rtol is not None else (1e-2 if args.fp16 else 1e-4)
     atol = args.atol if args.atol is not None else (1e-2 if args.fp16 else 1e-5)
     feeds, reference = _reference(args, model)
+    # again at the shapes it will run with: a dynamic-shape model's symbolic dims hid a mode that does not fit
+    validate_carafe_nodes(model, input_shapes={name: value.shape for name, value in feeds.items()})
     runners = [OnnxrtRunner(model, args.providers)]
     if args.engine:
         runners.append(TrtRunner(args.engine, backend=args.backend))

@@ -228,18 +228,37 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if t.ByteSize() <= _SMALL_TENSOR:
             graph.initializer.append(t)
         else:
-            graph.initializer.append(onnx.helper.make_tensor(t.name, t.data_type, list(t.dims), [], raw=True))
+            graph.initializer.append(onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims))
     return light
 
 
-def _known_shapes(model: onnx.ModelProto, inferred: bool) -> dict[str, list | None]:
-    """Tensor name -> dims, from shape inference where it runs (else from what the file declares)."""
+def _pin_inputs(model: onnx.ModelProto, input_shapes: dict) -> None:
+    """Give the graph inputs named in ``input_shapes`` those concrete dims (in place; the rank must match)."""
+    for vi in model.graph.input:
+        shape = input_shapes.get(vi.name)
+        if shape is None or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue  # the runtime reports a rank mismatch better
+        for d, n in zip(dims, shape):
+            d.Clear()
+            d.dim_value = int(n)
+
+
+def _known_shapes(model: onnx.ModelProto, inferred: bool, input_shapes: dict | None = None) -> dict[str, list | None]:
+    """Tensor name -> dims, from shape inference where it runs (else from what the file declares); with
+    ``input_shapes`` (name -> dims) inference starts from those concrete input shapes."""
     source = model
     if inferred:
         try:
+            light = _without_weights(model)
+            if input_shapes:
+                _pin_inputs(light, input_shapes)
+                # the file's own (symbolic) intermediate shapes would win over the ones the pinned inputs give
+                del light.graph.value_info[:]
             with _lenient():
-                source = onnx.shape_inference.infer_shapes(_without_weights(model), check_type=False,
-                                                           strict_mode=False)
+                source = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
         except Exception:  # noqa: BLE001 -- ops without schema, odd files...: the declared shapes still count
             source = model
     shapes: dict[str, list | None] = {}
@@ -274,10 +293,12 @@ def _carafe_attribute_types() -> dict[str, tuple[int, ...]]:
     return {name: (attributes[name].type,) for name in order + sorted(set(attributes) - set(order))}
 
 
-def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shapes: bool = True) -> None:
+def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shapes: bool = True,
+                          input_shapes: dict | None = None) -> None:
     """``DeployError`` naming the node and the attribute for the first ``carafe::CARAFE`` node outside the schema or
     the contract (module docstring); ``plugin``: also the TensorRT plugin's limits; ``shapes``: check the input
-    shapes that shape inference knows."""
+    shapes that shape inference knows; ``input_shapes`` (graph input name -> dims): infer them from these concrete
+    inputs, so a dynamic-shape model is checked at the shapes it will run with (a symbolic H proves nothing)."""
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"validate_carafe_nodes expects an onnx.ModelProto, got {type(model).__name__}")
     register_schema()
@@ -305,7 +326,7 @@ def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shape
         if not in_function:
             found.append((node, what, values))
     if shapes and found:
-        _check_shapes(model, found)
+        _check_shapes(model, found, input_shapes)
 
 
 def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
@@ -341,8 +362,8 @@ def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
         _check_shapes(model, found)
 
 
-def _check_shapes(model: onnx.ModelProto, found) -> None:
-    shapes = _known_shapes(model, inferred=True)
+def _check_shapes(model: onnx.ModelProto, found, input_shapes: dict | None = None) -> None:
+    shapes = _known_shapes(model, inferred=True, input_shapes=input_shapes)
     for node, what, v in found:
         problem = shape_problem(v["kernel_size"], v["group"], v["scale_factor"], v["mode"],
                                 shapes.get(node.input[0]), shapes.get(node.input[1]))

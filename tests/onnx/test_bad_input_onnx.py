@@ -10,10 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from carafe_deploy.errors import DeployError
 from carafe_deploy.onnx import carafe_function, convert_mmcv, load_model
+from carafe_deploy.onnx.convert import convert
 from carafe_deploy.onnx.validate import PLUGIN_LIMITS, validate_carafe_nodes, validate_mmcv_nodes
 from support.onnx_graphs import random_case, single_node_model
 from support.reference import carafe_reference
@@ -90,6 +91,27 @@ def test_shapes_known_only_through_inference_are_checked():
     graph.node.insert(0, helper.make_node("Resize", ["k_small", "", "scales"], ["kernels"], mode="nearest"))
     with pytest.raises(DeployError, match="kernels height is 10, but mode='down'"):
         validate_carafe_nodes(model)
+
+
+def test_shapes_are_inferred_through_weights_and_from_the_shapes_a_run_uses():
+    """The kernels' shape is known only by inferring it through a Conv whose weight (10 KB) is left out of the copy
+    that inference runs on; a symbolic-shape model is checked at the concrete shapes it is run with."""
+    model = single_node_model(5, 1, 2, "down", dims=([1, 4, 5, 5], [1, 25, 5, 5]))
+    graph = model.graph
+    graph.input[1].name = "kernels_in"
+    weight = numpy_helper.from_array(np.zeros((25, 4, 5, 5), np.float32), "w")
+    assert weight.ByteSize() > 4096
+    graph.initializer.append(weight)
+    graph.node.insert(0, helper.make_node("Conv", ["features", "w"], ["kernels"], pads=[2, 2, 2, 2]))
+    del graph.input[1]
+    with pytest.raises(DeployError, match=r"kernels height is 5, but mode='down' with scale_factor=2 gives 3"):
+        validate_carafe_nodes(model)
+
+    dynamic = single_node_model(5, 1, 2, "down")  # (N, C, H, W): nothing to hold the mode against
+    validate_carafe_nodes(dynamic)
+    with pytest.raises(DeployError, match=r"kernels height is 10, but mode='down' with scale_factor=2 gives 3"):
+        validate_carafe_nodes(dynamic, input_shapes={"features": (1, 4, 5, 5), "kernels": (1, 25, 10, 10)})
+    validate_carafe_nodes(dynamic, input_shapes={"features": (1, 4, 5, 5), "kernels": (1, 25, 3, 3)})
 
 
 def test_valid_nodes_pass_and_dynamic_shapes_are_not_guessed():
@@ -171,7 +193,8 @@ def _mmcv(attrs, op="MMCVCARAFE", in_if=False):
 ])
 def test_mmcv_nodes_are_validated_before_conversion(attrs, op, words):
     model = _mmcv(attrs, op)
-    for check in (validate_mmcv_nodes, convert_mmcv):
+    # convert (the `carafe-deploy convert` command) too: it once took kernel_size=5.7 as 5
+    for check in (validate_mmcv_nodes, convert_mmcv, lambda m: convert(m, "portable"), lambda m: convert(m, "plugin")):
         with pytest.raises(DeployError) as info:
             check(model)
         assert str(info.value).startswith(f"node 'm0' (mmcv::{op}): ") and words in str(info.value)
@@ -180,13 +203,16 @@ def test_mmcv_nodes_are_validated_before_conversion(attrs, op, words):
 @pytest.mark.parametrize("op", ["MMCVCARAFE", "MMCVCARAFENaive"])
 def test_mmcv_nodes_in_subgraphs_are_converted_and_run(op):
     model = _mmcv({"kernel_size": 5, "group_size": 1, "scale_factor": 2.0}, op, in_if=True)
-    converted = convert_mmcv(model)
-    nodes = list(_then_branch(converted).node)
-    assert [(n.domain, n.op_type) for n in nodes] == [("carafe", "CARAFE")]
     x, kern = random_case(1, 4, 5, 5, 5, 1, 2, "up")
-    sess = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
-    (y,) = sess.run(None, {"features": x, "masks": kern, "cond": np.array(True)})
-    np.testing.assert_allclose(y, carafe_reference(x, kern, 5, 1, 2, "up"), rtol=1e-5, atol=1e-6)
+    # through convert_mmcv and through convert (which once left nodes in subgraphs unconverted)
+    for converted in (convert_mmcv(model), convert(model, "portable").model):
+        nodes = list(_then_branch(converted).node)
+        assert [(n.domain, n.op_type) for n in nodes] == [("carafe", "CARAFE")]
+        assert not any(imp.domain == "mmcv" for imp in converted.opset_import)
+        sess = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+        (y,) = sess.run(None, {"features": x, "masks": kern, "cond": np.array(True)})
+        np.testing.assert_allclose(y, carafe_reference(x, kern, 5, 1, 2, "up"), rtol=1e-5, atol=1e-6)
+    converted = convert_mmcv(model)
     # and back: every carafe::CARAFE node, subgraphs included, is validated first
     bad = copy.deepcopy(converted)
     for a in _then_branch(bad).node[0].attribute:
