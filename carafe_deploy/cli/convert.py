@@ -39,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
     if result.carafe_nodes and not is_big(result.model):
         import onnx
 
-        onnx.checker.check_model(result.model, full_check=True)
+        from ..errors import DeployError
+
+        try:
+            onnx.checker.check_model(result.model, full_check=True)
+        except onnx.checker.ValidationError as exc:  # mostly what the input file already had wrong
+            reason = " ".join(str(exc).split()).rstrip(".")
+            raise DeployError(f"the converted model fails onnx.checker ({reason}); nothing written: check "
+                              f"{args.onnx} itself with onnx.checker.check_model") from None
     for note in result.notes:
         out.print(f"[dim]{note}[/dim]")
     save_model(result.model, args.output)

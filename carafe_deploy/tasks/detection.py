@@ -115,7 +115,10 @@ def detect(runner, original, scale=DETECTION_SCALE) -> dict:
             raise DeployError(f"a detector takes one input (the image); this model takes {len(inputs)}: "
                               f"{', '.join(t.name for t in inputs)}")
         (meta,) = inputs
-        h, w = (meta.shape[2], meta.shape[3]) if len(meta.shape) == 4 else (None, None)
+        if len(meta.shape) != 4:
+            raise DeployError(f"a detector takes one (N, 3, H, W) image; this model's input {meta.name} has shape "
+                              f"{list(meta.shape)}")
+        h, w = meta.shape[2], meta.shape[3]
         canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
         tensor, factor = detection_input(original, canvas, scale)
         out = runner.infer({meta.name: tensor})

@@ -111,3 +111,14 @@ def test_bad_node_is_named(tmp_path, capsys):
     onnx.save(model, tmp_path / "bad.onnx")
     assert main(["convert", str(tmp_path / "bad.onnx"), "--to", "portable", "-o", str(tmp_path / "o.onnx")]) == 1
     assert "kernel_size must be an odd int >= 1, got 4" in capsys.readouterr().err
+
+
+def test_a_file_onnx_checker_rejects_is_one_line(tmp_path, capsys):
+    model = single_node_model(3, 1, 2, "up", function=False)
+    # onnx.checker's full check: "Field 'shape' of 'type' is required but missing"
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    onnx.save(model, tmp_path / "odd.onnx")
+    assert main(["convert", str(tmp_path / "odd.onnx"), "--to", "portable", "-o", str(tmp_path / "o.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("carafe-deploy convert: error: the converted model fails onnx.checker"), err
+    assert not (tmp_path / "o.onnx").exists()

@@ -58,10 +58,10 @@ def test_a_model_that_fails_on_its_inputs_is_one_error_before_export(tmp_path):
     assert not out.exists()
 
 
-def _not_a_detector():
+def _not_a_detector(shape=(1, 3, 64, 64)):
     g = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "seg",
-                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64])])
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(shape))])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
@@ -70,6 +70,10 @@ def test_detect_names_what_a_detector_must_output():
 
     with pytest.raises(DeployError, match="the model's outputs are logits; a detector export has dets and labels"):
         detect(OnnxrtRunner(_not_a_detector()), Image.new("RGB", (64, 64)))
+    # a 2-D input: said before ONNX Runtime is handed an image it cannot take
+    with pytest.raises(DeployError, match=r"a detector takes one \(N, 3, H, W\) image; this model's input image has "
+                                          r"shape \[64, 64\]"):
+        detect(OnnxrtRunner(_not_a_detector((64, 64))), Image.new("RGB", (64, 64)))
 
 
 def _detect_sample():
