@@ -81,6 +81,41 @@ def test_every_part_imports_only_from_below():
     assert not bad, "\n".join(bad)
 
 
+def _module(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_itself_round_a_circle():
+    """Within the parts too: no two modules import each other, directly or round a longer loop (function-local
+    imports included). Packages' ``__init__`` files only hand names on and are left out."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, _ in _imports(path):
+            while module and module not in modules and "." in module:
+                module = module.rsplit(".", 1)[0]  # from pkg.mod import name -> pkg.mod
+            if module in modules and module != name:
+                targets.add(module)
+        graph[name] = targets
+    circles, state = [], {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, "\n".join(circles)
+
+
 def test_models_are_model_code_only():
     bad = [f"{p.relative_to(REPO)}:{line} imports {m}" for p in sorted((PACKAGE / "models").rglob("*.py"))
            for m, line in _imports(p) if m.split(".")[0] in NOT_IN_MODELS]

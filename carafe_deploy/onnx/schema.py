@@ -13,12 +13,13 @@ import onnx.defs
 from onnx import TypeProto, helper
 from onnx.shape_inference import InferenceContext
 
+from .contract import MODES, attribute_problem, lenient_inference, output_extent, shape_problem
+
 __all__ = ["DOMAIN", "OP_TYPE", "OPSET_VERSION", "MODES", "TENSOR_TYPES", "register_schema", "carafe_schema"]
 
 DOMAIN = "carafe"
 OP_TYPE = "CARAFE"
 OPSET_VERSION = 1
-MODES = ("up", "down")
 TENSOR_TYPES = ("tensor(float16)", "tensor(bfloat16)", "tensor(float)", "tensor(double)")
 
 _DOC = """Content-aware reassembly of features (CARAFE, mode="up"; CARAFE++, mode="down").
@@ -38,8 +39,6 @@ def _fail(msg: str):
 
 
 def _infer(ctx: InferenceContext) -> None:
-    from .validate import attribute_problem, lenient_inference, output_extent, shape_problem
-
     features = ctx.get_input_type(0)
     kernels = ctx.get_input_type(1)
     if features is None or not features.HasField("tensor_type"):

@@ -16,15 +16,14 @@ attribute may refer to the function's own, ``ref_attr_name``, and is checked at 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import onnx
 from onnx import AttributeProto
 
 from ..errors import DeployError
-from .schema import DOMAIN, MODES, OP_TYPE, carafe_schema, register_schema
+from .contract import PLUGIN_LIMITS, attribute_problem, lenient, output_extent, shape_problem
+from .schema import DOMAIN, OP_TYPE, carafe_schema, register_schema
 
 __all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "walk_nodes", "attribute_problem", "shape_problem",
            "output_extent", "PLUGIN_LIMITS", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
@@ -32,79 +31,9 @@ __all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "walk_nodes", "attrib
 MMCV_DOMAIN = "mmcv"
 MMCV_OP_TYPES = ("MMCVCARAFE", "MMCVCARAFENaive")
 
-# The TensorRT plugin's upper limits (plugins/common/carafe_params.cpp kMaxKernelSize, kMaxGroup, kMaxScale; the
-# YAML contract says the same, tests/trt/test_plugin_config.py holds the three together).
-PLUGIN_LIMITS = {"kernel_size": 63, "group": 1 << 16, "scale_factor": 64}
-
 _ATTR_TYPE_NAMES = {AttributeProto.INT: "int", AttributeProto.FLOAT: "float", AttributeProto.STRING: "string",
                     AttributeProto.INTS: "ints", AttributeProto.FLOATS: "floats", AttributeProto.STRINGS: "strings",
                     AttributeProto.TENSOR: "tensor", AttributeProto.GRAPH: "graph"}
-
-# While validate_carafe_nodes runs shape inference, the schema's inference computes what it can and leaves the
-# contract to the per-node check here, which names the node (onnx's inference errors do not).
-_LENIENT_INFERENCE = contextvars.ContextVar("carafe_lenient_inference", default=False)
-
-
-def lenient_inference() -> bool:
-    return _LENIENT_INFERENCE.get()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The contract, as pure functions (the schema's shape inference uses them too)
-
-
-def output_extent(extent: int, scale_factor: int, mode: str) -> int:
-    """The output size along one axis: ``s * H`` for "up", ``ceil(H / s)`` for "down"."""
-    return extent * scale_factor if mode == "up" else -(-extent // scale_factor)
-
-
-def attribute_problem(kernel_size: int, group: int, scale_factor: int, mode: str, plugin: bool = False,
-                      group_name: str = "group") -> str | None:
-    """What is outside the contract in these attribute values (``None``: nothing)."""
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        return f"kernel_size must be an odd int >= 1, got {kernel_size}"
-    if group < 1:
-        return f"{group_name} must be >= 1, got {group}"
-    if scale_factor < 1:
-        return f"scale_factor must be >= 1, got {scale_factor}"
-    if mode not in MODES:
-        return f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-    if plugin:
-        for name, value in (("kernel_size", kernel_size), ("group", group), ("scale_factor", scale_factor)):
-            if value > PLUGIN_LIMITS[name]:
-                return f"{name} {value} is above the TensorRT plugin's limit of {PLUGIN_LIMITS[name]}"
-    return None
-
-
-def shape_problem(kernel_size: int, group: int, scale_factor: int, mode: str, features: Sequence | None,
-                  kernels: Sequence | None) -> str | None:
-    """What is inconsistent between the input shapes and the attributes; a dim is an int or ``None`` (unknown),
-    a shape ``None`` when its rank is unknown."""
-    def known(d):
-        return isinstance(d, int) and d >= 0
-
-    for name, dims in (("features", features), ("kernels", kernels)):
-        if dims is not None and len(dims) != 4:
-            return f"{name} must be 4-D (N, C, H, W), got rank {len(dims)}"
-    if features is not None and known(features[1]) and features[1] % group:
-        return f"features channels ({features[1]}) must be divisible by group ({group})"
-    if kernels is None:
-        return None
-    want = group * kernel_size * kernel_size
-    if known(kernels[1]) and kernels[1] != want:
-        return f"kernels must have group*kernel_size^2 = {want} channels, got {kernels[1]}"
-    if features is None:
-        return None
-    if known(features[0]) and known(kernels[0]) and features[0] != kernels[0]:
-        return f"kernels batch ({kernels[0]}) must equal features batch ({features[0]})"
-    for axis, label in ((2, "height"), (3, "width")):
-        if known(features[axis]) and known(kernels[axis]):
-            expected = output_extent(features[axis], scale_factor, mode)
-            if kernels[axis] != expected:
-                return (f"kernels {label} is {kernels[axis]}, but mode={mode!r} with scale_factor={scale_factor} "
-                        f"gives {expected} for features {label} {features[axis]}")
-    return None
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Walking a model
@@ -195,15 +124,6 @@ def _io(node: onnx.NodeProto, what: str) -> None:
 # Shapes of the CARAFE nodes' inputs
 
 
-@contextlib.contextmanager
-def _lenient():
-    token = _LENIENT_INFERENCE.set(True)
-    try:
-        yield
-    finally:
-        _LENIENT_INFERENCE.reset(token)
-
-
 def _dims(value: onnx.ValueInfoProto) -> list | None:
     t = value.type.tensor_type if value.type.HasField("tensor_type") else None
     if t is None or not t.HasField("shape"):
@@ -257,7 +177,7 @@ def _known_shapes(model: onnx.ModelProto, inferred: bool, input_shapes: dict | N
                 _pin_inputs(light, input_shapes)
                 # the file's own (symbolic) intermediate shapes would win over the ones the pinned inputs give
                 del light.graph.value_info[:]
-            with _lenient():
+            with lenient():
                 source = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
         except Exception:  # noqa: BLE001 -- ops without schema, odd files...: the declared shapes still count
             source = model

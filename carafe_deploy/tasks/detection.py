@@ -12,8 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DeployError
-from ..imaging import (DETECTION_SCALE, detection_input, detection_output, fit_to_canvas, image_tensor,
-                       resize_keep_ratio, to_original_pixels)
+from ..imaging import (DETECTION_SCALE, detection_input, detection_output, fit_to_canvas, resize_keep_ratio, to_original_pixels)
 from .base import CheckResult, Task
 from .detection_parity import compare_detections
 from .source import LoadedModel

@@ -271,7 +271,7 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
                  dynamic: bool, sets, references, check: CheckOptions, log) -> None:
     from ..errors import MissingDependencyError
     from ..onnx import carafe_nodes
-    from ..trt.runtime import build_unavailable, run_unavailable
+    from ..trt.availability import build_unavailable, run_unavailable
 
     use_plugin = engine.use_plugin and bool(carafe_nodes(proto))
     reason = build_unavailable(use_plugin, engine.backend)

@@ -31,7 +31,7 @@ from ..models.segmenters import count_carafe_modules
 from ..onnx import to_decomposed
 from ..onnx.files import load_model, save_model
 from ..report import make_table, write_json
-from ..trt.runtime import plugin_engine_unavailable
+from ..trt.availability import plugin_engine_unavailable
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, PALETTE, make_set, mean_iou

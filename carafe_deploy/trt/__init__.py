@@ -1,6 +1,7 @@
 """TensorRT: graph preparation (``graph``), optimization profiles (``profiles``), engine building (``builder``),
 running (``runner``), the engine's JSON sidecar (``sidecar``), the plugin library lookup (``plugin``), the runtime
-at hand (``runtime``: full TensorRT or TensorRT-RTX) and what TensorRT-RTX cannot do (``rtx``).
+at hand (``runtime``: full TensorRT or TensorRT-RTX), what TensorRT-RTX cannot do (``rtx``) and whether an engine
+can be built and run here (``availability``).
 
 Importing this package imports neither TensorRT nor torch: TensorRT is imported inside the functions that need it, so
 graph preparation, profile parsing, sidecar handling and every error path work on a machine without it, and a machine
@@ -21,9 +22,9 @@ _EXPORTS = {
     "import_tensorrt": "runtime",
     "tensorrt_available": "runtime",
     "trt_major": "runtime",
-    "plugin_engine_unavailable": "runtime",
-    "build_unavailable": "runtime",
-    "run_unavailable": "runtime",
+    "plugin_engine_unavailable": "availability",
+    "build_unavailable": "availability",
+    "run_unavailable": "availability",
     "plugin_library": "plugin",
     "EngineRunner": "runner",
     "run_engine": "runner",

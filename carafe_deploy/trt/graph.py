@@ -13,7 +13,6 @@ mmcv / mmdeploy exports (``mmcv::MMCVCARAFE``) are converted to ``carafe::CARAFE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
 

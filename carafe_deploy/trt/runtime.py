@@ -1,6 +1,6 @@
 """The TensorRT runtime at hand: full TensorRT (module ``tensorrt``, 10/11) or TensorRT for RTX (``tensorrt_rtx``),
 chosen automatically (full TensorRT first) or by name; importing it (with one line saying how to install it when it
-is absent), its name and version, its logger, and whether an engine can be built and run here.
+is absent), its name and version, its logger. Whether an engine can be built and run here is :mod:`.availability`'s.
 
 The two share the Python API of TensorRT 10 (with the differences :mod:`.rtx` deals with) but not their engines: an
 engine runs only on the runtime that built it, which the sidecar records. TensorRT-RTX reports its own version
@@ -18,8 +18,7 @@ from types import ModuleType
 from ..errors import MissingDependencyError
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "import_tensorrt", "tensorrt_available", "runtime_name",
-           "runtime_label", "is_rtx", "trt_major", "check_backend", "build_unavailable", "run_unavailable",
-           "plugin_engine_unavailable", "cuda_device_count", "make_logger", "dtype_name"]
+           "runtime_label", "is_rtx", "trt_major", "check_backend", "cuda_device_count", "make_logger", "dtype_name"]
 
 # runtime name (as --backend and the sidecar write it) -> Python module, in the order of automatic choice
 RUNTIMES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -105,45 +104,6 @@ def trt_major(trt: ModuleType) -> int:
         return int(str(version).split(".")[0])
     except ValueError:
         return 0
-
-
-def build_unavailable(use_plugin: bool = True, backend: str | None = None) -> str | None:
-    """``None`` when an engine can be built here, else the reason in one line: TensorRT first (the most fundamental
-    piece), then the plugin library when ``use_plugin``, then whether the runtime can use it (:mod:`.rtx`)."""
-    from .plugin import plugin_library
-    from .rtx import plugin_unusable
-
-    try:
-        trt = import_tensorrt(backend)
-        if use_plugin:
-            plugin_library(required=True)
-            reason = plugin_unusable(trt)
-            if reason:
-                return reason
-    except MissingDependencyError as exc:
-        return str(exc)
-    return None
-
-
-def run_unavailable() -> str | None:
-    """``None`` when an engine can run here (a CUDA device for its buffers, through torch or pycuda), else why not."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return None
-    except ImportError:
-        pass
-    try:
-        importlib.import_module("pycuda.driver")
-    except ImportError:
-        return "no CUDA device for the engine's buffers (torch has no CUDA and pycuda is not installed)"
-    return None
-
-
-def plugin_engine_unavailable(backend: str | None = None) -> str | None:
-    """``None`` when an engine with the CARAFE plugin can be built and run here, else the reason, in one line."""
-    return build_unavailable(use_plugin=True, backend=backend) or run_unavailable()
 
 
 def cuda_device_count() -> int:

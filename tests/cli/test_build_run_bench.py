@@ -186,7 +186,7 @@ def test_run_check_bench_refuse_an_engine_of_the_other_runtime(rtx_engine, tmp_p
 
 
 def test_check_reports_a_tensorrt_rtx_engine_as_skipped_without_a_gpu(rtx_engine, tmp_path):
-    from carafe_deploy.trt.runtime import run_unavailable
+    from carafe_deploy.trt.availability import run_unavailable
 
     if run_unavailable() is None:
         pytest.skip("this machine can run engines")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from carafe_deploy.trt.plugin import plugin_library
-from carafe_deploy.trt.runtime import build_unavailable
+from carafe_deploy.trt.availability import build_unavailable
 
 
 def test_demo_runs_and_reports(tmp_path):

@@ -10,7 +10,7 @@ from carafe_deploy.cli import main
 from carafe_deploy.tasks import CheckOptions, EngineOptions, ExportOptions, ModelSource, deploy
 from carafe_deploy.tasks.segmentation import SegmentationTask, logits_parity
 from carafe_deploy.trt import tensorrt_available
-from carafe_deploy.trt.runtime import run_unavailable
+from carafe_deploy.trt.availability import run_unavailable
 
 
 def test_logits_parity_by_hand():

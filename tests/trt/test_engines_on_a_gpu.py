@@ -10,7 +10,7 @@ from support.onnx_graphs import random_case, rel_err, single_node_model
 from support.reference import carafe_reference, output_size
 
 from carafe_deploy.trt import tensorrt_available
-from carafe_deploy.trt.runtime import run_unavailable
+from carafe_deploy.trt.availability import run_unavailable
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.cuda]
 if not tensorrt_available():

@@ -343,7 +343,7 @@ def test_runner_asks_for_the_runtime_the_sidecar_names(tmp_path):
 
 
 def test_running_without_a_gpu_is_a_missing_dependency(tmp_path):
-    from carafe_deploy.trt.runtime import run_unavailable
+    from carafe_deploy.trt.availability import run_unavailable
     from carafe_deploy.trt.runner import EngineRunner
 
     if run_unavailable() is None:
