@@ -94,7 +94,8 @@ class CARAFEUpsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         mask = self.content_encoder(self.channel_compressor(x))
         mask = self.kernel_normalizer(mask)
-        return carafe(x, mask, self.up_kernel, self.up_group, self.scale_factor, "up")
+        # under torch.autocast the encoder's output can be narrower or wider than x: reassemble in x's dtype
+        return carafe(x, mask.to(x.dtype), self.up_kernel, self.up_group, self.scale_factor, "up")
 
     def extra_repr(self) -> str:
         return (
@@ -171,7 +172,7 @@ class CARAFEDownsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = normalize_kernels(self.content_encoder(self.channel_compressor(x)), self.kernel_size)
-        return carafe(x, mask, self.kernel_size, self.group, self.scale_factor, "down")
+        return carafe(x, mask.to(x.dtype), self.kernel_size, self.group, self.scale_factor, "down")
 
     def extra_repr(self) -> str:
         return (
