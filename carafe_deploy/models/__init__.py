@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["ModelSpec", "register", "build", "available", "spec"]
+__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "available", "spec"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,23 @@ def spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def build(name: str, checkpoint=None, **overrides) -> nn.Module:
-    """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given."""
+RESAMPLING = ("carafe", "nearest")
+
+
+def build(name: str, checkpoint=None, resampling: str = "carafe", **overrides) -> nn.Module:
+    """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given.
+
+    ``resampling="nearest"`` builds the papers' baseline twin: every CARAFE / CARAFE++ module replaced by nearest
+    resampling of the same scale (:func:`carafe_deploy.nn.with_nearest_resampling`), everything else identical; a
+    checkpoint is then the twin's own (it has no CARAFE parameters).
+    """
+    if resampling not in RESAMPLING:
+        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
     model = spec(name).builder(**overrides)
+    if resampling == "nearest":
+        from ..nn import with_nearest_resampling
+
+        with_nearest_resampling(model)
     if checkpoint is not None:
         from .checkpoint import load_checkpoint
 

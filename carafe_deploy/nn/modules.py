@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..ops.carafe import _check_int, carafe
 
-__all__ = ["CARAFEUpsample", "CARAFEDownsample", "normalize_kernels"]
+__all__ = ["CARAFEUpsample", "CARAFEDownsample", "NearestResample", "normalize_kernels", "with_nearest_resampling"]
 
 
 def normalize_kernels(kernels: Tensor, kernel_size: int) -> Tensor:
@@ -179,3 +179,37 @@ class CARAFEDownsample(nn.Module):
             f"channels={self.channels}, scale_factor={self.scale_factor}, kernel_size={self.kernel_size}, "
             f"group={self.group}"
         )
+
+
+class NearestResample(nn.Module):
+    """The papers' baseline in place of a CARAFE module: nearest-neighbour ×s (``"up"``) or the top-left pixel of each
+    s×s cell (``"down"``, the CARAFE++ op with a one-tap kernel). Same output size as the module it replaces, no
+    parameters."""
+
+    def __init__(self, scale_factor: int, mode: str):
+        super().__init__()
+        _check_int("scale_factor", scale_factor, 1)
+        if mode not in ("up", "down"):
+            raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        self.scale_factor = scale_factor
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.scale_factor
+        if self.mode == "up":
+            return F.interpolate(x, scale_factor=float(s), mode="nearest")
+        return x[:, :, ::s, ::s]
+
+    def extra_repr(self) -> str:
+        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+
+
+def with_nearest_resampling(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``CARAFEUpsample``/``CARAFEDownsample`` inside ``model`` by :class:`NearestResample`."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, CARAFEUpsample):
+                setattr(parent, name, NearestResample(child.scale_factor, "up"))
+            elif isinstance(child, CARAFEDownsample):
+                setattr(parent, name, NearestResample(child.scale_factor, "down"))
+    return model
