@@ -51,7 +51,8 @@ struct AtenRunner
 Geometry checkedGeometry(at::Tensor const& features, at::Tensor const& kernels, int64_t kernelSize, int64_t group,
     int64_t scale, std::string const& mode)
 {
-    TORCH_CHECK(features.device().is_cpu() && kernels.device().is_cpu(), "carafe CPU kernel: tensors must be on the CPU");
+    TORCH_CHECK(
+        features.device().is_cpu() && kernels.device().is_cpu(), "carafe CPU kernel: tensors must be on the CPU");
     TORCH_CHECK(features.dim() == 4 && kernels.dim() == 4, "carafe CPU kernel: features and kernels must be 4-D");
     TORCH_CHECK(features.scalar_type() == kernels.scalar_type(), "carafe CPU kernel: dtypes differ");
     TORCH_CHECK(mode == "up" || mode == "down", "carafe CPU kernel: mode must be 'up' or 'down', got ", mode);
@@ -78,8 +79,11 @@ at::Tensor forward(at::Tensor const& features, at::Tensor const& kernels, int64_
         return out;
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "carafe_cpu_forward",
-        [&] { carafe_cpu::forwardKernel<scalar_t, at::opmath_type<scalar_t>>(AtenRunner{}, g, x.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
-                  out.mutable_data_ptr<scalar_t>()); });
+        [&]
+        {
+            carafe_cpu::forwardKernel<scalar_t, at::opmath_type<scalar_t>>(AtenRunner{}, g,
+                x.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+        });
     return out;
 }
 
@@ -93,15 +97,20 @@ std::tuple<at::Tensor, at::Tensor> backward(at::Tensor const& gradOutput, at::Te
     at::Tensor const go = gradOutput.to(features.scalar_type()).contiguous();
     at::Tensor const x = features.contiguous();
     at::Tensor const k = kernels.contiguous();
-    at::Tensor gradX = at::zeros({g.n, g.c, g.h, g.w}, x.options().memory_format(at::MemoryFormat::Contiguous));
-    at::Tensor gradK = at::zeros(k.sizes(), k.options().memory_format(at::MemoryFormat::Contiguous));
+    auto const contiguous = x.options().memory_format(at::MemoryFormat::Contiguous);
+    at::Tensor gradX = at::empty({g.n, g.c, g.h, g.w}, contiguous); // the kernel writes every element
     if (go.numel() == 0)
     {
-        return {gradX, gradK};
+        return {gradX, at::zeros(k.sizes(), contiguous)}; // C = 0 leaves kernels with no gradient: zero
     }
+    at::Tensor gradK = at::empty(k.sizes(), contiguous);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "carafe_cpu_backward",
-        [&] { carafe_cpu::backwardKernel<scalar_t, at::opmath_type<scalar_t>>(AtenRunner{}, g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                  k.const_data_ptr<scalar_t>(), gradX.mutable_data_ptr<scalar_t>(), gradK.mutable_data_ptr<scalar_t>()); });
+        [&]
+        {
+            carafe_cpu::backwardKernel<scalar_t, at::opmath_type<scalar_t>>(AtenRunner{}, g,
+                go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+                gradX.mutable_data_ptr<scalar_t>(), gradK.mutable_data_ptr<scalar_t>());
+        });
     return {gradX, gradK};
 }
 

@@ -1,4 +1,4 @@
-"""CARAFE modules: ``CARAFEUpsample`` (mmcv CARAFEPack) and ``CARAFEDownsample`` (CARAFE++), and the nearest baseline."""
+"""CARAFE modules: ``CARAFEUpsample`` (mmcv CARAFEPack), ``CARAFEDownsample`` (CARAFE++), the nearest baseline."""
 
 from .modules import CARAFEDownsample, CARAFEUpsample, NearestResample, normalize_kernels, with_nearest_resampling
 

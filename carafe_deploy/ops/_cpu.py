@@ -58,15 +58,20 @@ def _isa() -> tuple[str, list[str]]:
 
 
 def _build_directory(isa: str) -> Path:
-    """One folder per (sources, torch, Python, instruction set): a changed source or torch never loads a stale build."""
-    from torch.utils.cpp_extension import get_default_build_root
+    """One folder per (sources, torch, Python, instruction set): a changed source or torch never loads a stale build.
 
+    Under torch's extension root (``TORCH_EXTENSIONS_DIR``, else the user cache), as torch's own JIT builds are.
+    """
+    from torch import _appdirs
+
+    default = os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions"))
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or default
     digest = hashlib.sha256()
     for path in SOURCES:
         digest.update(path.read_bytes())
     version = torch.__version__.replace("+", "_")
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(get_default_build_root()) / f"{_NAME}-{digest.hexdigest()[:12]}-torch{version}-{py}-{isa}"
+    return Path(root) / f"{_NAME}-{digest.hexdigest()[:12]}-torch{version}-{py}-{isa}"
 
 
 def _why_disabled() -> str | None:
@@ -87,7 +92,10 @@ def load() -> str | None:
             return _state["error"]  # type: ignore[return-value]
         reason = _why_disabled()
         if reason is None:
-            reason = _build_and_load()
+            try:
+                reason = _build_and_load()
+            except Exception as exc:  # whatever goes wrong, the op must still run (on the fallback)
+                reason = f"loading the CPU kernels failed: {type(exc).__name__}: {exc}"
         if reason is None:
             _state["loaded"] = True
         else:
@@ -98,14 +106,19 @@ def load() -> str | None:
 def _build_and_load() -> str | None:
     isa, isa_flags = _isa()
     build_dir = _build_directory(isa)
+    library = build_dir / f"{_NAME}.so"
+    if library.is_file():  # built before from these very sources (the folder name says so): no build tools needed
+        try:
+            torch.ops.load_library(str(library))
+            return None
+        except Exception:  # e.g. a half-written file from an interrupted build: build again below
+            pass
     try:
         from torch.utils.cpp_extension import load as cpp_load
 
         build_dir.mkdir(parents=True, exist_ok=True)
-        library = build_dir / f"{_NAME}.so"
-        if not library.is_file():
-            print(f"carafe_deploy: compiling the CPU kernels once into {build_dir} (about a minute)...",
-                  file=sys.stderr, flush=True)
+        print(f"carafe_deploy: compiling the CPU kernels once into {build_dir} (about a minute)...",
+              file=sys.stderr, flush=True)
         cpp_load(
             name=_NAME,
             sources=[str(SOURCE)],

@@ -3,8 +3,8 @@
 - Kernels: the native CPU kernels (:mod:`._cpu`, falling back to :mod:`.torch_formulation` with a warning when they
   cannot be built), the CUDA kernels (:mod:`._cuda`), the PyTorch formulation on any other device, and a fake (meta)
   kernel for ``torch.export``, ``torch.compile`` and the ONNX exporter.
-- Every one of them validates the arguments first (:func:`validate`, with ``torch._check``, so symbolic shapes work
-  too): a direct ``torch.ops.carafe_deploy.carafe`` call is checked like :func:`carafe`.
+- Every one of them validates the arguments first (:func:`validate`, ``torch._check`` semantics, so symbolic shapes
+  work too): a direct ``torch.ops.carafe_deploy.carafe`` call is checked like :func:`carafe`.
 - Autograd: the op is bilinear in (features, kernels), so every derivative is the op or its backward again: the
   backward is ``carafe_deploy::carafe_backward``, itself differentiable (double backward, ``gradgradcheck``); forward
   mode is ``carafe(dX, K) + carafe(X, dK)``; both ops have vmap rules, so ``torch.func`` (jvp, jacfwd, jacrev, vmap,
@@ -46,39 +46,56 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def _require(error: type[Exception], cond, message) -> None:
+    """``torch._check_with``, with a plain-bool fast path: eager calls need neither sympy nor the symbolic machinery."""
+    if cond is True:
+        return
+    if cond is False:
+        raise error(message())
+    torch._check_with(error, cond, message)  # a SymBool: a guard or a runtime assertion under tracing
+
+
+def _value(cond, message) -> None:
+    _require(ValueError, cond, message)
+
+
+def _type(cond, message) -> None:
+    _require(TypeError, cond, message)
+
+
 def validate(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str) -> None:
     """``TypeError``/``ValueError`` naming the problem for anything outside the contract (DESIGN §1).
 
-    Run by every kernel of the op, the fake one included, so it uses ``torch._check_*``: with symbolic shapes a check
-    becomes a guard or a runtime assertion instead of failing on an unknown size, and under ``torch.jit.trace`` no
-    shape is turned into a Python bool.
+    Run by every kernel of the op, the fake one included. Symbolic values go to ``torch._check_with``: with dynamic
+    shapes a check becomes a guard or a runtime assertion instead of failing on an unknown size; under
+    ``torch.jit.trace`` no shape is turned into a Python bool.
     """
     for name, t in (("features", features), ("kernels", kernels)):
-        torch._check_value(t.dim() == 4, lambda: f"{name} must be 4-D (N, C, H, W), got {t.dim()}-D with shape "
+        _value(t.dim() == 4, lambda: f"{name} must be 4-D (N, C, H, W), got {t.dim()}-D with shape "
                                                  f"{tuple(t.shape)}")
-        torch._check_type(t.dtype in _FLOAT_DTYPES,
+        _type(t.dtype in _FLOAT_DTYPES,
                           lambda: f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    torch._check_type(features.dtype == kernels.dtype,
+    _type(features.dtype == kernels.dtype,
                       lambda: f"features and kernels must have the same dtype, got {features.dtype} and "
                               f"{kernels.dtype}")
-    torch._check_value(features.device == kernels.device,
+    _value(features.device == kernels.device,
                        lambda: f"features and kernels must be on the same device, got {features.device} and "
                                f"{kernels.device}")
-    torch._check_value(kernel_size >= 1, lambda: f"kernel_size must be >= 1, got {kernel_size}")
-    torch._check_value(kernel_size % 2 == 1, lambda: f"kernel_size must be odd, got {kernel_size}")
-    torch._check_value(group >= 1, lambda: f"group must be >= 1, got {group}")
-    torch._check_value(scale_factor >= 1, lambda: f"scale_factor must be >= 1, got {scale_factor}")
-    torch._check_value(mode in MODES, lambda: f"mode must be one of {MODES}, got {mode!r}")
+    _value(kernel_size >= 1, lambda: f"kernel_size must be >= 1, got {kernel_size}")
+    _value(kernel_size % 2 == 1, lambda: f"kernel_size must be odd, got {kernel_size}")
+    _value(group >= 1, lambda: f"group must be >= 1, got {group}")
+    _value(scale_factor >= 1, lambda: f"scale_factor must be >= 1, got {scale_factor}")
+    _value(mode in MODES, lambda: f"mode must be one of {MODES}, got {mode!r}")
     n, c, h, w = features.shape
     kn, kc, kh, kw = kernels.shape
-    torch._check_value(c % group == 0, lambda: f"features channels ({c}) must be divisible by group ({group})")
-    torch._check_value(kn == n, lambda: f"kernels batch ({kn}) must equal features batch ({n})")
+    _value(c % group == 0, lambda: f"features channels ({c}) must be divisible by group ({group})")
+    _value(kn == n, lambda: f"kernels batch ({kn}) must equal features batch ({n})")
     expected_c = group * kernel_size * kernel_size
-    torch._check_value(kc == expected_c, lambda: f"kernels must have group*kernel_size**2 = {group}*{kernel_size}**2"
+    _value(kc == expected_c, lambda: f"kernels must have group*kernel_size**2 = {group}*{kernel_size}**2"
                                                  f" = {expected_c} channels, got {kc}")
     ho, wo = carafe_output_size(h, w, scale_factor, mode)
     for got, want in ((kh, ho), (kw, wo)):
-        torch._check_value(got == want, lambda: f"kernels spatial size must be the {mode!r} output size {(ho, wo)} "
+        _value(got == want, lambda: f"kernels spatial size must be the {mode!r} output size {(ho, wo)} "
                                                 f"for features {(h, w)} and scale_factor {scale_factor}, got "
                                                 f"{(kh, kw)}")
 
@@ -87,13 +104,13 @@ def validate_backward(grad_output, features, kernels, kernel_size, group, scale_
     validate(features, kernels, kernel_size, group, scale_factor, mode)
     n, c, h, w = features.shape
     expected = (n, c, *carafe_output_size(h, w, scale_factor, mode))
-    torch._check_value(grad_output.dim() == 4, lambda: f"grad_output must be 4-D, got {tuple(grad_output.shape)}")
-    torch._check_type(grad_output.dtype in _FLOAT_DTYPES,
+    _value(grad_output.dim() == 4, lambda: f"grad_output must be 4-D, got {tuple(grad_output.shape)}")
+    _type(grad_output.dtype in _FLOAT_DTYPES,
                       lambda: f"grad_output must be a floating tensor, got {grad_output.dtype}")
-    torch._check_value(grad_output.device == features.device,
+    _value(grad_output.device == features.device,
                        lambda: f"grad_output must be on {features.device}, got {grad_output.device}")
     for got, want in zip(grad_output.shape, expected):
-        torch._check_value(got == want, lambda: f"grad_output must have the output shape {expected}, got "
+        _value(got == want, lambda: f"grad_output must have the output shape {expected}, got "
                                                 f"{tuple(grad_output.shape)}")
 
 

@@ -29,7 +29,8 @@ def _ok():
 
 # Tensor-level problems: the op's own validation (same on every path).
 OP_CASES = [
-    ("even kernel_size", {"kernel_size": 2, "kernels": torch.zeros(1, 4, 6, 6)}, ValueError, ["kernel_size", "odd", "2"]),
+    ("even kernel_size", {"kernel_size": 2, "kernels": torch.zeros(1, 4, 6, 6)}, ValueError,
+     ["kernel_size", "odd", "2"]),
     ("zero kernel_size", {"kernel_size": 0, "kernels": torch.zeros(1, 0, 6, 6)}, ValueError, ["kernel_size", ">= 1"]),
     ("unknown mode", {"mode": "sideways"}, ValueError, ["mode", "'up'", "'down'", "sideways"]),
     ("zero scale", {"scale_factor": 0}, ValueError, ["scale_factor", ">= 1"]),
@@ -37,7 +38,8 @@ OP_CASES = [
     ("group not dividing C", {"group": 3, "kernels": torch.zeros(1, 27, 6, 6)}, ValueError,
      ["channels (4)", "group (3)"]),
     ("wrong tap count", {"kernels": torch.zeros(1, 10, 6, 6)}, ValueError, ["kernels", "9", "got 10"]),
-    ("wrong kernel size", {"kernels": torch.zeros(1, 9, 6, 5)}, ValueError, ["kernels spatial size", "(6, 6)", "(6, 5)"]),
+    ("wrong kernel size", {"kernels": torch.zeros(1, 9, 6, 5)}, ValueError,
+     ["kernels spatial size", "(6, 6)", "(6, 5)"]),
     ("down size", {"mode": "down"}, ValueError, ["'down' output size", "(2, 2)"]),
     ("batch mismatch", {"kernels": torch.zeros(2, 9, 6, 6)}, ValueError, ["kernels batch (2)", "features batch (1)"]),
     ("3-D features", {"features": torch.zeros(4, 3, 3)}, ValueError, ["features", "4-D", "3-D"]),
