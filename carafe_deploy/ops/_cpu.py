@@ -50,11 +50,17 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _isa() -> tuple[str, list[str]]:
-    """(name, flags): AVX2+FMA(+F16C) when this CPU has them, else the compiler's baseline for the platform."""
+def _isa() -> str:
+    """"avx2" (with FMA and F16C) when this CPU has them, else "base" (the compiler's default for the platform)."""
     if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "f16c"} <= _cpu_flags():
-        return "avx2", ["-mavx2", "-mfma", "-mf16c"]
-    return "base", []
+        return "avx2"
+    return "base"
+
+
+def _cflags(isa: str) -> list[str]:
+    # -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch already
+    # loaded (same soname), so there is one OpenMP runtime and torch.set_num_threads applies. torch adds its -std.
+    return ["-O3", "-ffp-contract=fast", "-fopenmp", *(["-mavx2", "-mfma", "-mf16c"] if isa == "avx2" else [])]
 
 
 def _build_directory(isa: str) -> Path:
@@ -66,7 +72,7 @@ def _build_directory(isa: str) -> Path:
 
     default = os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions"))
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or default
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(" ".join(_cflags(isa)).encode())
     for path in SOURCES:
         digest.update(path.read_bytes())
     version = torch.__version__.replace("+", "_")
@@ -104,7 +110,7 @@ def load() -> str | None:
 
 
 def _build_and_load() -> str | None:
-    isa, isa_flags = _isa()
+    isa = _isa()
     build_dir = _build_directory(isa)
     library = build_dir / f"{_NAME}.so"
     if library.is_file():  # built before from these very sources (the folder name says so): no build tools needed
@@ -123,9 +129,7 @@ def _build_and_load() -> str | None:
             name=_NAME,
             sources=[str(SOURCE)],
             build_directory=str(build_dir),
-            # -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch
-            # already loaded (same soname), so there is one OpenMP runtime and torch.set_num_threads applies.
-            extra_cflags=["-O3", "-std=c++17", "-ffp-contract=fast", "-fopenmp", *isa_flags],
+            extra_cflags=_cflags(isa),
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=_flag("CARAFE_DEPLOY_VERBOSE_BUILD"),
@@ -154,7 +158,7 @@ def status() -> str:
     """One line for reports: which CPU implementation the op uses and why."""
     reason = load()
     if reason is None:
-        return f"native ({_isa()[0]}, {_build_directory(_isa()[0])})"
+        return f"native ({_isa()}, {_build_directory(_isa())})"
     return f"PyTorch formulation ({reason})"
 
 
