@@ -21,14 +21,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <tuple>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "carafe_cpu_kernels.h"
 
@@ -36,32 +30,6 @@ namespace
 {
 
 using carafe_cpu::Geometry;
-
-// A fresh output of tens of MB is first touched by the kernel: with 4 KiB pages that is one page fault per 4 KiB,
-// which costs more than computing the output on some machines (measured: 16 ms for 17 MB in a VM). Asking for
-// transparent huge pages on the buffer (what torch's THP_MEM_ALLOC_ENABLE does for every allocation) cuts the faults
-// 512-fold. Only a hint: without THP ("never") nothing changes. CARAFE_DEPLOY_NO_HUGEPAGES=1 turns it off.
-at::Tensor adviseHugePages(at::Tensor t)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-    static bool const disabled = [] {
-        char const* v = std::getenv("CARAFE_DEPLOY_NO_HUGEPAGES");
-        return v != nullptr && v[0] != '\0' && v[0] != '0';
-    }();
-    size_t const bytes = t.nbytes();
-    if (!disabled && bytes >= 2 * kHuge)
-    {
-        uintptr_t const begin = (reinterpret_cast<uintptr_t>(t.data_ptr()) + kHuge - 1) & ~(kHuge - 1);
-        uintptr_t const end = (reinterpret_cast<uintptr_t>(t.data_ptr()) + bytes) & ~(kHuge - 1);
-        if (end > begin)
-        {
-            madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE); // a hint: failure changes nothing
-        }
-    }
-#endif
-    return t;
-}
 
 // at::parallel_for over n chunks of one: one OpenMP region on torch's pool, each of its threads runs f() once
 struct AtenRunner
@@ -105,8 +73,7 @@ at::Tensor forward(at::Tensor const& features, at::Tensor const& kernels, int64_
     Geometry const g = checkedGeometry(features, kernels, kernelSize, group, scale, mode);
     at::Tensor const x = features.contiguous();
     at::Tensor const k = kernels.contiguous();
-    at::Tensor out = adviseHugePages(
-        at::empty({g.n, g.c, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::Contiguous)));
+    at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options().memory_format(at::MemoryFormat::Contiguous));
     if (out.numel() == 0)
     {
         return out;
@@ -131,12 +98,12 @@ std::tuple<at::Tensor, at::Tensor> backward(at::Tensor const& gradOutput, at::Te
     at::Tensor const x = features.contiguous();
     at::Tensor const k = kernels.contiguous();
     auto const contiguous = x.options().memory_format(at::MemoryFormat::Contiguous);
-    at::Tensor gradX = adviseHugePages(at::empty({g.n, g.c, g.h, g.w}, contiguous)); // the kernel writes all of it
+    at::Tensor gradX = at::empty({g.n, g.c, g.h, g.w}, contiguous); // the kernel writes every element
     if (go.numel() == 0)
     {
         return {gradX, at::zeros(k.sizes(), contiguous)}; // C = 0 leaves kernels with no gradient: zero
     }
-    at::Tensor gradK = adviseHugePages(at::empty(k.sizes(), contiguous));
+    at::Tensor gradK = at::empty(k.sizes(), contiguous);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "carafe_cpu_backward",
         [&]
         {
