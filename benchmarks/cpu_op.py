@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_op.py                      # the four issue-14 shapes, 1 and 2 threads, forward and backward
     python benchmarks/cpu_op.py --shapes up:1,256,50,84 --threads 1 --repeat 9
+    python benchmarks/cpu_op.py --threads 1 --clock cpu      # CPU time instead of wall time (busy machines)
     python benchmarks/cpu_op.py --memory [--shape 1 64 100 168]
 
 Each (shape, thread count) row runs the two implementations alternately in one process (median of --repeat), next to
@@ -40,10 +41,14 @@ def naive_unfold(x, kern, k, group, s):
     return (cols.view(n, group, c // group, k * k, h * s, w * s) * kern).sum(3).view(n, c, h * s, w * s)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
 def _once(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = _clock()
     fn()
-    return time.perf_counter() - t0
+    return _clock() - t0
 
 
 def paired(fns: dict, repeat: int) -> dict:
@@ -104,17 +109,19 @@ def measure(mode, shape, repeat):
 
 def benchmark(shapes, threads_list, repeat):
     print(f"torch {torch.__version__}, native kernels: {_cpu.status()}; fp32, k={K}, group={GROUP}, s={SCALE}; "
-          f"median of {repeat}, before/after alternating\n")
+          f"median of {repeat}, before/after alternating\n", flush=True)
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
         bw = copy_bandwidth(repeat)
         mac_rate = sgemm_macs_per_second(repeat)
-        print(f"{threads} thread(s): copy bandwidth {bw / 1e9:.1f} GB/s, sgemm {mac_rate / 1e9:.1f} GMAC/s")
+        print(f"{threads} thread(s): copy bandwidth {bw / 1e9:.1f} GB/s, sgemm {mac_rate / 1e9:.1f} GMAC/s", flush=True)
         for mode, shape in shapes:
             t, fb, bb, macs, err = measure(mode, shape, repeat)
             rows.append(dict(threads=threads, mode=mode, shape=shape, bytes=fb, floor=fb / bw, compute=macs / mac_rate,
                              err=err, **t, bwd_floor=bb / bw))
+            print(f"  {mode} {shape}: forward {t['before_fwd'] * 1e3:.1f} -> {t['after_fwd'] * 1e3:.2f} ms, "
+                  f"backward {t['before_bwd'] * 1e3:.0f} -> {t['after_bwd'] * 1e3:.1f} ms", flush=True)
     print()
     print("| case | threads | bytes moved | memory floor | compute floor | before | after | speed-up | % of memory floor"
           " | backward before | backward after | backward / forward | max abs diff |")
@@ -169,6 +176,9 @@ def main():
     p.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="MODE:N,C,H,W")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="cpu: this process's CPU time, which a busy machine disturbs less (1 thread only: with more "
+                        "it is the threads' sum, not a speed)")
     p.add_argument("--memory", action="store_true", help="peak RSS growth of each formulation instead of time")
     p.add_argument("--shape", type=int, nargs=4, default=[1, 64, 100, 168], metavar=("N", "C", "H", "W"),
                    help="the --memory shape")
@@ -180,6 +190,11 @@ def main():
         return
     if not _cpu.available():
         raise SystemExit(f"the native CPU kernels are not available: {_cpu.status()}")
+    global _clock
+    _clock = CLOCKS[a.clock]
+    if a.clock == "cpu" and max(a.threads) > 1:
+        raise SystemExit("--clock cpu measures one thread's speed only: use it with --threads 1")
+    print(f"clock: {a.clock}", flush=True)
     benchmark([parse_shape(s) for s in a.shapes], a.threads, a.repeat)
 
 

@@ -154,7 +154,8 @@ def carafe(
 # --------------------------------------------------------------------------------------------------------------
 # Registration.
 
-_lib = torch.library.Library("carafe_deploy", "FRAGMENT")  # noqa: TOR901 (define + per-key impls, see below)
+# define + one impl per dispatch key (not torch.library.custom_op): the Autograd kernels below carry jvp rules
+_lib = torch.library.Library("carafe_deploy", "FRAGMENT")
 _lib.define(SCHEMA)
 _lib.define(BACKWARD_SCHEMA)
 
