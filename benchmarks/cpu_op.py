@@ -6,9 +6,10 @@
     python benchmarks/cpu_op.py --memory [--shape 1 64 100 168]
 
 Each (shape, thread count) row runs the two implementations alternately in one process (median of --repeat), next to
-two floors measured in the same run and thread count: the memory floor (bytes the op must move at this machine's
-copy bandwidth, a 256 MB tensor copy) and the compute floor (its multiply-adds at this machine's sgemm rate). fp32,
-k=5, group 1, s=2. The "before" is carafe_deploy.ops.torch_formulation (the op's fallback, main's CPU kernel).
+floors measured in the same run and thread count: the memory floor (bytes the op must move at this machine's copy
+bandwidth, a 256 MB tensor copy), the compute floor (its multiply-adds at this machine's sgemm rate) and the fresh
+output (allocating an output-sized tensor and writing it once: the page faults any op with that output pays).
+fp32, k=5, group 1, s=2. The "before" is carafe_deploy.ops.torch_formulation (the op's fallback, main's CPU kernel).
 
 --memory reports instead how much each formulation grows the peak resident set, each in a fresh process
 (the naive F.unfold formulation against carafe_deploy's op).
@@ -95,6 +96,8 @@ def measure(mode, shape, repeat):
     err = (native.forward(x, kern, K, GROUP, SCALE, mode)
            - torch_formulation.forward(x, kern, K, GROUP, SCALE, mode)).abs().max().item()
     t = paired({
+        # what any op with this output pays: allocating it and touching every page once (page faults)
+        "fresh_output": lambda: torch.empty(n, c, ho, wo).fill_(0.0),
         "before_fwd": lambda: torch_formulation.forward(x, kern, K, GROUP, SCALE, mode),
         "after_fwd": lambda: native.forward(x, kern, K, GROUP, SCALE, mode),
         "before_bwd": lambda: torch_formulation.backward(gout, x, kern, K, GROUP, SCALE, mode),
@@ -123,14 +126,15 @@ def benchmark(shapes, threads_list, repeat):
             print(f"  {mode} {shape}: forward {t['before_fwd'] * 1e3:.1f} -> {t['after_fwd'] * 1e3:.2f} ms, "
                   f"backward {t['before_bwd'] * 1e3:.0f} -> {t['after_bwd'] * 1e3:.1f} ms", flush=True)
     print()
-    print("| case | threads | bytes moved | memory floor | compute floor | before | after | speed-up | % of memory floor"
-          " | backward before | backward after | backward / forward | max abs diff |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| case | threads | bytes moved | memory floor | compute floor | fresh output | before | after | speed-up "
+          "| % of memory floor | backward before | backward after | backward / forward | max abs diff |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         n, c, h, w = r["shape"]
         case = f"{r['mode']} {n}×{c}×{h}×{w} " + ("→ ×2" if r["mode"] == "up" else "÷2")
         print(f"| {case} | {r['threads']} | {r['bytes'] / 1e6:.1f} MB | {r['floor'] * 1e3:.2f} ms "
-              f"| {r['compute'] * 1e3:.2f} ms | {r['before_fwd'] * 1e3:.1f} ms | {r['after_fwd'] * 1e3:.2f} ms "
+              f"| {r['compute'] * 1e3:.2f} ms | {r['fresh_output'] * 1e3:.2f} ms "
+              f"| {r['before_fwd'] * 1e3:.1f} ms | {r['after_fwd'] * 1e3:.2f} ms "
               f"| {r['before_fwd'] / r['after_fwd']:.1f}× | {100 * r['floor'] / r['after_fwd']:.0f} % "
               f"| {r['before_bwd'] * 1e3:.0f} ms | {r['after_bwd'] * 1e3:.1f} ms "
               f"| {r['after_bwd'] / r['after_fwd']:.2f}× | {r['err']:.1e} |")
