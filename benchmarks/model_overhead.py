@@ -57,11 +57,14 @@ def build_pair(name: str, image: torch.Tensor):
 
 
 def op_share(model, image, op_names=("carafe_deploy::carafe", "carafe_deploy::roi_align")) -> dict:
-    """Seconds spent inside each op (the profiler's CPU total, its kernels included) in one forward."""
+    """Seconds spent inside each op (the profiler's CPU total, its kernels included) in one forward, and "total":
+    that profiled forward's wall time (the percentages compare the two)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, torch.inference_mode():
+        t0 = time.perf_counter()
         model(image)
+        total = time.perf_counter() - t0
     totals = {e.key: e.cpu_time_total for e in prof.key_averages()}
-    return {op: totals.get(op, 0.0) / 1e6 for op in op_names}
+    return {**{op: totals.get(op, 0.0) / 1e6 for op in op_names}, "total": total}
 
 
 def onnx_session(model, image, mode: str, threads: int, folder: Path, tag: str):
@@ -110,13 +113,16 @@ def run(entries, threads: int, repeat: int, onnx_mode: str, skip_onnx: bool):
     print()
     print("| model | input | PyTorch CARAFE | PyTorch nearest | overhead | carafe op in the forward "
           "| roi_align in the forward | ONNX Runtime CARAFE | ONNX Runtime nearest | overhead |")
+    # the op's share is the profiler's time inside carafe_deploy::carafe over the same forward's profiled total
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         pt, share = r["pt"], r["share"]
-        cells = [r["name"], "×".join(map(str, r["shape"])), f"{pt['carafe'] * 1e3:.0f} ms", f"{pt['twin'] * 1e3:.0f} ms",
-                 f"{100 * (pt['carafe'] / pt['twin'] - 1):+.1f} %",
-                 f"{share['carafe_deploy::carafe'] * 1e3:.0f} ms",
-                 f"{share['carafe_deploy::roi_align'] * 1e3:.0f} ms" if share["carafe_deploy::roi_align"] else "–"]
+        def op(name):
+            return f"{share[name] * 1e3:.0f} ms ({100 * share[name] / share['total']:.1f} %)" if share[name] else "–"
+
+        cells = [r["name"], "×".join(map(str, r["shape"])), f"{pt['carafe'] * 1e3:.0f} ms",
+                 f"{pt['twin'] * 1e3:.0f} ms", f"{100 * (pt['carafe'] / pt['twin'] - 1):+.1f} %",
+                 op("carafe_deploy::carafe"), op("carafe_deploy::roi_align")]
         if "ort" in r:
             ort = r["ort"]
             cells += [f"{ort['carafe'] * 1e3:.0f} ms", f"{ort['twin'] * 1e3:.0f} ms",
