@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Export a UperNet-CARAFE segmenter: checkpoint -> ONNX -> parity report -> TensorRT engine (when available).
+"""Export a UperNet-CARAFE segmenter: checkpoint -> ONNX -> parity (logits, argmax) -> TensorRT engine.
 
-    python export/segmenter.py --model upernet_r50_carafe --checkpoint upernet.pth --out build/seg [--engine]
+    python export/segmenter.py --model upernet_r50_carafe --checkpoint upernet.pth -o upernet.onnx --save-engine upernet.engine
 
-Same as ``carafe-deploy export --model upernet_r50_carafe ...``; ``--help`` lists the options. See docs/SEGMENTATION.md.
+The same as `carafe-deploy export` (same options; --help lists them). See docs/SEGMENTATION.md.
 """
 
 import sys
 
-from carafe_deploy.models.segmenter_export import main
+from carafe_deploy.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["export", *sys.argv[1:]]))

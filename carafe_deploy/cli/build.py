@@ -1,7 +1,9 @@
-"""``carafe-deploy build``: ONNX -> TensorRT engine + JSON sidecar.
+"""carafe-deploy build MODEL.onnx: ONNX -> TensorRT engine + JSON sidecar.
 
 The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin or kept with
---no-plugin) and the profile checked before TensorRT is touched, so those errors show on any machine.
+--no-plugin), the profile checked and the plugin library found before TensorRT is touched, so those errors show on
+any machine. --dry-run stops there: it never imports TensorRT, and names (as notes) what a real build here would
+still lack, TensorRT first, then the plugin library.
 """
 
 from __future__ import annotations
@@ -9,48 +11,56 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
+from .args import HelpFormatter, ProfileArgs
+
+PROFILE = ProfileArgs("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an ONNX model", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("onnx", type=Path, help="ONNX model (plugin or portable export; mmcv exports are converted)")
-    p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: the ONNX path with .engine)")
-    shapes = p.add_argument_group("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
-    for kind in ("min", "opt", "max"):
-        shapes.add_argument(f"--{kind}", action="append", metavar="NAME:DxDxD",
-                            help=f"{kind} shape of an input, e.g. image:1x3x512x512; repeat or comma-separate")
+                       formatter_class=HelpFormatter)
+    p.add_argument("onnx", type=Path, metavar="MODEL.onnx",
+                   help="ONNX model (plugin or portable export; mmcv exports are converted)")
+    p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: MODEL.engine)")
+    PROFILE.add(p)
     p.add_argument("--no-plugin", action="store_true",
                    help="build CARAFE from the model-local function (portable export) instead of the plugin")
-    p.add_argument("--plugin", type=Path, metavar="LIB.so", help="plugin library (default: $CARAFE_DEPLOY_PLUGIN or build/)")
+    p.add_argument("--plugin", type=Path, metavar="LIB.so",
+                   help="plugin library (default: $CARAFE_DEPLOY_PLUGIN, else found in build/)")
     p.add_argument("--fp16", action="store_true",
                    help="TensorRT 10 only: FP16 builder flag. TensorRT 11 builds the ONNX's types: export with --fp16")
     p.add_argument("--bf16", action="store_true", help="TensorRT 10 only: BF16 builder flag")
-    p.add_argument("--workspace", metavar="SIZE", help="workspace memory pool limit, e.g. 2G or 512M")
-    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache file: read if it exists, written after the build")
+    p.add_argument("--workspace", metavar="SIZE",
+                   help="workspace memory pool limit, e.g. 2G or 512M (default: TensorRT's, the device memory)")
+    p.add_argument("--timing-cache", type=Path, metavar="FILE",
+                   help="timing cache file: read if it exists, written after the build (default: none)")
     p.add_argument("--version-compatible", action="store_true",
                    help="engine that later TensorRT versions can run; the plugin library is serialized into it")
     p.add_argument("--exclude-lean-runtime", action="store_true",
                    help="with --version-compatible: leave the lean runtime out of the engine")
-    p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0..5 (TensorRT default 3)")
+    p.add_argument("--opt-level", type=int, metavar="N",
+                   help="builder optimization level 0..5 (default: TensorRT's, 3)")
     p.add_argument("--save-prepared", type=Path, metavar="FILE.onnx", help="also write the prepared ONNX (e.g. for trtexec/polygraphy)")
-    p.add_argument("--dry-run", action="store_true", help="prepare and check only; do not import TensorRT")
+    p.add_argument("--dry-run", action="store_true",
+                   help="prepare and check only, never import TensorRT; what a real build here lacks is a note")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..trt import BuildOptions, build_engine, parse_size, plan_build
-    from ..trt import parse_shape_specs
+def options_from_args(args: argparse.Namespace):
+    """The command line as the builder's BuildOptions."""
+    from ..trt.builder import BuildOptions, parse_size
 
-    options = BuildOptions(
+    if args.no_plugin and args.plugin:
+        raise ValueError("--plugin and --no-plugin contradict each other")
+    mins, opts, maxs = PROFILE.parse(args)
+    return BuildOptions(
         onnx_path=args.onnx,
         engine_path=args.output,
-        min_shapes=parse_shape_specs(args.min, "--min"),
-        opt_shapes=parse_shape_specs(args.opt, "--opt"),
-        max_shapes=parse_shape_specs(args.max, "--max"),
+        min_shapes=mins,
+        opt_shapes=opts,
+        max_shapes=maxs,
         use_plugin=not args.no_plugin,
         plugin_path=args.plugin,
         fp16=args.fp16,
@@ -64,23 +74,50 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         save_prepared=args.save_prepared,
     )
-    if args.no_plugin and args.plugin:
-        raise ValueError("--plugin and --no-plugin contradict each other")
-    console = Console(stderr=True)
+
+
+def _missing_for_a_build(plan) -> list[str]:
+    """What a real build on this machine would stop on, the most fundamental first; found without importing
+    TensorRT (a dry run never does)."""
+    import importlib.util
+    import sys
+
+    from ..trt.runtime import INSTALL_HINT
+
+    try:
+        found = "tensorrt" in sys.modules or importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):
+        found = False
+    return ([] if found else [INSTALL_HINT]) + ([plan.plugin_missing] if plan.plugin_missing else [])
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from ..files import refuse_overwriting_inputs
+    from ..report import console
+    from ..trt.builder import build_engine, plan_build
+
+    options = options_from_args(args)
+    refuse_overwriting_inputs({"-o/--output": options.engine_path or args.onnx.with_suffix(".engine"),
+                               "--save-prepared": args.save_prepared}, [args.onnx, args.plugin])
+    out = console(stderr=True)
     plan = plan_build(options)
     for note in plan.prepared.notes:
-        console.print(f"[dim]{note}[/dim]")
+        out.print(f"[dim]{note}[/dim]")
     for name, p in plan.profile.items():
         fmt = lambda s: "x".join(map(str, s))  # noqa: E731
-        console.print(f"[dim]profile {name}: min {fmt(p.min)}  opt {fmt(p.opt)}  max {fmt(p.max)}[/dim]")
+        out.print(f"[dim]profile {name}: min {fmt(p.min)}  opt {fmt(p.opt)}  max {fmt(p.max)}[/dim]")
     if plan.plugin_path:
-        console.print(f"[dim]plugin library {plan.plugin_path}[/dim]")
+        out.print(f"[dim]plugin library {plan.plugin_path}[/dim]")
     if args.save_prepared:
-        console.print(f"wrote prepared ONNX {args.save_prepared}")
+        out.print(f"wrote prepared ONNX {args.save_prepared}")
     if args.dry_run:
-        console.print(f"dry run: {args.onnx} is ready to build into {plan.engine_path}")
+        out.print(f"dry run: {args.onnx} is ready to build into {plan.engine_path}")
+        for missing in _missing_for_a_build(plan):
+            out.print(Text(f"missing for a real build here: {missing}", style="yellow"))
         return 0
     result = build_engine(options, plan)
-    console.print(f"wrote {result.engine_path} ({result.sidecar['engine']['bytes']} bytes, TensorRT "
-                  f"{result.sidecar['tensorrt_version']}, {result.sidecar['precision']['mode']}) and {result.sidecar_path}")
+    out.print(f"wrote {result.engine_path} ({result.sidecar['engine']['bytes']} bytes, TensorRT "
+              f"{result.sidecar['tensorrt_version']}, {result.sidecar['precision']['mode']}) and {result.sidecar_path}")
     return 0

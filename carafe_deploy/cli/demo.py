@@ -1,5 +1,7 @@
-"""``carafe-deploy demo``: build a small CARAFE / CARAFE++ network, run it, export it to a portable ONNX file (dynamic
-batch, height and width), run that on ONNX Runtime and compare with PyTorch."""
+"""carafe-deploy demo: the main job. Builds a small CARAFE / CARAFE++ network, runs it, exports it to a portable
+ONNX file (dynamic batch, height and width) and compares ONNX Runtime with PyTorch, builds and checks a TensorRT
+engine when TensorRT and the plugin are here, then trains a small UperNet-CARAFE on synthetic shapes and deploys it
+(mIoU per backend and a picture)."""
 
 from __future__ import annotations
 
@@ -7,41 +9,26 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from rich.table import Table
-from torch import nn
-
-from ..nn import CARAFEDownsample, CARAFEUpsample
-
-
-class TinyCarafeNet(nn.Module):
-    """conv -> CARAFE++ down ×2 -> conv -> CARAFE up ×2 -> conv: both modes of the op in one small network."""
-
-    def __init__(self, channels: int = 32, classes: int = 4):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.down = CARAFEDownsample(channels, scale_factor=2, kernel_size=5, compressed_channels=16)
-        self.mid = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.up = CARAFEUpsample(channels, scale_factor=2, up_kernel=5, compressed_channels=16)
-        self.head = nn.Conv2d(channels, classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        y = self.mid(self.down(x))
-        return self.head(self.up(y)[..., : x.shape[-2], : x.shape[-1]] + x)
+from .args import HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="build a small CARAFE model, run it and report", description=__doc__)
-    p.add_argument("--size", type=int, nargs=2, default=[63, 95], metavar=("H", "W"), help="input size (odd is fine)")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="carafe_deploy_demo", metavar="DIR", help="where the ONNX file goes")
-    p.add_argument("--no-onnx", action="store_true", help="only run PyTorch")
-    p.add_argument("--sample-steps", type=int, default=600,
-                   help="training steps of the segmentation sample (UperNet-CARAFE on synthetic shapes)")
-    p.add_argument("--sample-size", type=int, default=64, help="image size of the segmentation sample")
+    p = sub.add_parser("demo", help="the main job: build, run, export and check CARAFE models", description=__doc__,
+                       formatter_class=HelpFormatter)
+    p.add_argument("-o", "--output", type=Path, default=Path("carafe_deploy_demo"), metavar="DIR",
+                   help="folder for the ONNX files, engine, picture and results")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, measured "
+                        "at the start and followed during training)")
+    p.add_argument("--size", type=int, nargs=2, default=[63, 95], metavar=("H", "W"),
+                   help="input size of the small network, odd sizes too")
+    p.add_argument("--batch", type=int, default=2, metavar="N", help="batch of the small network's input")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the small network's input")
+    p.add_argument("--no-onnx", action="store_true", help="only run PyTorch (no export, engine or sample)")
+    p.add_argument("--sample-steps", type=int, default=400, metavar="N",
+                   help="training steps of the segmentation sample, UperNet-CARAFE on synthetic shapes")
+    p.add_argument("--sample-size", type=int, default=64, metavar="PIXELS",
+                   help="image size of the segmentation sample")
     p.add_argument("--sample-images", type=int, nargs=2, default=(800, 48), metavar=("TRAIN", "TEST"),
                    help="synthetic images to train on and to evaluate on")
     p.add_argument("--no-sample", action="store_true", help="skip the segmentation sample")
@@ -49,11 +36,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
-    torch.manual_seed(args.seed)
-    model = TinyCarafeNet().eval()
+    from ..errors import DeployError
+
+    if args.batch < 1 or min(args.size) < 1:
+        raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
+    if args.threads is not None and args.threads < 1:
+        raise DeployError(f"--threads must be >= 1, got {args.threads}")
+
+    import torch
+
+    from ..report import console, make_table
+    from ..tasks.source import ModelSource
+    from ..tasks.threads import auto_threads
+
+    out = console()
+    if args.threads:
+        threads, why = args.threads, "--threads"
+    else:
+        threads, auto = auto_threads()
+        why = f"{auto}; --threads N to choose"
+    torch.set_num_threads(threads)
+    out.print(f"CPU threads: {threads} ({why})")
+    loaded = ModelSource(model="tiny_carafe_net").load()
+    model = loaded.model
     h, w = args.size
-    x = torch.randn(args.batch, 3, h, w)
+    x = torch.randn(args.batch, 3, h, w, generator=torch.Generator().manual_seed(args.seed))
     shapes = {}
 
     def record(name):
@@ -70,93 +77,58 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         y = model(x)
         elapsed = time.perf_counter() - t0
-
-    table = Table(title="carafe-deploy demo: PyTorch forward")
-    table.add_column("module")
-    table.add_column("input")
-    table.add_column("output")
-    for name, (i, o) in shapes.items():
-        table.add_row(name, str(i), str(o))
-    table.add_row("network", str(tuple(x.shape)), str(tuple(y.shape)))
-    console.print(table)
+    rows = [(name, str(i), str(o)) for name, (i, o) in shapes.items()]
+    rows.append(("network", str(tuple(x.shape)), str(tuple(y.shape))))
+    out.print(make_table("carafe-deploy demo: PyTorch forward", ("module", "input", "output"), rows))
     params = sum(p.numel() for p in model.parameters())
-    console.print(f"{params} parameters, forward on CPU in {elapsed * 1e3:.1f} ms, output finite: "
-                  f"{bool(torch.isfinite(y).all())}")
+    out.print(f"{params} parameters, forward on CPU in {elapsed * 1e3:.1f} ms, output finite: "
+              f"{bool(torch.isfinite(y).all())}")
     if args.no_onnx:
         return 0
-    out_dir = Path(args.out)
-    code, onnx_path = _onnx_round_trip(console, model, x, y, out_dir)
-    _engine_step(console, onnx_path, x, lambda t: model(t).numpy())
+    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output)
     if code or args.no_sample:
         return code
-    return _segmentation_sample(console, out_dir / "segmentation", args.sample_steps, args.sample_size,
-                                *args.sample_images)
+    return _segmentation_sample(out, args.output / "segmentation", args.sample_steps, args.sample_size,
+                                *args.sample_images, threads=args.threads, said=[engine_skipped])
 
 
-def _onnx_round_trip(console: Console, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: Path):
-    from ..onnx import carafe_nodes, export
-    from ..onnx.runtime import run_onnxruntime
-    from ..parity import BackendResult, compare, render_table
+def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
+    """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine with the plugin
+    when TensorRT is here: the deploy pipeline every model goes through. Returns (exit status, why the engine was
+    skipped or None)."""
+    from ..report import make_table
+    from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tiny_carafe_net.onnx"
-    t0 = time.perf_counter()
-    with console.status("exporting to ONNX (portable)"):
-        proto = export(
-            model,
-            (x,),
-            path,
-            mode="portable",
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}},
-        )
-    console.print(
-        f"exported {path} in {time.perf_counter() - t0:.1f} s: {len(carafe_nodes(proto))} carafe::CARAFE nodes "
-        f"with their standard-op function (ONNX Runtime needs no custom library)"
-    )
-    actual = run_onnxruntime(proto, {"image": x.numpy()})
-    diffs = compare({"logits": y.numpy()}, actual, rtol=1e-4, atol=1e-5)
-    result = BackendResult("onnxruntime", "passed" if all(d.passed for d in diffs) else "failed", diffs)
-    console.print(render_table([result], title="ONNX Runtime vs PyTorch (rtol 1e-4, atol 1e-5)"))
-    return (0 if result.status == "passed" else 1), path
+    onnx_path = out_dir / "tiny_carafe_net.onnx"
+    with out.status("exporting to ONNX (portable) and checking it in ONNX Runtime"):
+        report = deploy(loaded, ExportOptions(output=onnx_path, mode="portable", input_shapes=[shape], dynamic=True),
+                        CheckOptions(), EngineOptions(path=onnx_path.with_suffix(".engine")), log=lambda _m: None)
+    onnx_info = report["onnx"]
+    out.print(f"exported {onnx_path} in {onnx_info['export_s']:.1f} s: {onnx_info['carafe_nodes']} carafe::CARAFE "
+              "nodes with their standard-op function (ONNX Runtime needs no custom library)")
+    rows = [(c["backend"], c["status"], c.get("summary") or c.get("reason", "")) for c in report["checks"]]
+    skipped = report["engine"].get("skipped")
+    notes = [f"TensorRT engine: skipped ({skipped})"] if skipped else []
+    out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))
+    repo = out_dir / "triton"
+    out.print(f"serve it with Triton (docs/SERVING.md): carafe-deploy triton {onnx_path} -o {repo} && "
+              f"carafe-deploy serve {repo}", highlight=False)
+    return (0 if report["passed"] else 1), skipped
 
 
-def _engine_step(console: Console, onnx_path: Path, x: torch.Tensor, y_of) -> None:
-    """Build and check a TensorRT engine with the CARAFE plugin when TensorRT and the plugin are here."""
-    from ..trt import plugin_engine_unavailable
+def _segmentation_sample(out, out_dir: Path, steps: int, size: int, train: int, test: int,
+                         threads: int | None, said=()) -> int:
+    from ..tasks.segmentation_sample import rich_table, run
 
-    reason = plugin_engine_unavailable()
-    if reason is not None:
-        console.print(f"TensorRT engine: skipped ({reason})")
-        return
-    from ..trt import BuildOptions, build_engine, run_engine  # pragma: no cover -- needs TensorRT
-
-    from ..parity import BackendResult, compare, render_table
-
-    engine = onnx_path.with_suffix(".engine")
-    shape = {"image": tuple(x.shape)}
-    build_engine(BuildOptions(onnx_path, engine_path=engine, min_shapes=shape, opt_shapes=shape, max_shapes=shape))
-    with torch.no_grad():
-        reference = {"logits": y_of(x)}
-    diffs = compare(reference, run_engine(engine, {"image": x.numpy()}), rtol=1e-4, atol=1e-4)
-    result = BackendResult("tensorrt", "passed" if all(d.passed for d in diffs) else "failed", diffs)
-    console.print(render_table([result], title=f"TensorRT ({engine.name}, CARAFE plugin) vs PyTorch"))
-
-
-def _segmentation_sample(console: Console, out_dir: Path, steps: int, size: int, train: int, test: int) -> int:
-    from ..samples.segmentation import rich_table, run
-
-    console.rule("segmentation sample: train UperNet-CARAFE (CARAFE + CARAFE++) on synthetic shapes, then deploy")
+    out.rule("segmentation sample: train UperNet-CARAFE (CARAFE + CARAFE++) on synthetic shapes, then deploy")
     results = run(str(out_dir), steps=steps, size=size, train_count=train, test_count=test, progress=True,
-                  log=console.print)
-    console.print(rich_table(results))
-    for backend, reason in results.get("skipped", {}).items():
-        console.print(f"{backend}: skipped ({reason})")
-    console.print(f"picture: {results['files']['figure']}")
+                  log=out.print, threads=threads)
+    out.print(rich_table(results, said))
+    out.print(f"picture: {results['files']['figure']}")
     ref = results["miou"]["PyTorch"]
     off = {k: v for k, v in results["miou"].items() if abs(v - ref) > 0.1}
     if off:
-        console.print(f"[red]mIoU differs from PyTorch by more than 0.1 point: {off}[/]")
+        out.print(f"[red]mIoU differs from PyTorch by more than 0.1 point: {off}[/]")
         return 1
     return 0

@@ -1,22 +1,22 @@
-"""``carafe-deploy run``: run a TensorRT engine on .npy/.npz inputs and write its outputs as .npy files."""
+"""carafe-deploy run ENGINE: run a TensorRT engine on .npy/.npz inputs and write its outputs as .npy files."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-from rich.console import Console
-
 from ..errors import DeployError
+from .args import HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a TensorRT engine on numpy inputs", description=__doc__)
-    p.add_argument("engine", type=Path, help="serialized engine (from carafe-deploy build)")
+    p = sub.add_parser("run", help="run a TensorRT engine on numpy inputs", description=__doc__,
+                       formatter_class=HelpFormatter)
+    p.add_argument("engine", type=Path, metavar="ENGINE", help="serialized engine (from carafe-deploy build)")
     p.add_argument("-i", "--input", action="append", required=True, metavar="[NAME=]FILE",
                    help="an input as .npy (NAME= may be left out for a one-input engine), or an .npz of all inputs")
-    p.add_argument("-o", "--output-dir", type=Path, help="where to write OUTPUT_NAME.npy (default: ENGINE_outputs/)")
+    p.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="folder to write OUTPUT_NAME.npy into (default: ENGINE_outputs/ beside the engine)")
     p.add_argument("--no-plugin", action="store_true", help="do not load the CARAFE plugin library")
     p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
     p.set_defaults(func=run)
@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_inputs(specs: list[str]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Named arrays from NAME=FILE / .npz specs, and unnamed ones (bound later if the engine has one input)."""
+    import numpy as np
+
     named: dict[str, np.ndarray] = {}
     unnamed: list[np.ndarray] = []
     for spec in specs:
@@ -54,23 +56,28 @@ def load_inputs(specs: list[str]) -> tuple[dict[str, np.ndarray], list[np.ndarra
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..backends import TrtRunner
+    from ..files import atomic_path
+    from ..report import console
+
     if not args.engine.is_file():
         raise FileNotFoundError(f"engine {args.engine} does not exist")
     named, unnamed = load_inputs(args.input)
-    from ..trt import EngineRunner
-
-    console = Console(stderr=True)
-    with EngineRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose) as runner:
-        names = [t.name for t in runner.inputs]
+    out_dir = args.output or args.engine.with_name(args.engine.stem + "_outputs")
+    out = console(stderr=True)
+    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose) as runner:
+        names = [t.name for t in runner.input_metadata()]
         if unnamed:
             if len(unnamed) > 1 or len(names) != 1 or named:
                 raise ValueError(f"the engine's inputs are {', '.join(names)}: name each input as NAME=FILE")
             named = {names[0]: unnamed[0]}
         outputs = runner.infer(named)
-    out_dir = args.output_dir or args.engine.with_name(args.engine.stem + "_outputs")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, value in outputs.items():
         path = out_dir / f"{name.replace('/', '_')}.npy"
-        np.save(path, value)
-        console.print(f"{name}: {value.dtype} {'x'.join(map(str, value.shape))} -> {path}")
+        with atomic_path(path) as tmp:
+            np.save(tmp, value)
+        out.print(f"{name}: {value.dtype} {'x'.join(map(str, value.shape))} -> {path}")
     return 0

@@ -1,6 +1,7 @@
-"""Model zoo: CARAFE detectors and segmenters by name.
+"""Model zoo: CARAFE detectors, segmenters and a tiny demo network, by name. Model code only: modules, builders and
+checkpoint import (the deploy pipelines that export, check and build these models are in :mod:`carafe_deploy.tasks`).
 
-Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, **overrides)``
+Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, resampling="carafe", **overrides)``
 creates the model (eval mode) and loads the checkpoint when one is given.
 """
 
@@ -8,34 +9,44 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+if TYPE_CHECKING:  # the registry itself needs no torch: the families import it when they are loaded
+    from torch import nn
 
-__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "available", "spec"]
+__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "available", "spec", "MODEL_NAMES"]
+
+# The registered names, known without importing the families (which import torch): for --help. A test keeps it equal
+# to available().
+MODEL_NAMES = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe", "tiny_carafe_net", "upernet_r50_carafe",
+               "upernet_r50_carafe_pp")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the exporters need to know about a model beyond its weights."""
+    """What the deploy pipeline needs to know about a model beyond its weights."""
 
     name: str
-    builder: Callable[..., nn.Module]  # builder(**overrides) -> nn.Module
+    builder: Callable[..., "nn.Module"]  # builder(**overrides) -> nn.Module
+    # the task family: "detection", "segmentation" or "generic" (element-wise parity); carafe_deploy.tasks has one
+    # pipeline per family
+    task: str = "generic"
     input_names: tuple[str, ...] = ("image",)
     output_names: tuple[str, ...] = ("output",)
     default_input_shape: tuple[int, ...] = (1, 3, 512, 512)
     # ONNX dynamic axes per input/output name, as torch.onnx.export takes them
     dynamic_axes: dict = field(default_factory=dict)
+    # export with dynamic_axes unless told otherwise (detectors export static graphs by default: faster engines)
+    dynamic_by_default: bool = True
+    # builder overrides for a narrow model of the same structure and names (quick checks of the graph; random weights)
+    tiny: dict = field(default_factory=dict)
     description: str = ""
-    # "module:function" of the task exporter (checkpoint -> ONNX -> task-level parity -> engine) that
-    # `carafe-deploy export --model NAME ...` hands over to; its main(argv) takes the rest of the command line
-    task_exporter: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 # family modules that register models on import (relative to this package)
-_FAMILIES: tuple[str, ...] = (".detectors", ".segmenters")
+_FAMILIES: tuple[str, ...] = (".detectors", ".segmenters", ".tiny")
 
 
 def register(model_spec: ModelSpec) -> ModelSpec:
@@ -65,7 +76,7 @@ def spec(name: str) -> ModelSpec:
 RESAMPLING = ("carafe", "nearest")
 
 
-def build(name: str, checkpoint=None, resampling: str = "carafe", **overrides) -> nn.Module:
+def build(name: str, checkpoint=None, resampling: str = "carafe", **overrides) -> "nn.Module":
     """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given.
 
     ``resampling="nearest"`` builds the papers' baseline twin: every CARAFE / CARAFE++ module replaced by nearest

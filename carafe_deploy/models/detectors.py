@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..imaging import IMAGENET_MEAN, IMAGENET_STD
 from ..ops.detection import nms_keep
 from . import ModelSpec, register
 from .detection_parts import (
@@ -35,11 +36,13 @@ from .detection_parts import (
 )
 from .resnet import ResNet
 
-__all__ = ["TestConfig", "TwoStageDetector", "COCO_CLASSES", "paste_masks", "MIN_IMAGE_SIZE"]
+__all__ = ["TestConfig", "TwoStageDetector", "COCO_CLASSES", "paste_masks", "MIN_IMAGE_SIZE", "DETECTORS", "TINY",
+           "calibrate_random_heads"]
 
-# mmdet DetDataPreprocessor for the COCO configs (RGB order, 0..255)
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+DETECTORS = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")
+
+# mmdet DetDataPreprocessor for the COCO configs (RGB order, 0..255): the graph normalizes with these
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 PAD_DIVISOR = 64  # the CARAFE configs pad to 64 (the extra FPN level is stride 64)
 MIN_IMAGE_SIZE = 32
 STRIDES = (4, 8, 16, 32, 64)
@@ -293,25 +296,31 @@ def _builder(with_mask: bool):
 
 
 _DYNAMIC = {"image": {0: "batch", 2: "height", 3: "width"}}
+# narrow widths, same structure and names: quick checks of the graph (tests, --tiny)
+TINY = dict(base_channels=8, neck_channels=32, fc_channels=64, mask_channels=32, compressed_channels=16)
 
 register(ModelSpec(
-    task_exporter="carafe_deploy.models.detector_export:main",
+    task="detection",
     name="faster_rcnn_r50_fpn_carafe",
     builder=_builder(False),
     input_names=("image",),
     output_names=("dets", "labels"),
     default_input_shape=(1, 3, 800, 1216),
     dynamic_axes=_DYNAMIC,
+    dynamic_by_default=False,
+    tiny=TINY,
     description="mmdet faster-rcnn_r50_fpn-carafe_1x_coco (box AP 37.8): image -> dets, labels",
 ))
 register(ModelSpec(
-    task_exporter="carafe_deploy.models.detector_export:main",
+    task="detection",
     name="mask_rcnn_r50_fpn_carafe",
     builder=_builder(True),
     input_names=("image",),
     output_names=("dets", "labels", "masks"),
     default_input_shape=(1, 3, 800, 1216),
     dynamic_axes=_DYNAMIC,
+    dynamic_by_default=False,
+    tiny=TINY,
     description="mmdet mask-rcnn_r50_fpn-carafe_1x_coco (box 38.6 / mask 35.6): image -> dets, labels, masks",
 ))
 

@@ -31,15 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..imaging import IMAGENET_MEAN, IMAGENET_STD
 from ..nn import CARAFEDownsample, CARAFEUpsample
 from . import ModelSpec, register
 from .resnet import ResNet, load_backbone_weights
 
 __all__ = ["ConvModule", "UPerCarafeHead", "UperNetCarafe", "normalize_image", "count_carafe_modules",
            "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def normalize_image(pixels: Tensor) -> Tensor:
@@ -214,24 +212,28 @@ def _builder(carafe_pp: bool):
 
 
 _DYNAMIC = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
+# narrow widths, one block per stage, same structure and names: quick checks of the graph (tests, --tiny)
+TINY = dict(channels=16, base_channels=8, stage_blocks=(1, 1, 1, 1), compressed_channels=8)
 
 register(ModelSpec(
-    task_exporter="carafe_deploy.models.segmenter_export:main",
+    task="segmentation",
     name="upernet_r50_carafe",
     builder=_builder(carafe_pp=False),
     input_names=("image",),
     output_names=("logits",),
     default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
+    tiny=TINY,
     description="UperNet + ResNet-50 with CARAFE in PPM, FPN and FUSE (ADE20k: 150 classes); normalized RGB input",
 ))
 register(ModelSpec(
-    task_exporter="carafe_deploy.models.segmenter_export:main",
+    task="segmentation",
     name="upernet_r50_carafe_pp",
     builder=_builder(carafe_pp=True),
     input_names=("image",),
     output_names=("logits",),
     default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
+    tiny=TINY,
     description="upernet_r50_carafe on a CARAFE++ ResNet-50 (7 CARAFE++ downsamplers); normalized RGB input",
 ))

@@ -1,25 +1,33 @@
 """The standard-op body of ``carafe::CARAFE``, written once as an ONNX ``FunctionProto``.
 
-The same function is the model-local function of ``mode="portable"`` and, inlined by ``onnx.inliner``, the graph of
-``mode="decomposed"``. One function serves every CARAFE node of a model whatever its attributes, so the body is
-generic over them:
+The same function is the model-local function of the portable form and, inlined by ``onnx.inliner``, the graph of the
+decomposed form. One function serves every CARAFE node of a model whatever its attributes, so the body is generic
+over them. It reassembles one source row at a time, as a matrix product per source pixel:
 
-* for "up" the zero-padded features are first repeated rep x rep = s x s times per pixel, once (one tensor the
-  size of the output plus its border), so that tap (ky, kx) reads the plain (N, C, Ho, Wo) window starting at
-  (ky·s, kx·s): U[i' + ky·s] = P[i'//s + ky]. For "down" (rep = 1) the window is a Slice with stride s instead.
-* the k² taps are a ``Loop`` whose trip count is ``kernel_size²`` (``Constant(value_int=@kernel_size)``); each
-  iteration Slices the tap's window, multiplies it, as (N, G, C/G, Ho, Wo), with the tap's kernel plane as
-  (N, G, 1, Ho, Wo) and adds the product into the loop-carried accumulator. Nothing k²-times the output is ever
-  materialized: the peak is a few output-sized tensors. (Broadcasting the kernel plane against a source-resolution
-  window instead saves the repeated copy but makes ONNX Runtime's Mul about 8x slower: 2.3x slower overall.)
-* ``mode`` is a string attribute, and standard ops cannot branch on a string in TensorRT (no string tensors), so
-  the body reads the mode from the shapes instead, which the contract fixes: "up" makes the kernels' Ho·Wo
-  = s²·H·W > H·W; "down" makes it ceil(H/s)·ceil(W/s) <= H·W. The one tie, s = 1, is the identity geometry for
-  both modes (rep = step = 1), so the rule is exact. The node's ``mode`` attribute stays the declared truth for
-  the plugin and for shape inference.
+* every output pixel of the rep x rep block of source pixel p (rep = s for "up", 1 for "down") is the same k² source
+  taps weighted by its own kernel, so per source pixel the block is (rep², k²) kernels times (k², C/G) taps: one
+  ``MatMul`` per source row, batched over the row's pixels, (N, G, rep, Wo/rep, rep, k²) x (N, G, 1, Wo/rep, k², C/G);
+* the taps come from one ``Gather`` of the features, transposed once to channels-last (N, G, H·W, C/G), with a
+  precomputed flat index per (source row, pixel, tap); taps outside the image are clamped onto it and their kernel
+  weight is zeroed beforehand (a clamped tap lies inside the same window, so only weights of exactly zero are
+  added for it; the one difference to zero padding is an inf feature there giving NaN instead of inf);
+* "down" reads source pixel (s·i', s·j') and "up" (i'//s, j'//s): both are the index's row/column step (s or 1);
+* a ``Loop`` over the source rows yields each row as (N·G, C/G, rep·Wo/rep·rep), transposed while it is in cache;
+  the stacked rows are moved into (N, C, Ho, Wo) by one transpose that keeps whole rows together.
 
-Ops used: Constant, Shape, Slice, Gather, Reshape, Unsqueeze, Concat, Pad, Mul, Add, Sub, Div, Greater, Where,
-CastLike, Expand, Loop, Squeeze, Identity -- all in opset 15 and in TensorRT's ONNX parser.
+So every tensor the size of the output is written a few times in all (the per-row products, their transpose, the
+final layout), not a few times per tap, and the k²-times unfolded features exist one source row at a time. (The
+previous body, a Loop over the k² taps with Slice, Mul and Add each over the output, was 4-10x slower in ONNX
+Runtime: docs/ONNX.md has the measurements.)
+
+``mode`` is a string attribute, and standard ops cannot branch on a string in TensorRT (no string tensors), so the
+body reads the mode from the shapes instead, which the contract fixes: "up" makes the kernels' Ho·Wo = s²·H·W > H·W;
+"down" makes it ceil(H/s)·ceil(W/s) <= H·W. The one tie, s = 1, is the identity geometry for both modes (rep =
+step = 1), so the rule is exact. The node's ``mode`` attribute stays the declared truth for the plugin and for shape
+inference.
+
+Ops used: Constant (with attribute references), Shape, Range, Squeeze, Reshape, Mul, Add, Sub, Div, Min, Max,
+Equal, Greater, And, Where, CastLike, Transpose, Gather, MatMul, Loop, Identity -- all in opset 15.
 """
 
 from __future__ import annotations
@@ -51,38 +59,34 @@ def _attr_const(name: str, attr: str) -> list[onnx.NodeProto]:
     return [node, helper.make_node("Reshape", [name + "_scalar", "c_one"], [name])]
 
 
-def _loop_body() -> onnx.GraphProto:
-    """One tap: acc += Slice(source, tap offset) * kernel plane. Outer-scope names are read from the function."""
+def _dim(tensor: str, axis: int, name: str) -> onnx.NodeProto:
+    return helper.make_node("Shape", [tensor], [name], start=axis, end=axis + 1)
+
+
+def _row_body() -> onnx.GraphProto:
+    """Source row ``iter``: gather its taps, one MatMul with its kernels, transpose to channel-major. Outer-scope
+    names are read from the function."""
     n = helper.make_node
     nodes = [
-        n("Unsqueeze", ["iter", "c_axis0"], ["iter1"]),
-        n("Div", ["iter1", "k"], ["ky"]),
-        n("Mul", ["ky", "k"], ["ky_k"]),
-        n("Sub", ["iter1", "ky_k"], ["kx"]),
-        n("Concat", ["ky", "kx"], ["tap"], axis=0),
-        n("Mul", ["tap", "rep"], ["starts"]),
-        n("Add", ["starts", "span"], ["ends"]),
-        # (N, C, Ho, Wo): the (up-sampled) features this tap reads at every output pixel
-        n("Slice", ["source", "starts", "ends", "c_axes23", "steps"], ["window"]),
-        n("Reshape", ["window", "x_shape5"], ["x5"]),
-        # (N, G, Ho, Wo) -> (N, G, 1, Ho, Wo): this tap's kernel plane
-        n("Gather", ["kernels5", "iter"], ["plane"], axis=2),
-        n("Unsqueeze", ["plane", "c_axis2"], ["plane5"]),
-        n("Mul", ["x5", "plane5"], ["product"]),
-        n("Add", ["acc_in", "product"], ["acc_out"]),
+        n("Gather", ["index", "iter"], ["row_index"], axis=0),  # (Wo/rep * k²,)
+        n("Gather", ["source", "row_index"], ["row_taps_flat"], axis=2),  # (N, G, Wo/rep * k², C/G)
+        n("Reshape", ["row_taps_flat", "taps_shape"], ["row_taps"]),  # (N, G, 1, Wo/rep, k², C/G)
+        n("Gather", ["kernels_rows", "iter"], ["row_kernels"], axis=0),  # (N, G, rep, Wo/rep, rep, k²)
+        n("MatMul", ["row_kernels", "row_taps"], ["row_product"]),  # (N, G, rep, Wo/rep, rep, C/G)
+        n("Reshape", ["row_product", "row_shape"], ["row_pixels"]),  # (N*G, rep*Wo/rep*rep, C/G)
+        n("Transpose", ["row_pixels"], ["row"], perm=[0, 2, 1]),  # (N*G, C/G, rep*Wo/rep*rep)
         n("Identity", ["cond_in"], ["cond_out"]),
     ]
     return helper.make_graph(
         nodes,
-        "carafe_tap",
+        "carafe_row",
         [
             helper.make_tensor_value_info("iter", TensorProto.INT64, []),
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_value_info("acc_in", onnx.TypeProto()),
         ],
         [
             helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_value_info("acc_out", onnx.TypeProto()),
+            helper.make_value_info("row", onnx.TypeProto()),
         ],
     )
 
@@ -94,61 +98,92 @@ def carafe_function(opset: int = MIN_OPSET) -> onnx.FunctionProto:
     n = helper.make_node
     nodes = [
         _ints("c_one", [1]),
+        _ints("c_axis0", [0]),
         *_attr_const("k", "kernel_size"),
         *_attr_const("g", "group"),
         *_attr_const("s", "scale_factor"),
         _ints("c_two", [2]),
-        _ints("c_zero", [0]),
-        _ints("c_axis0", [0]),
-        _ints("c_axis2", [2]),
-        _ints("c_axes23", [2, 3]),
+        _ints("c_col", [-1, 1, 1, 1]),
+        _ints("c_row", [1, -1, 1, 1]),
+        _ints("c_tap_y", [1, 1, -1, 1]),
+        _ints("c_tap_x", [1, 1, 1, -1]),
+        n("Constant", [], ["c_zero_s"], value=helper.make_tensor("c_zero_s", TensorProto.INT64, [], [0])),
+        n("Constant", [], ["c_one_s"], value=helper.make_tensor("c_one_s", TensorProto.INT64, [], [1])),
         n("Constant", [], ["c_true"], value=helper.make_tensor("c_true", TensorProto.BOOL, [], [True])),
         n("Constant", [], ["c_fzero"], value=helper.make_tensor("c_fzero", TensorProto.FLOAT, [], [0.0])),
         # geometry from the shapes
-        n("Shape", ["features"], ["x_n"], start=0, end=1),
-        n("Shape", ["features"], ["x_c"], start=1, end=2),
-        n("Shape", ["features"], ["x_h"], start=2, end=3),
-        n("Shape", ["features"], ["x_w"], start=3, end=4),
-        n("Shape", ["kernels"], ["k_h"], start=2, end=3),
-        n("Shape", ["kernels"], ["k_w"], start=3, end=4),
+        _dim("features", 0, "x_n"),
+        _dim("features", 1, "x_c"),
+        _dim("features", 2, "x_h"),
+        _dim("features", 3, "x_w"),
+        _dim("kernels", 2, "k_h"),
+        _dim("kernels", 3, "k_w"),
         n("Mul", ["x_h", "x_w"], ["x_area"]),
         n("Mul", ["k_h", "k_w"], ["k_area"]),
         n("Greater", ["k_area", "x_area"], ["is_up"]),
         n("Where", ["is_up", "s", "c_one"], ["rep"]),  # each source pixel feeds a rep x rep output block
         n("Where", ["is_up", "c_one", "s"], ["step"]),  # source stride between neighbouring outputs
+        n("Div", ["k_h", "rep"], ["rows"]),  # source rows read (= output rows / rep)
+        n("Div", ["k_w", "rep"], ["cols"]),
         n("Div", ["x_c", "g"], ["cg"]),
         n("Mul", ["k", "k"], ["kk"]),
         n("Div", ["k", "c_two"], ["r"]),
-        # zero padding by r on H and W
-        n("Concat", ["c_zero", "c_zero", "r", "r", "c_zero", "c_zero", "r", "r"], ["pads"], axis=0),
-        n("CastLike", ["c_fzero", "features"], ["zero"]),
-        n("Pad", ["features", "pads", "zero"], ["padded"], mode="constant"),
-        # "up": repeat every padded pixel rep x rep times, once, so that every tap reads a plain (N, C, Ho, Wo)
-        # window: U[i' + ky*rep] = P[i'//rep + ky]. "down" (rep = 1) leaves it alone and strides the Slice.
-        n("Shape", ["padded"], ["p_h"], start=2, end=3),
-        n("Shape", ["padded"], ["p_w"], start=3, end=4),
-        n("Concat", ["x_n", "x_c", "p_h", "c_one", "p_w", "c_one"], ["p_shape6"], axis=0),
-        n("Concat", ["x_n", "x_c", "p_h", "rep", "p_w", "rep"], ["u_shape6"], axis=0),
-        n("Mul", ["p_h", "rep"], ["u_h"]),
-        n("Mul", ["p_w", "rep"], ["u_w"]),
-        n("Concat", ["x_n", "x_c", "u_h", "u_w"], ["u_shape"], axis=0),
-        n("Reshape", ["padded", "p_shape6"], ["padded6"]),
-        n("Expand", ["padded6", "u_shape6"], ["source6"]),
-        n("Reshape", ["source6", "u_shape"], ["source"]),
-        # Slice end offsets relative to the tap's start: step*(Ho-1)+1
-        n("Concat", ["k_h", "k_w"], ["out_hw"], axis=0),
-        n("Sub", ["out_hw", "c_one"], ["out_hw_m1"]),
-        n("Concat", ["step", "step"], ["steps"], axis=0),
-        n("Mul", ["out_hw_m1", "steps"], ["span_m1"]),
-        n("Add", ["span_m1", "c_one"], ["span"]),
-        n("Concat", ["x_n", "g", "cg", "k_h", "k_w"], ["x_shape5"], axis=0),
-        n("Concat", ["x_n", "g", "kk", "k_h", "k_w"], ["k_shape5"], axis=0),
-        n("Reshape", ["kernels", "k_shape5"], ["kernels5"]),
-        n("Expand", ["zero", "x_shape5"], ["acc0"]),
-        n("Squeeze", ["kk", "c_axis0"], ["trips"]),
-        n("Loop", ["trips", "c_true", "acc0"], ["acc"], body=_loop_body()),
+        n("Mul", ["x_n", "g"], ["ng"]),
+        # channels-last features: (N, G, H*W, C/G)
+        n("Concat", ["x_n", "g", "cg", "x_area"], ["x_shape4"], axis=0),
+        n("Reshape", ["features", "x_shape4"], ["features4"]),
+        n("Transpose", ["features4"], ["source"], perm=[0, 1, 3, 2]),
+        # flat source index per (row, col, ky, kx), clamped onto the image; valid marks the taps inside it
+        n("Squeeze", ["k", "c_axis0"], ["k_s"]),
+        n("Squeeze", ["r", "c_axis0"], ["r_s"]),
+        n("Squeeze", ["rows", "c_axis0"], ["rows_s"]),
+        n("Squeeze", ["cols", "c_axis0"], ["cols_s"]),
+        n("Range", ["c_zero_s", "k_s", "c_one_s"], ["tap_range"]),
+        n("Sub", ["tap_range", "r_s"], ["taps"]),  # -r .. r
+        n("Range", ["c_zero_s", "rows_s", "c_one_s"], ["row_range"]),
+        n("Range", ["c_zero_s", "cols_s", "c_one_s"], ["col_range"]),
+        n("Mul", ["row_range", "step"], ["row_centres"]),
+        n("Mul", ["col_range", "step"], ["col_centres"]),
+        n("Reshape", ["row_centres", "c_col"], ["row_centres4"]),
+        n("Reshape", ["col_centres", "c_row"], ["col_centres4"]),
+        n("Reshape", ["taps", "c_tap_y"], ["taps_y"]),
+        n("Reshape", ["taps", "c_tap_x"], ["taps_x"]),
+        n("Add", ["row_centres4", "taps_y"], ["tap_rows"]),  # (rows, 1, k, 1)
+        n("Add", ["col_centres4", "taps_x"], ["tap_cols"]),  # (1, cols, 1, k)
+        n("Sub", ["x_h", "c_one"], ["x_h_m1"]),
+        n("Sub", ["x_w", "c_one"], ["x_w_m1"]),
+        n("Max", ["tap_rows", "c_zero_s"], ["tap_rows_lo"]),
+        n("Min", ["tap_rows_lo", "x_h_m1"], ["tap_rows_in"]),
+        n("Max", ["tap_cols", "c_zero_s"], ["tap_cols_lo"]),
+        n("Min", ["tap_cols_lo", "x_w_m1"], ["tap_cols_in"]),
+        n("Equal", ["tap_rows", "tap_rows_in"], ["row_inside"]),
+        n("Equal", ["tap_cols", "tap_cols_in"], ["col_inside"]),
+        n("And", ["row_inside", "col_inside"], ["inside"]),  # (rows, cols, k, k)
+        n("Mul", ["tap_rows_in", "x_w"], ["tap_row_offsets"]),
+        n("Add", ["tap_row_offsets", "tap_cols_in"], ["flat_index"]),
+        n("Mul", ["cols", "kk"], ["row_tap_count"]),
+        n("Concat", ["rows", "row_tap_count"], ["index_shape"], axis=0),
+        n("Reshape", ["flat_index", "index_shape"], ["index"]),  # (rows, cols*k²)
+        # kernels by source row: (rows, N, G, rep, cols, rep, k²), zero for taps outside the image
+        n("Concat", ["x_n", "g", "kk", "rows", "rep", "cols", "rep"], ["k_shape7"], axis=0),
+        n("Reshape", ["kernels", "k_shape7"], ["kernels7"]),
+        n("Transpose", ["kernels7"], ["kernels_by_row"], perm=[3, 0, 1, 4, 5, 6, 2]),
+        n("Concat", ["rows", "c_one", "c_one", "c_one", "cols", "c_one", "kk"], ["inside_shape"], axis=0),
+        n("Reshape", ["inside", "inside_shape"], ["inside7"]),
+        n("CastLike", ["c_fzero", "kernels"], ["zero"]),
+        n("Where", ["inside7", "kernels_by_row", "zero"], ["kernels_rows"]),
+        # shapes the rows use
+        n("Concat", ["x_n", "g", "c_one", "cols", "kk", "cg"], ["taps_shape"], axis=0),
+        n("Div", ["k_area", "rows"], ["row_outputs"]),  # rep * cols * rep
+        n("Concat", ["ng", "row_outputs", "cg"], ["row_shape"], axis=0),
+        n("Loop", ["rows_s", "c_true"], ["stacked"], body=_row_body()),  # (rows, N*G, C/G, rep*cols*rep)
+        # (rows, N*C, rep*cols*rep); also what onnx.reference's Loop gives, which concatenates the rows' first axis
+        n("Mul", ["x_n", "x_c"], ["nc"]),
+        n("Concat", ["rows", "nc", "row_outputs"], ["stacked_shape"], axis=0),
+        n("Reshape", ["stacked", "stacked_shape"], ["stacked3"]),
+        n("Transpose", ["stacked3"], ["channel_major"], perm=[1, 0, 2]),  # (N*C, rows, rep*cols*rep)
         n("Concat", ["x_n", "x_c", "k_h", "k_w"], ["out_shape"], axis=0),
-        n("Reshape", ["acc", "out_shape"], ["output"]),
+        n("Reshape", ["channel_major", "out_shape"], ["output"]),
     ]
     return helper.make_function(
         DOMAIN,

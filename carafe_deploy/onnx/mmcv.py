@@ -16,7 +16,7 @@ from onnx import helper
 
 from ..errors import DeployError
 from .function import MIN_OPSET
-from .export import _set_carafe_import, carafe_nodes, to_plugin, to_portable
+from .forms import _set_carafe_import, carafe_nodes, to_plugin, to_portable
 from .schema import DOMAIN, OP_TYPE, register_schema
 
 __all__ = ["convert_mmcv", "MMCV_DOMAIN", "MMCV_OP_TYPES"]

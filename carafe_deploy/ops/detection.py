@@ -3,7 +3,7 @@
 torchvision does not run here, and the detectors must export to the standard ONNX ``NonMaxSuppression`` and
 ``RoiAlign`` nodes (both parsed natively by TensorRT), so each op has three parts: an eager kernel in plain torch that
 reproduces ONNX Runtime's implementation of the ONNX op, a fake kernel with static output shapes for ``torch.export``,
-and an ONNX translation (:mod:`carafe_deploy.ops.detection_onnx`).
+and an ONNX translation (:mod:`carafe_deploy.onnx.detection`).
 
 ``nms_keep`` returns a fixed-shape keep mask instead of ONNX's variable-length index list: the dynamo exporter and
 TensorRT both prefer static shapes, and callers rank the kept boxes with a masked top-k (single class, so ONNX's

@@ -13,24 +13,14 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import __version__
-from ..errors import DeployError
-from . import import_tensorrt, trt_major
+from ..errors import DeployError, MissingDependencyError
+from ..files import atomic_path, atomic_write_bytes
 from .graph import PreparedGraph, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
 from .profiles import InputProfile, make_profile
+from .runtime import dtype_name, import_tensorrt, make_logger, trt_major
 from .sidecar import gpu_info, now_iso, sha256_file, write_sidecar
 
-__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "build_engine", "format_parser_errors", "dtype_name",
-           "parse_size"]
-
-_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-                "INT64": "int64", "UINT8": "uint8", "BOOL": "bool", "FP8": "float8", "INT4": "int4", "FP4": "fp4"}
-
-
-def dtype_name(dtype) -> str:
-    """numpy-style name of a ``trt.DataType`` member (``DataType.HALF`` -> ``"float16"``)."""
-    name = getattr(dtype, "name", str(dtype).rpartition(".")[2])
-    return _DTYPE_NAMES.get(name, name.lower())
-
+__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "build_engine", "format_parser_errors", "parse_size"]
 
 def parse_size(text: str) -> int:
     """``"512M"``, ``"4G"``, ``"1048576"`` -> bytes."""
@@ -55,7 +45,7 @@ class BuildOptions:
     opt_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     use_plugin: bool = True
-    plugin_path: Path | None = None  # default: carafe_deploy.plugin.plugin_library()
+    plugin_path: Path | None = None  # default: carafe_deploy.trt.plugin.plugin_library()
     fp16: bool = False  # TensorRT 10 builder flag; TensorRT 11 builds what the ONNX types say
     bf16: bool = False
     workspace_bytes: int | None = None
@@ -79,6 +69,9 @@ class BuildPlan:
     plugin_path: Path | None
     onnx_float_types: list[str]  # float types of inputs/outputs and weights together
     precision_mode: str  # fp32 / fp16 / bf16 / mixed, from the ONNX types (builder flags may override)
+    # why the plugin library the graph needs was not found: the build stops on it, after saying whether TensorRT
+    # itself is missing (the more fundamental piece); a dry run shows it as a note
+    plugin_missing: str | None = None
 
 
 @dataclass
@@ -90,22 +83,27 @@ class BuildResult:
 
 
 def plan_build(options: BuildOptions) -> BuildPlan:
-    """Validate the inputs and prepare the graph; needs no TensorRT. Raises ``ValueError``/``DeployError``."""
+    """Validate the inputs and prepare the graph; needs no TensorRT. Raises ``ValueError``/``DeployError``; a
+    plugin library that is not found is recorded in ``plugin_missing`` (an explicit ``plugin_path`` that does not
+    exist is an error)."""
     onnx_path = Path(options.onnx_path)
     model = load_onnx(onnx_path)
     prepared = prepare_onnx(model, use_plugin=options.use_plugin)
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
                            options.max_shapes)
-    plugin_path = None
+    plugin_path = plugin_missing = None
     if options.use_plugin and prepared.carafe_nodes:
         if options.plugin_path is not None:
             plugin_path = Path(options.plugin_path)
             if not plugin_path.is_file():
                 raise FileNotFoundError(f"plugin library {plugin_path} does not exist")
         else:
-            from ..plugin import plugin_library
+            from .plugin import plugin_library
 
-            plugin_path = plugin_library(required=True)
+            try:
+                plugin_path = plugin_library(required=True)
+            except MissingDependencyError as exc:
+                plugin_missing = str(exc)
     if options.exclude_lean_runtime and not options.version_compatible:
         raise ValueError("--exclude-lean-runtime only applies to --version-compatible engines")
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
@@ -118,8 +116,9 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if options.save_prepared:
         import onnx
 
-        onnx.save(prepared.model, str(options.save_prepared))
-    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats, mode)
+        with atomic_path(options.save_prepared) as tmp:
+            onnx.save(prepared.model, str(tmp))
+    return BuildPlan(options, engine_path, prepared, profile, plugin_path, floats, mode, plugin_missing)
 
 
 def format_parser_errors(parser) -> str:
@@ -143,27 +142,6 @@ def format_parser_errors(parser) -> str:
         code = getattr(err.code(), "name", str(err.code()))
         lines.append(f"  {where}{stack}: {err.desc()} [{code}]")
     return "\n".join(lines)
-
-
-def _make_logger(trt, verbose: bool):
-    class CollectingLogger(trt.ILogger):
-        """Keeps TensorRT's errors and warnings for the error message; prints them only in verbose mode."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity, msg):
-            name = getattr(severity, "name", str(severity))
-            if name in ("INTERNAL_ERROR", "ERROR"):
-                self.errors.append(msg)
-            elif name == "WARNING":
-                self.warnings.append(msg)
-            if verbose and name not in ("VERBOSE",):
-                print(f"[TensorRT {name}] {msg}", flush=True)
-
-    return CollectingLogger()
 
 
 def _make_progress_monitor(trt):
@@ -211,8 +189,10 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
     the parser's / builder's own messages when they fail."""
     plan = plan or plan_build(options)
     trt = import_tensorrt()
+    if plan.plugin_missing:
+        raise MissingDependencyError(plan.plugin_missing)
     major = trt_major(trt)
-    logger = _make_logger(trt, options.verbose)
+    logger = make_logger(trt, options.verbose)
     onnx_path = Path(options.onnx_path)
 
     if plan.plugin_path is not None:
@@ -301,10 +281,9 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
 
     engine_path = plan.engine_path
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(engine_path, "wb") as f:
-        f.write(serialized)
+    atomic_write_bytes(engine_path, bytes(serialized))
     if cache is not None:
-        Path(options.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
 
     precision_mode = plan.precision_mode
     if "FP16" in builder_flags:

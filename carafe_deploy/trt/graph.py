@@ -36,13 +36,9 @@ class PreparedGraph:
 
 def load_onnx(path) -> onnx.ModelProto:
     """Load an ONNX file with its external data; ``DeployError`` naming the file when it is not a model."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} does not exist")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on what is wrong
-        raise DeployError(f"{path} is not a readable ONNX model: {type(exc).__name__}: {exc}") from exc
+    from ..onnx.files import load_model
+
+    return load_model(path)
 
 
 def _all_nodes(model: onnx.ModelProto):

@@ -14,12 +14,11 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import DeployError, MissingDependencyError
-from . import import_tensorrt
-from .builder import _make_logger, dtype_name
+from .runtime import dtype_name, import_tensorrt, make_logger
 from .profiles import InputProfile
 from .sidecar import read_sidecar
 
-__all__ = ["EngineRunner", "TensorSpec"]
+__all__ = ["EngineRunner", "TensorSpec", "run_engine", "check_feeds"]
 
 _PYCUDA_HINT = "pycuda is not installed and torch has no CUDA device: pip install pycuda (or a CUDA build of torch)"
 
@@ -168,7 +167,7 @@ class EngineRunner:
         self.sidecar = read_sidecar(self.engine_path)
         trt = import_tensorrt()
         self.trt = trt
-        self.logger = _make_logger(trt, verbose)
+        self.logger = make_logger(trt, verbose)
         self.plugin_path = self._load_plugin(trt, plugin)
 
         self.runtime = trt.Runtime(self.logger)
@@ -197,7 +196,7 @@ class EngineRunner:
             return None
         needed = bool(self.sidecar and self.sidecar["plugin"]["used"] and not self.sidecar["plugin"]["serialized_in_engine"])
         if plugin is True:
-            from ..plugin import plugin_library
+            from .plugin import plugin_library
 
             path = plugin_library(required=needed)
         else:
@@ -325,3 +324,13 @@ def check_feeds(inputs: list[TensorSpec], feeds: Mapping[str, object]) -> None:
                 f"input {spec.name!r} shape {fmt(shape)} is outside the engine's optimization profile "
                 f"(min {fmt(p.min)}, opt {fmt(p.opt)}, max {fmt(p.max)}); rebuild with a wider --min/--max"
             )
+
+
+def run_engine(engine_path, feeds, *, plugin: bool | str = True) -> dict:
+    """Run a serialized engine once on numpy inputs; returns ``{output name: numpy array}``.
+
+    ``MissingDependencyError`` when TensorRT (or a CUDA buffer backend) is not installed.
+    """
+    import_tensorrt()  # first: without TensorRT the backend is unavailable, whatever the engine path says
+    with EngineRunner(engine_path, plugin=plugin) as runner:
+        return runner.infer(feeds)

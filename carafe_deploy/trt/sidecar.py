@@ -13,6 +13,8 @@ from pathlib import Path
 
 import jsonschema
 
+from ..files import atomic_write_text
+
 __all__ = ["SCHEMA", "SCHEMA_ID", "sidecar_path", "validate_sidecar", "write_sidecar", "read_sidecar", "sha256_file",
            "gpu_info"]
 
@@ -144,7 +146,7 @@ def now_iso() -> str:
 def write_sidecar(engine_path, data: dict) -> Path:
     validate_sidecar(data)
     path = sidecar_path(engine_path)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

@@ -69,8 +69,8 @@ def test_run_without_tensorrt_is_one_line(tmp_path, capsys):
     (["build", "{toy}", "--plugin", "nowhere.so"], 2, "plugin library nowhere.so does not exist"),
     (["run", "none.engine", "--input", "x.npy"], 2, "engine none.engine does not exist"),
     (["bench"], 2, "nothing to benchmark"),
-    (["bench", "--onnx", "{dyn}"], 2, "give them with --input-shape N,C,H,W (once per input: features, kernels)"),
-    (["bench", "--onnx", "{dyn}", "--input-shape", "1,4,4,4"], 2, "1 --input-shape for 2 inputs (features, kernels)"),
+    (["bench", "{dyn}"], 2, "give them with --input-shape N,C,H,W (once per input: features, kernels)"),
+    (["bench", "{dyn}", "--input-shape", "1,4,4,4"], 2, "1 --input-shape for 2 inputs (features, kernels)"),
 ])
 def test_error_paths(argv, code, message, toy, dyn, capsys):
     argv = [a.format(toy=toy, dyn=dyn) for a in argv]
@@ -79,10 +79,46 @@ def test_error_paths(argv, code, message, toy, dyn, capsys):
     assert message in lines[-1], lines
 
 
-def test_build_with_plugin_but_no_library(toy, capsys, monkeypatch, tmp_path):
+@no_trt
+def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy)]) == 1
-    assert "CARAFE_DEPLOY_PLUGIN=" in _err(capsys)[-1]
+    lines = _err(capsys)
+    # the most fundamental missing piece, once: installing TensorRT comes before building its plugin
+    assert lines[-1].startswith("carafe-deploy build: error: TensorRT is not installed")
+    assert not any("CARAFE_DEPLOY_PLUGIN" in line for line in lines)
+
+
+def test_build_with_tensorrt_but_no_plugin_library(toy, fake_trt, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    assert main(["build", str(toy)]) == 1
+    assert f"CARAFE_DEPLOY_PLUGIN={tmp_path / 'gone.so'} does not name an existing file" in _err(capsys)[-1]
+    assert not toy.with_suffix(".engine").exists()
+
+
+def test_dry_run_never_imports_tensorrt_and_notes_what_a_build_lacks(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    # a tensorrt that is importable must still not be imported by a dry run
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: object() if name == "tensorrt" else real(name, *a, **k))
+    assert main(["build", str(toy), "--dry-run"]) == 0
+    assert "tensorrt" not in sys.modules
+    err = " ".join(capsys.readouterr().err.split())
+    assert "dry run:" in err and "ready to build" in err
+    assert "missing for a real build here: CARAFE_DEPLOY_PLUGIN=" in err and "TensorRT is not installed" not in err
+
+
+@no_trt
+def test_dry_run_without_tensorrt_names_it_first(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
+    assert main(["build", str(toy), "--dry-run"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("missing for a real build")]
+    assert len(notes) == 2
+    assert "TensorRT is not installed" in notes[0] and "CARAFE_DEPLOY_PLUGIN=" in notes[1]
 
 
 def test_build_no_plugin_needs_the_function(tmp_path, capsys):
@@ -146,11 +182,11 @@ def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
     engine = tmp_path / "toy.engine"
     engine.write_bytes(b"not an engine")
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    argv = ["bench", "--onnx", str(dyn), "--python", trt_toys.__file__, "--class", "TorchToy", "--batch", "1", "2",
+    argv = ["bench", str(dyn), "--python", trt_toys.__file__, "--class", "TorchToy", "--batch", "1", "2",
             "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8",
-            "--warmup", "1", "--iters", "3", "--json", str(out_json), "--plot", str(out_png)]
+            "--warmup", "1", "--iters", "3", "-o", str(out_json), "--plot", str(out_png)]
     if not tensorrt_available():
-        argv.insert(1, str(engine))
+        argv += ["--engine", str(engine)]
     assert main(argv) == 0
     report = json.loads(out_json.read_text())
     got = sorted((r["backend"], r["batch"]) for r in report["rows"])
@@ -170,10 +206,10 @@ def test_bench_with_nothing_runnable_fails(tmp_path, capsys):
     path = tmp_path / "plugin_only.onnx"
     onnx.save(carafe_model(function=False, hw=4), path)
     out_json = tmp_path / "b.json"
-    assert main(["bench", "--onnx", str(path), "--json", str(out_json), "--plot", str(tmp_path / "b.png"),
+    assert main(["bench", str(path), "-o", str(out_json), "--plot", str(tmp_path / "b.png"),
                  "--iters", "1", "--warmup", "0"]) == 1
     assert "no backend produced a timing" in _err(capsys)[-1]
-    assert "could not load" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
+    assert "without their function" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
 
 
 @no_trt

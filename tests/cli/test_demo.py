@@ -6,8 +6,8 @@ import sys
 
 def test_demo_runs_and_reports(tmp_path):
     proc = subprocess.run(
-        # a test-sized segmentation sample; the default (600 steps on 800 images) takes a few minutes
-        [sys.executable, "-m", "carafe_deploy", "demo", "--out", str(tmp_path), "--sample-steps", "60",
+        # a test-sized segmentation sample; the default (400 steps on 800 images) takes minutes (README)
+        [sys.executable, "-m", "carafe_deploy", "demo", "-o", str(tmp_path), "--sample-steps", "60",
          "--sample-size", "48", "--sample-images", "160", "16"],
         capture_output=True, text=True, timeout=600,
     )
@@ -15,9 +15,19 @@ def test_demo_runs_and_reports(tmp_path):
     assert "CARAFEDownsample" in proc.stdout and "CARAFEUpsample" in proc.stdout
     # the demo exports a portable ONNX file and compares ONNX Runtime with PyTorch
     assert (tmp_path / "tiny_carafe_net.onnx").is_file()
-    assert "ONNX Runtime vs PyTorch" in proc.stdout and "│ yes" in proc.stdout
-    # no TensorRT here: said so, not passed over in silence
-    assert "TensorRT engine: skipped (TensorRT is not installed" in proc.stdout
+    assert "backends vs PyTorch" in proc.stdout and "│ passed" in proc.stdout
+    # and says how to serve it (tests/serving runs those commands' code)
+    assert f"carafe-deploy triton {tmp_path / 'tiny_carafe_net.onnx'} -o {tmp_path / 'triton'}" in proc.stdout
+    # the threads it chose, and why
+    assert "CPU threads: " in proc.stdout and "--threads N to choose" in proc.stdout
+    # no TensorRT here: said so, not passed over in silence, and once (the sample refers back to it)
+    assert proc.stdout.count("TensorRT engine: skipped (TensorRT is not installed") == 1
+    assert proc.stdout.count("TensorRT is not installed") == 1
+    assert "TensorRT: skipped (the reason above)" in proc.stdout
+    # the URL on one line, followed by a space: copied whole
+    assert "installing-tensorrt/installing.html " in proc.stdout
+    # an estimate of the training time before the bar runs its course
+    assert proc.stdout.count("training time estimate: ") == 1
     # the segmentation sample ran: picture written, mIoU table for PyTorch and both ONNX forms
     assert (tmp_path / "segmentation" / "segmentation_sample.png").is_file()
     assert "mIoU per backend" in proc.stdout
@@ -28,3 +38,14 @@ def test_cli_rejects_unknown_command():
     proc = subprocess.run([sys.executable, "-m", "carafe_deploy", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_demo_defaults_are_the_samples():
+    """The demo's options repeat the sample's defaults (its --help must not import torch to read them)."""
+    from carafe_deploy.cli import build_parser
+    from carafe_deploy.tasks.segmentation_sample import TrainConfig
+
+    args = build_parser().parse_args(["demo"])
+    cfg = TrainConfig()
+    assert (args.sample_steps, args.sample_size, tuple(args.sample_images)) == (cfg.steps, cfg.size,
+                                                                                 (cfg.train_count, cfg.test_count))

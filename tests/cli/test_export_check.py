@@ -52,7 +52,7 @@ def test_export_then_check_against_saved_reference(model_py, tmp_path, capsys):
     assert [o.name for o in proto.graph.output] == ["down", "up"]
     capsys.readouterr()
 
-    rc = main(["check", str(out), "--reference", str(ref), "--json", str(report), "--engine", str(tmp_path / "x.engine")])
+    rc = main(["check", str(out), "--reference", str(ref), "-o", str(report), "--engine", str(tmp_path / "x.engine")])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "down" in text and "up" in text and "skipped" in text
@@ -79,8 +79,19 @@ def test_check_against_pytorch_with_other_sizes(model_py, tmp_path, capsys):
     assert "(2, 8, 7, 9)" in text.replace("\n", " ") or "(2, 8, 14, 18)" in text
 
 
+def test_dynamic_alone_on_a_python_model(model_py, tmp_path, capsys):
+    """--dynamic alone on a model with no registered axes: batch, height and width of its 4-D input."""
+    out = tmp_path / "dyn.onnx"
+    assert main(["export", "--python", str(model_py), "--class", "Net", "--input-shape", "1,8,6,6", "--dynamic",
+                 "-o", str(out)]) == 0
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 8, "height", "width"]
+    # and it runs at another size than the export's
+    assert main(["check", str(out), "--python", str(model_py), "--class", "Net", "--input-shape", "2,8,5,7"]) == 0
+
+
 def test_registered_model_and_fp16(tmp_path, capsys):
-    from carafe_deploy.cli.demo import TinyCarafeNet
+    from carafe_deploy.models.tiny import TinyCarafeNet
 
     models.register(models.ModelSpec(
         name="test-tiny", builder=lambda: TinyCarafeNet(channels=8), input_names=("image",),
@@ -124,7 +135,7 @@ def test_plugin_file_is_an_error_row_not_a_pass(model_py, tmp_path, capsys):
         (["export", "--python", "{py}", "--class", "Net", "-o", "x.onnx", "--input-shape", "1,8,4,4",
           "--opset", "9"], "opset 9 is not supported"),
         (["export", "--model", "no-such-model", "-o", "x.onnx"], "unknown model 'no-such-model'"),
-        (["check", "{tmp}/missing.onnx", "--reference", "r.npz"], "cannot read"),
+        (["check", "{tmp}/missing.onnx", "--reference", "r.npz"], "does not exist"),
     ],
 )
 def test_clear_errors(argv, words, model_py, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Faster / Mask R-CNN R50-FPN-CARAFE: mmdet parameter names, checkpoint loading, input checks, ONNX parity."""
+"""Faster / Mask R-CNN R50-FPN-CARAFE: mmdet parameter names, checkpoint loading, input checks, and the fixed-shape
+deploy forward against a data-dependent reference (the export pipeline is tested in tests/tasks/test_detection.py)."""
 
 import math
 
@@ -9,15 +10,14 @@ import torch
 
 from carafe_deploy import models
 from carafe_deploy.models.checkpoint import CheckpointMismatchError
-from carafe_deploy.models.detection_parity import compare_detections
 from carafe_deploy.models.detection_parts import base_anchors, delta2bbox, grid_anchors
-from carafe_deploy.models.detector_export import export_detector, parity_image
-from carafe_deploy.models.detector_export import main as export_main
-from carafe_deploy.models.detectors import calibrate_random_heads
+from carafe_deploy.models.detectors import TINY, calibrate_random_heads
+from carafe_deploy.tasks.detection import parity_image
+from carafe_deploy.tasks.detection_parity import compare_detections
 
 FASTER, MASK = "faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe"
 # same structure and names as the released models, narrower, so tests stay fast
-LIGHT = dict(base_channels=8, neck_channels=32, fc_channels=64, mask_channels=32, compressed_channels=16)
+LIGHT = TINY
 
 
 @pytest.fixture(scope="module")
@@ -170,44 +170,12 @@ def test_bgr_input_order_flips_channels(light_faster):
         models.build(FASTER, input_order="yuv", **LIGHT)
 
 
-@pytest.mark.parametrize("name", [FASTER, MASK])
-def test_export_parity_onnxruntime(name, tmp_path):
-    torch.manual_seed(0)
-    model = models.build(name, **LIGHT)
-    image = parity_image(320, 320)
-    calibrate_random_heads(model, image)
-    report = export_detector(name, tmp_path / f"{name}.onnx", model=model, height=320, width=320, image=image,
-                             engine=tmp_path / "x.plan", log=lambda *_: None)
-    parity = report["parity"]
-    assert parity["reference"] >= 50, "too few detections for a meaningful comparison"
-    assert parity["match_rate"] >= 0.95, parity
-    assert parity["max_score_diff"] < 1e-3
-    if name == MASK:
-        assert parity["max_mask_diff"] is not None and parity["max_mask_diff"] <= 1e-3
-    assert report["parity_passed"]
-    assert {"NonMaxSuppression", "RoiAlign", "TopK", "carafe::CARAFE"} <= set(report["ops"])
-    assert all("::" not in op or op == "carafe::CARAFE" for op in report["ops"])  # only the plugin is custom
-    assert report["engine"].startswith("skipped")
-    meta = {p.key: p.value for p in onnx.load(str(tmp_path / f"{name}.onnx"), load_external_data=False).metadata_props}
-    assert meta["carafe_deploy.model"] == name and meta["carafe_deploy.weights"] == "given model"
-
-
-def test_export_cli_errors(tmp_path, capsys):
-    assert export_main(["--model", FASTER, "-o", str(tmp_path / "a.onnx"), "--set", "bogus=1"]) == 1
-    assert "--set expects KEY=VALUE" in capsys.readouterr().err
-    assert export_main(["--model", FASTER, "-o", str(tmp_path / "a.onnx"), "--height", "16"]) == 1
-    assert "at least 32" in capsys.readouterr().err
-    missing = tmp_path / "missing.pth"
-    assert export_main(["--model", FASTER, "-o", str(tmp_path / "a.onnx"), "--checkpoint", str(missing)]) == 1
-    assert "checkpoint not found" in capsys.readouterr().err
-
-
 # ---- the fixed-shape deploy forward against a plain, data-dependent version of mmdet's test path ----------------
 
 
 def _greedy_nms(boxes, scores, iou_thr):
     """Textbook greedy NMS in float64 (mmcv semantics: suppress when IoU > thr); returns kept indices by score."""
-    from carafe_deploy.models.detection_parity import box_iou
+    from carafe_deploy.tasks.detection_parity import box_iou
 
     order = np.argsort(-scores, kind="stable")
     iou = box_iou(boxes, boxes)

@@ -161,16 +161,3 @@ def test_r50_onnx_matches_pytorch(r50, tmp_path, name, mode):
         assert out.shape == ref.shape == (shape[0], 150, shape[2], shape[3])
         assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-4
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.999
-
-
-def test_export_script_rejects_a_bad_checkpoint_before_exporting(tmp_path, capsys):
-    bad = tmp_path / "bad.pth"
-    torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 512, 1, 1)}}, bad)
-    from carafe_deploy.cli import main
-
-    # `carafe-deploy export --model <segmenter>` hands over to the segmenter exporter (export/segmenter.py)
-    code = main(["export", "--model", "upernet_r50_carafe", "--checkpoint", str(bad), "--out", str(tmp_path)])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "does not fit" in err and "missing: backbone.bn1.bias" in err
-    assert not list(tmp_path.glob("*.onnx"))

@@ -15,7 +15,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
-from carafe_deploy.cli.demo import TinyCarafeNet
+from carafe_deploy.models.tiny import TinyCarafeNet
 from carafe_deploy.errors import DeployError
 from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
 from carafe_deploy.onnx import carafe_nodes, export, to_decomposed, to_portable

@@ -146,16 +146,9 @@ _PEAK_SCRIPT = textwrap.dedent(
     k = rng.random((1, 25, 200, 336), dtype=np.float32)
     so = ort.SessionOptions(); so.intra_op_num_threads = 2
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-    # ru_maxrss survives fork+exec (a big parent inflates it), so use VmHWM, reset to the current RSS first
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = status("VmRSS")
-    y = sess.run(None, {"features": x, "kernels": k})[0]
-    after = status("VmHWM")
-    print(json.dumps({"growth_mb": (after - before) / 1024, "output_mb": y.nbytes / 2**20, "shape": y.shape}))
+    from carafe_deploy.bench import peak_rss_growth
+    (y,), growth = peak_rss_growth(lambda: sess.run(None, {"features": x, "kernels": k}))
+    print(json.dumps({"growth_mb": growth, "output_mb": y.nbytes / 2**20, "shape": y.shape}))
     """
 )
 

@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 from carafe_deploy.ops import nms_keep, roi_align
-from carafe_deploy.ops.detection_onnx import TRANSLATIONS
+from carafe_deploy.onnx.detection import TRANSLATIONS
 
 
 def _session(nodes, inputs, outputs, opset=18):

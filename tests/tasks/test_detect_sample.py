@@ -1,4 +1,5 @@
-"""samples/detect.py: mask pasting, drawing, and its error messages (the full model run is a manual sample)."""
+"""samples/detect.py and what it uses (carafe_deploy.tasks.detection, .drawing): mask pasting, drawing, error messages,
+and a run of the sample on the bundled image through PyTorch and through ONNX Runtime."""
 
 import importlib.util
 from pathlib import Path
@@ -36,12 +37,13 @@ def test_paste_masks_fills_the_box():
 
 
 def test_draw_labels_random_weights():
-    sample = _load_sample()
+    from carafe_deploy.tasks.drawing import draw_detections
+
     img = Image.new("RGB", (200, 120), (0, 0, 0))
     dets = np.array([[20, 60, 120, 110, 0.9], [0, 0, 0, 0, 0]], np.float32)
     labels = np.array([2, -1])
     masks = np.ones((2, 28, 28), np.float32)
-    out = np.asarray(sample.draw(img, dets, labels, masks, COCO_CLASSES, 0.3, "RANDOM WEIGHTS"))
+    out = np.asarray(draw_detections(img, dets, labels, masks, COCO_CLASSES, 0.3, "RANDOM WEIGHTS"))
     assert out[3, 100, 0] > 150 and out[3, 100, 1] < 60  # the red banner across the top
     assert (out[80:100, 40:100] != 0).any()  # the mask tints the box
 

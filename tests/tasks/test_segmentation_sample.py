@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from carafe_deploy.samples.segmentation import format_table, run
-from carafe_deploy.samples.synthetic_data import CLASSES, make_set, mean_iou
+from carafe_deploy.tasks.segmentation_sample import format_table, run
+from carafe_deploy.tasks.synthetic_shapes import CLASSES, make_set, mean_iou
 
 
 def test_mean_iou_by_hand():

@@ -1,10 +1,10 @@
-"""carafe_deploy.plugin.plugin_library(): where the TensorRT plugin library built by CMake is found."""
+"""carafe_deploy.trt.plugin.plugin_library(): where the TensorRT plugin library built by CMake is found."""
 
 from __future__ import annotations
 
 import pytest
 
-from carafe_deploy import plugin
+from carafe_deploy.trt import plugin
 from carafe_deploy.errors import MissingDependencyError
 
 

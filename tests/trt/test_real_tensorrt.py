@@ -58,7 +58,7 @@ def test_plugin_engine_matches_the_pytorch_op(tmp_path, mode):
     import torch
 
     from carafe_deploy.ops import carafe
-    from carafe_deploy.plugin import plugin_library
+    from carafe_deploy.trt.plugin import plugin_library
     from carafe_deploy.trt import run_engine
     from carafe_deploy.trt.builder import BuildOptions, build_engine
 

@@ -1,5 +1,7 @@
-"""Compare a backend's outputs with a reference: per-output max abs / max rel error and allclose, a rich table, a
-JSON report. Shape, dtype and missing-output mismatches are reported as failed rows, never raised.
+"""The comparator: run runners (:mod:`carafe_deploy.backends`) on the same feeds and compare each one's outputs with a
+reference: per-output max abs / max rel error and allclose, a table, a JSON report. Shape, dtype and missing-output
+mismatches are reported as failed rows, never raised; a runner whose runtime is missing is "skipped" with the reason,
+never "passed".
 
 ``max_rel`` is the largest absolute error divided by the reference's largest magnitude (``max|a - r| / max|r|``):
 an element-wise ratio explodes on the near-zero values every network output has, and says nothing about them.
@@ -8,15 +10,17 @@ an element-wise ratio explodes on the near-zero values every network output has,
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["OutputDiff", "BackendResult", "compare", "render_table", "write_json", "report_dict"]
+from .errors import MissingDependencyError
+from .report import fmt_float, make_table
+
+__all__ = ["OutputDiff", "BackendResult", "compare", "compare_runner", "run_comparison", "render_table",
+           "report_dict"]
 
 
 @dataclass
@@ -94,27 +98,41 @@ def compare(
     return [_one(n, reference.get(n), actual.get(n), rtol, atol) for n in names]
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3e}"
+def compare_runner(runner, feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], rtol: float,
+                   atol: float) -> BackendResult:
+    """Run ``runner`` (a :class:`~carafe_deploy.backends.Runner`, activated here) on ``feeds`` and compare."""
+    try:
+        with runner:
+            actual = runner.infer(feeds)
+    except MissingDependencyError as exc:
+        return BackendResult(runner.name, "skipped", reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 -- a backend failure is a row in the report, not a crash
+        text = str(exc).strip().splitlines()
+        return BackendResult(runner.name, "error", reason=f"{type(exc).__name__}: {text[0] if text else ''}")
+    diffs = compare(reference, actual, rtol=rtol, atol=atol)
+    return BackendResult(runner.name, "passed" if all(d.passed for d in diffs) else "failed", diffs)
+
+
+def run_comparison(runners: Iterable, feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                   rtol: float = 1e-4, atol: float = 1e-5) -> list[BackendResult]:
+    """:func:`compare_runner` for each runner, in order."""
+    return [compare_runner(r, feeds, reference, rtol, atol) for r in runners]
 
 
 def render_table(results: list[BackendResult], title: str = "parity"):
-    """A rich Table: one row per (backend, output); skipped/errored backends get one row with the reason."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("backend", "output", "shape", "max abs", "max rel", "allclose"):
-        table.add_column(col, overflow="fold")
+    """One row per (backend, output); a skipped/errored backend gets one row, and its reason once, below the table."""
+    rows, notes = [], []
     for res in results:
         if res.status in ("skipped", "error"):
             colour = "yellow" if res.status == "skipped" else "red"
-            table.add_row(res.backend, "-", "-", "-", "-", f"[{colour}]{res.status}: {res.reason}[/{colour}]")
+            rows.append((res.backend, "-", "-", "-", "-", f"[{colour}]{res.status}[/{colour}]"))
+            notes.append(f"{res.backend} {res.status}: {res.reason}")
             continue
         for d in res.diffs:
             ok = "[green]yes[/green]" if d.passed else f"[red]no{': ' + d.problem if d.problem else ''}[/red]"
             shape = str(d.actual_shape if d.actual_shape is not None else d.reference_shape)
-            table.add_row(res.backend, d.name, shape, _fmt(d.max_abs), _fmt(d.max_rel), ok)
-    return table
+            rows.append((res.backend, d.name, shape, fmt_float(d.max_abs), fmt_float(d.max_rel), ok))
+    return make_table(title, ("backend", "output", "shape", "max abs", "max rel", "allclose"), rows, notes)
 
 
 def report_dict(results: list[BackendResult], **extra) -> dict:
@@ -133,7 +151,3 @@ def report_dict(results: list[BackendResult], **extra) -> dict:
             for r in results
         ],
     }
-
-
-def write_json(path: str | Path, report: dict) -> None:
-    Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n")

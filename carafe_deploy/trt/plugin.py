@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import MissingDependencyError
+from ..errors import MissingDependencyError
 
 LIBRARY_NAME = "libcarafe_trt_plugin.so"
 ENV_VAR = "CARAFE_DEPLOY_PLUGIN"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _SOURCE_ROOT = _PACKAGE_DIR.parent
 
 

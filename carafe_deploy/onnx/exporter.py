@@ -1,13 +1,10 @@
-"""``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of three forms (DESIGN §2).
+"""``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of the three forms of
+:mod:`.forms` (``plugin``, ``portable``, ``decomposed``; DESIGN §2).
 
-* ``plugin``: each op is one ``carafe::CARAFE`` node (for TensorRT with the plugin, or any runtime with a kernel);
-* ``portable``: the same nodes plus the model-local function ``carafe::CARAFE`` in standard ops
-  (:mod:`.function`), so ONNX Runtime (CPU, CUDA) runs the file with no custom library;
-* ``decomposed``: the portable model with the function inlined: standard ops only.
-
-The default (``dynamo=True``) exporter translates ``torch.ops.carafe_deploy.carafe`` through
-``custom_translation_table``; the deprecated TorchScript exporter, with a ``register_custom_op_symbolic`` mapping to
-the same node, is used only where the default fails (e.g. some TorchScript modules), and says so in a warning.
+Both of torch's exporters translate ``torch.ops.carafe_deploy.carafe`` through the registrations of
+:mod:`.symbolic` (the same ones a user's plain ``torch.onnx.export`` gets); the default (``dynamo=True``) one is
+used, the deprecated TorchScript exporter only where the default fails (e.g. some TorchScript modules), with a
+warning that says so. The exported nodes are then put into the requested form.
 
 ``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
 11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
@@ -26,139 +23,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import onnx
-import onnx.inliner
 import torch
 from torch import nn
 
 from ..errors import DeployError
-from .function import MIN_OPSET, carafe_function
-from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
+from .files import is_big, save_model
+from .forms import EXPORT_MODES, to_decomposed, to_plugin, to_portable
+from .schema import DOMAIN, OPSET_VERSION
+from .symbolic import register as register_translations
 
-__all__ = ["export", "EXPORT_MODES", "DEFAULT_OPSET", "MAX_OPSET", "to_portable", "to_decomposed", "to_plugin",
-           "carafe_nodes"]
-
-EXPORT_MODES = ("plugin", "portable", "decomposed")
+__all__ = ["export", "DEFAULT_OPSET", "MAX_OPSET"]
 DEFAULT_OPSET = 18
 EXPORT_MIN_OPSET = 18  # torch 2.13's default exporter emits opset 18 and newer
 MAX_OPSET = 23  # the newest opset torch 2.13's exporter emits
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The op's translations (dynamo: onnxscript; TorchScript: symbolic function). Both emit the same node.
-
-
-def _dynamo_translation(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str):
-    import onnxscript
-
-    register_schema()  # onnxscript resolves the op through onnx.defs
-    carafe_opset = onnxscript.values.Opset(DOMAIN, OPSET_VERSION)
-    return carafe_opset.CARAFE(
-        features, kernels, kernel_size=kernel_size, group=group, scale_factor=scale_factor, mode=mode
-    )
-
-
-def _torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor, mode):
-    from torch.onnx import symbolic_helper as sh
-
-    k = sh._maybe_get_const(kernel_size, "i")
-    grp = sh._maybe_get_const(group, "i")
-    s = sh._maybe_get_const(scale_factor, "i")
-    m = sh._maybe_get_const(mode, "s")
-    out = g.op(f"{DOMAIN}::{OP_TYPE}", features, kernels, kernel_size_i=k, group_i=grp, scale_factor_i=s, mode_s=m)
-    # The output is (N, C) of the features and (Ho, Wo) of the kernels; the exporter folds shapes with this type.
-    fs = sh._get_tensor_sizes(features) or [None] * 4
-    ks = sh._get_tensor_sizes(kernels) or [None] * 4
-    out.setType(features.type().with_sizes([fs[0], fs[1], ks[2], ks[3]]))
-    return out
-
-
-_SYMBOLIC_REGISTERED: set[int] = set()
-
-
-def _register_torchscript_symbolic(opset: int) -> None:
-    if opset not in _SYMBOLIC_REGISTERED:
-        torch.onnx.register_custom_op_symbolic("carafe_deploy::carafe", _torchscript_symbolic, opset)
-        _SYMBOLIC_REGISTERED.add(opset)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Post-processing between the forms.
-
-
-def carafe_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
-
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise DeployError("the ONNX model imports no default-domain opset")
-
-
-def _set_carafe_import(model: onnx.ModelProto, present: bool) -> None:
-    kept = [imp for imp in model.opset_import if imp.domain != DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    if present:
-        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
-
-
-def _drop_carafe_function(model: onnx.ModelProto) -> None:
-    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
-    del model.functions[:]
-    model.functions.extend(kept)
-
-
-_DEFAULTS = {"group": 1, "scale_factor": 2, "mode": "up"}
-
-
-def _complete_attributes(model: onnx.ModelProto) -> None:
-    """Write the schema defaults onto CARAFE nodes that leave attributes out: plugin creators and the ONNX reference
-    evaluator (which ignores function attribute defaults) then see every field."""
-    for node in carafe_nodes(model):
-        present = {a.name for a in node.attribute}
-        for name, value in _DEFAULTS.items():
-            if name not in present:
-                node.attribute.append(onnx.helper.make_attribute(name, value))
-
-
-def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CARAFE nodes without the function (in place; returns the model)."""
-    _complete_attributes(model)
-    _drop_carafe_function(model)
-    _set_carafe_import(model, bool(carafe_nodes(model)))
-    return model
-
-
-def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
-    _complete_attributes(model)
-    _drop_carafe_function(model)
-    has_nodes = bool(carafe_nodes(model))
-    _set_carafe_import(model, has_nodes)
-    if has_nodes:
-        opset = _default_opset(model)
-        if opset < MIN_OPSET:
-            raise DeployError(
-                f"the model uses ONNX opset {opset}; the CARAFE function needs >= {MIN_OPSET} "
-                "(upgrade it with onnx.version_converter.convert_version first)"
-            )
-        model.functions.append(carafe_function(opset))
-        # model-local functions need IR version >= 8, their attribute defaults >= 9
-        model.ir_version = max(model.ir_version, 9)
-    return model
-
-
-def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Standard ops only: the portable model with every CARAFE node replaced by the function's body."""
-    model = to_portable(model)
-    if not carafe_nodes(model):
-        return model
-    inlined = onnx.inliner.inline_selected_functions(model, [(DOMAIN, OP_TYPE)], exclude=False)
-    _drop_carafe_function(inlined)
-    _set_carafe_import(inlined, False)
-    return inlined
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -271,7 +148,7 @@ def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) 
 
 def _extra_translations() -> dict:
     """Translations of the package's other custom ops (detection: NMS, RoI Align) to standard ONNX."""
-    from ..ops.detection_onnx import TRANSLATIONS
+    from .detection import TRANSLATIONS
 
     return dict(TRANSLATIONS)
 
@@ -293,10 +170,7 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
-                custom_translation_table={
-                    **_extra_translations(),
-                    torch.ops.carafe_deploy.carafe.default: _dynamo_translation,
-                },
+                custom_translation_table=_extra_translations(),
                 verbose=False,
             )
     finally:
@@ -304,7 +178,6 @@ def _dynamo_call(model, args, opset, input_names, output_names, dynamic_axes):
 
 
 def _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
-    _register_torchscript_symbolic(opset)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -340,7 +213,7 @@ def export(
     ``torch.onnx.export`` takes it, e.g. ``{"image": {0: "N", 2: "H", 3: "W"}}``. ``opset``: the default ONNX
     domain's version, 18 to 23 (default 18). ``fp16``: float16 weights and compute, float32 inputs and outputs.
     """
-    register_schema()
+    register_translations()
     if mode not in EXPORT_MODES:
         raise ValueError(f"unknown export mode {mode!r}; use one of {', '.join(EXPORT_MODES)}")
     opset = _check_opset(opset)
@@ -388,15 +261,8 @@ def export(
         proto = to_portable(proto)
     else:
         proto = to_decomposed(proto)
-    # protobuf cannot serialize 2 GB; bigger models keep their weights in a side file and are checked from disk
-    big = sum(len(t.raw_data) for t in proto.graph.initializer) > (1 << 31) - (1 << 26)
-    if not big:
+    if not is_big(proto):  # a model over protobuf's limit is checked from disk once written
         onnx.checker.check_model(proto, full_check=False)
     if out_path is not None:
-        try:
-            onnx.save(proto, str(out_path), save_as_external_data=big, location=out_path.name + ".data")
-        except OSError as exc:
-            raise DeployError(f"cannot write {str(out_path)!r}: {exc.strerror or exc}") from exc
-        if big:
-            onnx.checker.check_model(str(out_path))
+        save_model(proto, out_path)
     return proto

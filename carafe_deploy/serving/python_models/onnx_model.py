@@ -1,0 +1,54 @@
+"""Triton Python-backend model: an ONNX graph (the portable CARAFE export) in ONNX Runtime on the CPU.
+
+Config parameters: ``ONNX_FILE`` (in the version folder), ``ORT_THREADS`` (intra-op threads per instance; Triton runs
+``instance_group.count`` instances side by side). With dynamic batching Triton hands ``execute`` every request of a
+batch; requests whose per-sample shapes agree run as one ONNX Runtime call and are split back.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.inputs = [t["name"] for t in config["input"]]
+        self.outputs = [t["name"] for t in config["output"]]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        path = os.path.join(args["model_repository"], args["model_version"], params.get("ONNX_FILE", "model.onnx"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("ORT_THREADS", "1"))
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
+        groups = {}
+        for i, feed in enumerate(feeds):  # only batched models can stack requests, and only of equal sample shapes
+            key = tuple(feed[n].shape[1:] for n in self.inputs) if self.batched else i
+            groups.setdefault(key, []).append(i)
+        responses = [None] * len(requests)
+        for members in groups.values():
+            try:
+                if len(members) == 1:
+                    stacked = feeds[members[0]]
+                else:
+                    stacked = {n: np.concatenate([feeds[i][n] for i in members]) for n in self.inputs}
+                results = self.session.run(self.outputs, stacked)
+            except Exception as exc:  # this batch fails with the runtime's message; the model keeps serving
+                error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(error=error)
+                continue
+            sizes = [len(feeds[i][self.inputs[0]]) for i in members]
+            splits = np.cumsum(sizes)[:-1]
+            parts = [np.split(r, splits) if len(members) > 1 else [r] for r in results]
+            for j, i in enumerate(members):
+                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(part[j]))
+                           for name, part in zip(self.outputs, parts)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses

@@ -1,0 +1,85 @@
+"""What a task family plugs into the deploy pipeline (:mod:`.pipeline`): its example inputs, how its outputs are
+compared across backends, and its engine profile. :class:`Task` itself is the generic family: random example
+inputs and an element-wise comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DeployError
+from .source import LoadedModel
+
+__all__ = ["Task", "CheckResult"]
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+@dataclass
+class CheckResult:
+    """One backend compared with PyTorch on one input set."""
+
+    passed: bool
+    summary: str  # one line for people
+    details: dict = field(default_factory=dict)  # for the JSON report
+    gated: bool = True  # False: reported, but does not decide the exit status (e.g. fp16 detections)
+
+
+class Task:
+    """The generic family: any model, element-wise comparison (``allclose`` with rtol/atol)."""
+
+    name = "generic"
+    # (rtol, atol) for fp32 and fp16 exports
+    tolerances = {False: (1e-4, 1e-5), True: (1e-2, 1e-2)}
+
+    def example_inputs(self, loaded: LoadedModel, shapes: Sequence[Sequence[int]] | None):
+        """The tensors the model is traced with: standard-normal, seeded, of ``shapes`` (else the source's)."""
+        import torch
+
+        if shapes is None and isinstance(loaded.model, torch.export.ExportedProgram) and loaded.model.example_inputs:
+            return tuple(loaded.model.example_inputs[0])
+        shapes = shapes or loaded.input_shapes
+        if not shapes:
+            raise DeployError("give the example input shape with --input-shape N,C,H,W (once per input)")
+        gen = torch.Generator().manual_seed(0)
+        return tuple(torch.randn(*s, generator=gen) for s in shapes)
+
+    def prepare(self, loaded: LoadedModel, inputs, log) -> None:
+        """Anything the model needs before export (the detectors calibrate random heads)."""
+
+    def metadata(self, loaded: LoadedModel) -> dict[str, str]:
+        """Extra ONNX metadata_props."""
+        return {}
+
+    def check_inputs(self, loaded: LoadedModel, export_inputs, shapes, dynamic: bool) -> list[tuple]:
+        """Input sets the backends are compared on: ``shapes`` when given, else the export's own inputs."""
+        if shapes:
+            import torch
+
+            gen = torch.Generator().manual_seed(1)
+            return [tuple(torch.randn(*s, generator=gen) for s in shapes)]
+        return [tuple(export_inputs)]
+
+    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,
+                rtol: float | None = None, atol: float | None = None) -> CheckResult:
+        from ..compare import compare
+
+        default_rtol, default_atol = self.tolerances[fp16]
+        rtol = default_rtol if rtol is None else rtol
+        atol = default_atol if atol is None else atol
+        diffs = compare(reference, actual, rtol=rtol, atol=atol)
+        passed = all(d.passed for d in diffs)
+        worst = max((d.max_rel for d in diffs if d.max_rel is not None), default=None)
+        problems = [f"{d.name}: {d.problem}" for d in diffs if d.problem]
+        summary = (f"{sum(d.passed for d in diffs)}/{len(diffs)} outputs allclose (rtol {rtol:g}, atol {atol:g})"
+                   + (f", max rel {worst:.2e}" if worst is not None else "") + ("; " + "; ".join(problems)
+                                                                              if problems else ""))
+        return CheckResult(passed, summary, {"rtol": rtol, "atol": atol,
+                                             "outputs": [{**d.__dict__, "passed": d.passed} for d in diffs]})
+
+    def engine_profile(self, input_names: Sequence[str], export_inputs, dynamic: bool) -> tuple[Shapes, Shapes, Shapes]:
+        """(min, opt, max) shapes per input: the export shapes (override with --min/--opt/--max)."""
+        shapes = {n: tuple(t.shape) for n, t in zip(input_names, export_inputs)}
+        return shapes, shapes, shapes

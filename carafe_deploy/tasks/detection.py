@@ -1,0 +1,118 @@
+"""Detection (Faster / Mask R-CNN with CARAFE): the deploy pipeline's detection family, and the image pre- and
+post-processing that the sample and the serving ensemble share.
+
+Parity is judged at the level of the task: detections matched one-to-one by label and IoU
+(:func:`~.detection_parity.compare_detections`), masks of matched pairs compared element-wise.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DeployError
+from ..imaging import (DETECTION_SCALE, detection_input, detection_output, fit_to_canvas, image_tensor,
+                       resize_keep_ratio, to_original_pixels)
+from .base import CheckResult, Task
+from .detection_parity import compare_detections
+from .source import LoadedModel
+
+__all__ = ["DetectionTask", "parity_image", "resize_keep_ratio", "fit_to_canvas", "to_original_pixels",
+           "RANDOM_WEIGHTS_BANNER"]
+
+RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - not a trained model"
+
+
+def parity_image(height: int, width: int, seed: int = 0):
+    """A deterministic (1, 3, H, W) 0..255 test image: smooth colour blobs plus noise, so features vary."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, max(2, height // 32), max(2, width // 32), generator=gen)
+    smooth = torch.nn.functional.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
+    noise = torch.rand(1, 3, height, width, generator=gen)
+    return (smooth * 0.8 + noise * 0.2) * 255
+
+
+class DetectionTask(Task):
+    name = "detection"
+
+    def example_inputs(self, loaded: LoadedModel, shapes):
+        from ..models.detectors import MIN_IMAGE_SIZE
+
+        shapes = shapes or loaded.input_shapes
+        if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][1] != 3:
+            raise DeployError(f"a detector takes one N,3,H,W image; got --input-shape {shapes}")
+        n, _, h, w = shapes[0]
+        if min(h, w) < MIN_IMAGE_SIZE:
+            raise DeployError(f"export size {h}x{w}: both sides must be at least {MIN_IMAGE_SIZE}")
+        if n != 1:
+            raise DeployError(f"detectors export with batch 1 (got {n}); --dynamic makes the batch dynamic")
+        return (parity_image(h, w),)
+
+    def prepare(self, loaded: LoadedModel, inputs, log) -> None:
+        if loaded.weights == "random" and loaded.spec is not None:
+            from ..models.detectors import calibrate_random_heads
+
+            log("no --checkpoint: RANDOM weights (classifier calibrated so that detections exist)")
+            calibrate_random_heads(loaded.model, inputs[0])
+
+    def metadata(self, loaded: LoadedModel) -> dict[str, str]:
+        return {"carafe_deploy.input": "image: N x 3 x H x W float32 RGB 0..255 (resized, not normalized)"}
+
+    def check_inputs(self, loaded: LoadedModel, export_inputs, shapes, dynamic: bool) -> list[tuple]:
+        from ..models.detectors import MIN_IMAGE_SIZE, PAD_DIVISOR
+
+        if shapes:
+            return [(parity_image(s[2], s[3], seed=i),) for i, s in enumerate(shapes)]
+        image = export_inputs[0]
+        sets = [(image,)]
+        if dynamic:  # a second size checks that the graph really follows the input shape
+            h, w = image.shape[2:]
+            sets.append((parity_image(h + PAD_DIVISOR // 2, max(MIN_IMAGE_SIZE, w - PAD_DIVISOR), 1),))
+        return sets
+
+    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,
+                rtol=None, atol=None) -> CheckResult:
+        names = [n for n in ("dets", "labels", "masks") if n in reference]
+        missing = [n for n in names if n not in actual]
+        if missing:
+            return CheckResult(False, f"output(s) {', '.join(missing)} missing")
+        tol = 5e-2 if fp16 else 1e-3
+        result = compare_detections([reference[n] for n in names], [actual[n] for n in names],
+                                    iou_thr=0.9 if fp16 else 0.99, score_tol=tol)
+        summary = result.summary()
+        if result.reference == 0:
+            summary += " (no detections on this image: the comparison is vacuous)"
+        # half precision flips near-tie NMS decisions: fp16 graphs are reported, not gated
+        return CheckResult(result.passed(mask_tol=tol), summary, result.as_dict(), gated=not fp16)
+
+    def engine_profile(self, input_names: Sequence[str], export_inputs, dynamic: bool):
+        shape = tuple(export_inputs[0].shape)
+        if not dynamic:
+            return super().engine_profile(input_names, export_inputs, dynamic)
+        _, c, h, w = shape
+        name = input_names[0]
+        return {name: (1, c, 320, 320)}, {name: shape}, {name: (1, c, max(1344, h), max(1344, w))}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running a detector on an image: the pre- and post-processing are carafe_deploy.imaging's, which the Triton
+# repository's Python models run too
+
+
+def detect(runner, original, scale=DETECTION_SCALE) -> dict:
+    """Run a detector ``runner`` (:mod:`carafe_deploy.backends`, not yet activated) on one PIL RGB image.
+
+    A graph with a fixed input size gets the image fitted and padded (:func:`fit_to_canvas`); a dynamic one gets
+    mmdet's keep-ratio resize. Returns ``{"dets", "labels", "masks"}`` for the image (masks ``None`` for Faster
+    R-CNN) with boxes in the original image's pixels.
+    """
+    with runner:
+        (meta,) = runner.input_metadata()
+        h, w = (meta.shape[2], meta.shape[3]) if len(meta.shape) == 4 else (None, None)
+        canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        tensor, factor = detection_input(original, canvas, scale)
+        out = runner.infer({meta.name: tensor})
+    return detection_output(out, factor, original.width, original.height)

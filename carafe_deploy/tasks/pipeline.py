@@ -1,0 +1,274 @@
+"""The deploy pipeline, one for every model: export to ONNX → compare ONNX Runtime with PyTorch at the level of the
+task → build a TensorRT engine when TensorRT is here → compare the engine when it can run → report.
+
+``carafe-deploy export``, ``export/*.py``, the demo and the samples all call :func:`deploy`; a task family
+(:mod:`.base`, :mod:`.detection`, :mod:`.segmentation`) supplies what differs between model families.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..errors import DeployError
+from ..files import refuse_overwriting_inputs
+from .base import Task
+from .source import LoadedModel
+
+__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "task_for", "TASKS"]
+
+
+@dataclass
+class ExportOptions:
+    """How the model is written to ONNX (:func:`carafe_deploy.onnx.export`)."""
+
+    output: Path
+    mode: str = "portable"  # plugin / portable / decomposed
+    opset: int | None = None
+    fp16: bool = False
+    input_shapes: list[tuple[int, ...]] | None = None  # example inputs (default: the source's)
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    # dynamic axes: None = the model's default (a registered model's own axes when it exports dynamic by default),
+    # True = the model's registered axes, False = static; ``dynamic_axes`` adds or replaces axes per input name
+    dynamic: bool | None = None
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+@dataclass
+class CheckOptions:
+    """Comparing ONNX Runtime (and the engine) with PyTorch."""
+
+    enabled: bool = True
+    shapes: list[tuple[int, ...]] | None = None  # inputs of the comparison (default: the task's)
+    rtol: float | None = None  # element-wise tasks only (default 1e-4 fp32, 1e-2 fp16)
+    atol: float | None = None
+    save_reference: Path | None = None  # inputs + PyTorch outputs, for `carafe-deploy check --reference`
+
+
+@dataclass
+class EngineOptions:
+    """The TensorRT engine built after export (only when ``path`` is given)."""
+
+    path: Path | None = None
+    min_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # default: the task's profile
+    opt_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    use_plugin: bool = True
+    plugin_path: Path | None = None
+    progress: bool = True
+
+
+def _tasks() -> dict[str, type[Task]]:
+    from .detection import DetectionTask
+    from .segmentation import SegmentationTask
+
+    return {"generic": Task, "detection": DetectionTask, "segmentation": SegmentationTask}
+
+
+TASKS = ("generic", "detection", "segmentation")
+
+
+def task_for(loaded: LoadedModel) -> Task:
+    """The task family of a loaded model: its registered spec's, else generic."""
+    family = getattr(loaded.spec, "task", "generic") if loaded.spec is not None else "generic"
+    try:
+        return _tasks()[family]()
+    except KeyError:
+        raise DeployError(f"model {loaded.name!r} names an unknown task family {family!r}") from None
+
+
+def _names(given, count: int, stem: str) -> list[str]:
+    if given:
+        return list(given)
+    return [stem] if count == 1 else [f"{stem}{i}" for i in range(count)]
+
+
+def _dynamic_axes(loaded: LoadedModel, options: ExportOptions, input_names: list[str], example) -> dict:
+    use_registered = loaded.dynamic_by_default if options.dynamic is None else options.dynamic
+    axes = dict(loaded.dynamic_axes) if use_registered else {}
+    if options.dynamic is True and not loaded.dynamic_axes:
+        # a model with no registered axes (--python, --torchscript, ...): --dynamic alone means batch, height and
+        # width of image-like (4-D) inputs, the batch of the others
+        axes = {name: ({0: "batch", 2: "height", 3: "width"} if getattr(t, "ndim", 0) == 4 else {0: "batch"})
+                for name, t in zip(input_names, example) if getattr(t, "ndim", 0) >= 1}
+    for name, dims in options.dynamic_axes.items():
+        if name not in input_names:
+            raise DeployError(f"--dynamic names input {name!r}; the inputs are {', '.join(input_names)}")
+        axes[name] = dims
+    return axes
+
+
+def _feeds(names: Sequence[str], tensors) -> dict:
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+
+
+def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | None = None,
+           engine: EngineOptions | None = None, *, task: Task | None = None, inputs: Sequence[object] = (),
+           other_outputs: Mapping[str, object] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the pipeline on ``loaded``; returns the report (``report["passed"]``: every gated check passed).
+
+    ``inputs``: files the caller read; ``other_outputs``: files the caller will write (``{option: path}``). No output
+    may overwrite an input or another output.
+    Raises ``DeployError`` for user mistakes before any work is done where it can.
+    """
+    import onnx
+
+    from ..onnx import carafe_nodes, export as onnx_export, to_portable
+    from ..onnx.files import save_model
+
+    check = check or CheckOptions()
+    engine = engine or EngineOptions()
+    task = task or task_for(loaded)
+    refuse_overwriting_inputs({"-o/--output": export.output, "--save-reference": check.save_reference,
+                               "--save-engine": engine.path, **(other_outputs or {})}, inputs)
+    example = task.example_inputs(loaded, export.input_shapes)
+    task.prepare(loaded, example, log)
+    input_names = _names(export.input_names or loaded.input_names, len(example), "input")
+    if len(input_names) != len(example):
+        raise DeployError(f"{len(input_names)} input names for {len(example)} inputs")
+    axes = _dynamic_axes(loaded, export, input_names, example)
+    dynamic = any(name in axes for name in input_names)
+
+    report: dict = {"model": loaded.description, "task": task.name, "weights": loaded.weights,
+                    "onnx": {"path": str(export.output), "mode": export.mode, "fp16": export.fp16, "dynamic": dynamic,
+                             "input_shapes": [list(t.shape) for t in example]},
+                    "checks": [], "engine": None}
+    t0 = time.perf_counter()
+    proto = onnx_export(loaded.model, tuple(example), None, mode=export.mode, input_names=input_names,
+                        output_names=export.output_names or loaded.output_names, dynamic_axes=axes or None,
+                        opset=export.opset, fp16=export.fp16)
+    # what produced the file, for the samples and for people: random weights must never pass for a trained model
+    onnx.helper.set_model_props(proto, {"carafe_deploy.model": loaded.name, "carafe_deploy.weights": loaded.weights,
+                                        "carafe_deploy.task": task.name, **task.metadata(loaded)})
+    save_model(proto, export.output)
+    output_names = [o.name for o in proto.graph.output]
+    report["onnx"].update(export_s=round(time.perf_counter() - t0, 2), carafe_nodes=len(carafe_nodes(proto)),
+                          functions=len(proto.functions), opset=proto.opset_import[0].version,
+                          inputs=input_names, outputs=output_names, ops=op_types(proto))
+    log(f"wrote {export.output}: {len(carafe_nodes(proto))} carafe::CARAFE node(s), {len(proto.functions)} local "
+        f"function(s), opset {proto.opset_import[0].version}, inputs {input_names}, outputs {output_names} "
+        f"({report['onnx']['export_s']} s)")
+
+    sets = task.check_inputs(loaded, example, check.shapes, dynamic) if check.enabled or check.save_reference else []
+    references = [_torch_reference(loaded, input_names, output_names, s) for s in sets]
+    if check.save_reference:
+        _save_reference(check.save_reference, _feeds(input_names, sets[0]), references[0])
+        log(f"wrote {check.save_reference} (inputs and PyTorch outputs)")
+    if check.enabled:
+        from ..backends import OnnxrtRunner
+
+        # a plugin-form graph runs in ONNX Runtime with the standard-op function attached (the same nodes)
+        checked = to_portable(_copy(proto)) if export.mode == "plugin" else proto
+        runner = OnnxrtRunner(checked, name="onnxruntime")
+        _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
+
+    if engine.path is not None:
+        _engine_step(report, task, loaded, export, engine, proto, input_names, example, dynamic, sets, references,
+                     check, log)
+    gated = [c for c in report["checks"] if c["gated"] and c["status"] != "skipped"]
+    report["passed"] = all(c["status"] == "passed" for c in gated)
+    return report
+
+
+def op_types(proto) -> list[str]:
+    """Sorted op types of a model's main graph, custom domains as ``domain::Op``."""
+    return sorted({f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                   for n in proto.graph.node})
+
+
+def _copy(proto):
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _torch_reference(loaded: LoadedModel, input_names, output_names, tensors) -> dict:
+    from ..backends.pytorch import torch_outputs
+
+    outputs = torch_outputs(loaded.model, tensors)
+    if len(outputs) != len(output_names):
+        raise DeployError(f"PyTorch gave {len(outputs)} outputs, the ONNX model has {len(output_names)}")
+    return dict(zip(output_names, outputs))
+
+
+def _save_reference(path, inputs: dict, outputs: dict) -> None:
+    import numpy as np
+
+    from ..files import atomic_path
+
+    arrays = {f"input/{k}": v for k, v in inputs.items()}
+    arrays.update({f"output/{k}": v for k, v in outputs.items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _check_backend(report, task: Task, runner, input_names, sets, references, fp16: bool, check: CheckOptions,
+                   log) -> None:
+    from ..errors import MissingDependencyError
+
+    try:
+        runner.activate()
+    except MissingDependencyError as exc:
+        report["checks"].append({"backend": runner.name, "status": "skipped", "reason": str(exc), "gated": True})
+        log(f"{runner.name}: skipped ({exc})")
+        return
+    try:
+        for tensors, reference in zip(sets, references):
+            feeds = _feeds(input_names, tensors)
+            shapes = [list(t.shape) for t in tensors]
+            try:
+                actual = runner.infer(feeds)
+            except Exception as exc:  # noqa: BLE001 -- e.g. an fp16 op ONNX Runtime's CPU provider lacks
+                first = " ".join(str(exc).split())[:300]
+                entry = {"backend": runner.name, "inputs": shapes, "status": "error",
+                         "reason": f"{type(exc).__name__}: {first}", "gated": not fp16}
+                report["checks"].append(entry)
+                log(f"{runner.name} at {shapes}: error ({entry['reason']})")
+                continue
+            result = task.compare(reference, actual, fp16, check.rtol, check.atol)
+            status = "passed" if result.passed else "failed"
+            report["checks"].append({"backend": runner.name, "inputs": shapes, "status": status, "gated": result.gated,
+                                     "summary": result.summary, "details": result.details})
+            log(f"{runner.name} vs PyTorch at {shapes}: {status}: {result.summary}")
+    finally:
+        runner.deactivate()
+
+
+def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: EngineOptions, proto, input_names, example,
+                 dynamic: bool, sets, references, check: CheckOptions, log) -> None:
+    from ..onnx import carafe_nodes
+    from ..trt.runtime import build_unavailable, run_unavailable
+
+    use_plugin = engine.use_plugin and bool(carafe_nodes(proto))
+    reason = build_unavailable(use_plugin)
+    if reason is not None:
+        report["engine"] = {"skipped": reason}
+        log(f"TensorRT engine: skipped ({reason})")
+        return
+    from ..trt import BuildOptions, build_engine
+
+    mins, opts, maxs = task.engine_profile(input_names, example, dynamic)
+    result = build_engine(BuildOptions(
+        onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
+        opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
+        use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, progress=engine.progress))
+    report["engine"] = {"path": str(result.engine_path), "sidecar": str(result.sidecar_path),
+                        "tensorrt_version": result.sidecar["tensorrt_version"]}
+    log(f"wrote {result.engine_path} and {result.sidecar_path}")
+    if not check.enabled:
+        return
+    why_not = run_unavailable()
+    if why_not is not None:
+        report["checks"].append({"backend": "tensorrt", "status": "skipped", "reason": why_not, "gated": True})
+        log(f"tensorrt: skipped ({why_not})")
+        return
+    from ..backends import TrtRunner
+
+    _check_backend(report, task, TrtRunner(result.engine_path, plugin=engine.plugin_path or True), input_names, sets,
+                   references, export.fp16, check, log)

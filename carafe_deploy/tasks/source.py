@@ -1,0 +1,139 @@
+"""Where a PyTorch model comes from: a Python file + class, a TorchScript file, an ExportedProgram file, or a
+registered model name (with an optional checkpoint). The CLI's model-source options parse into :class:`ModelSource`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DeployError
+
+__all__ = ["ModelSource", "LoadedModel"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the pipeline, with what its source knows about its inputs and outputs."""
+
+    model: object  # nn.Module, ScriptModule or ExportedProgram
+    description: str
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    input_shapes: list[tuple[int, ...]] | None = None
+    dynamic_axes: dict = field(default_factory=dict)
+    dynamic_by_default: bool = False
+    weights: str = "given model"  # "random", a checkpoint's file name, or "given model"
+    spec: object = None  # the registered ModelSpec, for --model NAME
+    name: str = "model"  # short name for default output files
+
+
+@dataclass
+class ModelSource:
+    """One of ``python`` (+ ``class_name``, ``kwargs``), ``torchscript``, ``exported_program`` or ``model``
+    (a registered name, with ``overrides`` for its builder and ``tiny`` for its narrow variant); ``checkpoint`` for
+    ``python`` and ``model``."""
+
+    python: str | None = None
+    class_name: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    torchscript: str | None = None
+    exported_program: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    overrides: dict = field(default_factory=dict)
+    tiny: bool = False
+
+    def given(self) -> bool:
+        return any([self.python, self.torchscript, self.exported_program, self.model])
+
+    def inputs(self) -> list[Path]:
+        """The files this source reads (an output must never overwrite one of them)."""
+        return [Path(p) for p in (self.python, self.torchscript, self.exported_program, self.checkpoint) if p]
+
+    def load(self) -> LoadedModel:
+        import torch
+
+        from .. import nn as _  # noqa: F401 -- registers the op before a TorchScript/ExportedProgram file is loaded
+
+        if sum(bool(x) for x in (self.python, self.torchscript, self.exported_program, self.model)) != 1:
+            raise DeployError("give one model: --python FILE --class NAME, --torchscript FILE, --exported-program "
+                              "FILE or --model NAME")
+        if (self.overrides or self.tiny) and not self.model:
+            raise DeployError("--set and --tiny apply to a registered model (--model NAME)")
+        if self.checkpoint and not (self.python or self.model):
+            raise DeployError("--checkpoint applies to --python and --model (TorchScript and ExportedProgram files "
+                              "carry their weights)")
+        # Built without a checkpoint, a model's weights come from its random init: seed it so that `export` and
+        # `check` of the same --python/--model build the same weights.
+        torch.manual_seed(0)
+        weights = Path(self.checkpoint).name if self.checkpoint else "random"
+        if self.python:
+            model = self._load_python()
+            if self.checkpoint:
+                from ..models.checkpoint import load_checkpoint
+
+                load_checkpoint(model, self.checkpoint)
+            return LoadedModel(model.eval(), f"{self.python}:{self.class_name}", weights=weights,
+                               name=self.class_name)
+        if self.torchscript:
+            path = _existing(self.torchscript, "--torchscript")
+            return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), str(path), name=path.stem,
+                               weights=path.name)
+        if self.exported_program:
+            path = _existing(self.exported_program, "--exported-program")
+            program = torch.export.load(str(path))
+            shapes = [tuple(t.shape) for t in program.example_inputs[0]] if program.example_inputs else None
+            return LoadedModel(program, str(path), input_shapes=shapes, name=path.stem, weights=path.name)
+        from .. import models
+
+        spec = models.spec(self.model)
+        overrides = {**(spec.tiny if self.tiny else {}), **self.overrides}
+        if self.tiny and self.checkpoint:
+            raise DeployError("--tiny builds a narrow random model; it cannot load a released checkpoint")
+        try:
+            model = models.build(self.model, self.checkpoint, **overrides)
+        except TypeError as exc:
+            raise DeployError(f"--set: {self.model} does not take these options ({exc})") from None
+        return LoadedModel(
+            model,
+            f"model {self.model}" + (" (tiny)" if self.tiny else ""),
+            input_names=list(spec.input_names),
+            output_names=list(spec.output_names),
+            input_shapes=[tuple(spec.default_input_shape)],
+            dynamic_axes=dict(spec.dynamic_axes),
+            dynamic_by_default=spec.dynamic_by_default,
+            weights=weights,
+            spec=spec,
+            name=self.model,
+        )
+
+    def _load_python(self):
+        if not self.class_name:
+            raise DeployError("--python needs --class NAME (the nn.Module class to build)")
+        file = _existing(self.python, "--python")
+        kwargs = self.kwargs
+        if isinstance(kwargs, str):
+            try:
+                kwargs = json.loads(kwargs)
+            except json.JSONDecodeError as exc:
+                raise DeployError(f"--kwargs is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise DeployError("--kwargs must be a JSON object")
+        spec = importlib.util.spec_from_file_location(f"_carafe_user_model_{file.stem}", file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        cls = getattr(module, self.class_name, None)
+        if cls is None:
+            raise DeployError(f"{self.python} defines no {self.class_name!r}")
+        return cls(**kwargs)
+
+
+def _existing(path: str, option: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise DeployError(f"{option}: no such file {path!r}")
+    return p
