@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from carafe_deploy.bench import paired_medians
 from carafe_deploy.ops import _cpu, torch_formulation
 
 DEFAULT_SHAPES = ("up:1,256,25,42", "up:1,256,50,84", "up:1,256,100,168", "down:1,256,200,336")
@@ -46,21 +46,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = time.perf_counter
 
 
-def _once(fn) -> float:
-    t0 = _clock()
-    fn()
-    return _clock() - t0
-
-
 def paired(fns: dict, repeat: int) -> dict:
-    """Median seconds of each function, the functions run alternately (one warm-up round first)."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            times[name].append(_once(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return paired_medians(fns, repeat, _clock)
 
 
 def copy_bandwidth(repeat: int) -> float:
@@ -152,18 +139,18 @@ def benchmark(shapes, threads_list, repeat):
 
 
 _MEMORY_PROBE = """
-import json, resource, sys, torch
+import json, sys, torch
 sys.path.insert(0, {here!r})
 from cpu_op import naive_unfold
+from carafe_deploy.bench import peak_rss_growth
 from carafe_deploy.ops import carafe
 n, c, h, w, k, s = {args!r}
 x = torch.randn(n, c, h, w); kern = torch.rand(n, k * k, h * s, w * s)
 fn = (lambda a, b: carafe(a, b, k, 1, s)) if {ours!r} else (lambda a, b: naive_unfold(a, b, k, 1, s))
 fn(x[..., :8, :8], kern[..., : 8 * s, : 8 * s])  # warm-up on a slice: dispatch, thread pool
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.no_grad():
-    y = fn(x, kern)
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))
+    y, growth = peak_rss_growth(lambda: fn(x, kern))
+print(json.dumps(growth))
 """
 
 

@@ -17,7 +17,6 @@ kernels included) in one forward of the CARAFE model.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,22 +25,10 @@ import numpy as np
 import torch
 
 from carafe_deploy import models
+from carafe_deploy.bench import paired_medians
 from carafe_deploy.ops import _cpu
 
 DEFAULT_MODELS = ("upernet_r50_carafe:1,3,256,256", "faster_rcnn_r50_fpn_carafe:1,3,800,1216")
-
-
-def paired(fns: dict, repeat: int) -> dict:
-    """Median seconds per function, the functions run alternately after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_pair(name: str, image: torch.Tensor):
@@ -89,23 +76,30 @@ def model_name_of(tag: str) -> str:
     return tag.rsplit("-", 1)[0]
 
 
-def run(entries, threads: int, repeat: int, onnx_mode: str, skip_onnx: bool):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def run(entries, threads: int, repeat: int, onnx_mode: str, skip_onnx: bool, clock: str = "wall"):
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, CPU kernels: {_cpu.status()}, {threads} thread(s), median of {repeat}, "
-          f"ONNX mode {onnx_mode!r}\n")
+          f"clock {clock}, ONNX mode {onnx_mode!r}\n")
+
+    def paired(fns):
+        return paired_medians(fns, repeat, CLOCKS[clock])
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in entries:
             image = torch.rand(*shape) * (255.0 if "rcnn" in name else 1.0)
             carafe_model, twin = build_pair(name, image)
             with torch.inference_mode():
-                t = paired({"carafe": lambda: carafe_model(image), "twin": lambda: twin(image)}, repeat)
+                t = paired({"carafe": lambda: carafe_model(image), "twin": lambda: twin(image)})
             share = op_share(carafe_model, image)
             row = dict(name=name, shape=shape, pt=t, share=share)
             if not skip_onnx:
                 fns = {"carafe": onnx_session(carafe_model, image, onnx_mode, threads, Path(tmp), f"{name}-carafe"),
                        "twin": onnx_session(twin, image, onnx_mode, threads, Path(tmp), f"{name}-twin")}
-                row["ort"] = paired(fns, repeat)
+                row["ort"] = paired(fns)
             rows.append(row)
             print(f"{name} {tuple(shape)}: PyTorch {t['carafe'] * 1e3:.0f} ms vs {t['twin'] * 1e3:.0f} ms"
                   + (f"; ONNX Runtime {row['ort']['carafe'] * 1e3:.0f} ms vs {row['ort']['twin'] * 1e3:.0f} ms"
@@ -149,9 +143,13 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--onnx-mode", default="portable", choices=("portable", "decomposed"))
     p.add_argument("--no-onnx", action="store_true", help="PyTorch only")
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="cpu: this process's CPU time, which a busy machine disturbs less (with --threads 1 only)")
     a = p.parse_args()
+    if a.clock == "cpu" and a.threads > 1:
+        raise SystemExit("--clock cpu measures one thread's speed only: use it with --threads 1")
     np.random.seed(0)
-    run([parse_entry(e) for e in a.models], a.threads, a.repeat, a.onnx_mode, a.no_onnx)
+    run([parse_entry(e) for e in a.models], a.threads, a.repeat, a.onnx_mode, a.no_onnx, a.clock)
 
 
 if __name__ == "__main__":
