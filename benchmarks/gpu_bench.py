@@ -24,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from carafe_deploy.files import atomic_write_text  # noqa: E402
 from carafe_deploy.ops import _cuda  # noqa: E402
 
 # (name, N, C, H, W, mode); k = 5, G = 1, s = 2 throughout (the benchmark set).
@@ -185,7 +186,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # the file's CPU part (benchmarks/cpu_op.py, model_overhead.py) stays: only what follows the marker is replaced
     before = args.out.read_text().split(GPU_MARKER)[0] if args.out.is_file() else "# Performance\n\n"
-    args.out.write_text(before + "\n".join(lines) + "\n")
+    atomic_write_text(args.out, before + "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0
 
