@@ -10,7 +10,6 @@ an element-wise ratio explodes on the near-zero values every network output has,
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping
 
@@ -52,10 +51,6 @@ class BackendResult:
     reason: str | None = None
 
 
-def _finite_or_none(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
-
-
 def _one(name: str, ref: np.ndarray | None, act: np.ndarray | None, rtol: float, atol: float) -> OutputDiff:
     d = OutputDiff(
         name,
@@ -78,15 +73,21 @@ def _one(name: str, ref: np.ndarray | None, act: np.ndarray | None, rtol: float,
     r = np.asarray(ref, dtype=np.float64)
     a = np.asarray(act, dtype=np.float64)
     if r.size == 0:
-        d.max_abs, d.max_rel, d.allclose = 0.0, 0.0, True
+        d.problem = "empty output (0 elements): nothing was compared"
         return d
-    if not np.isfinite(a).all() and np.isfinite(r).all():
-        d.problem = "output has NaN/Inf where the reference is finite"
-    err = np.abs(a - r)
-    d.max_abs = _finite_or_none(float(np.nanmax(err)) if np.isfinite(err).any() else float("inf"))
-    peak = float(np.nanmax(np.abs(r)))
-    d.max_rel = _finite_or_none(d.max_abs / peak if peak > 0 else (0.0 if d.max_abs == 0 else float("inf")))
-    d.allclose = bool(np.allclose(a, r, rtol=rtol, atol=atol, equal_nan=True))
+    bad_ref, bad_act = ~np.isfinite(r), ~np.isfinite(a)
+    if bad_ref.any():
+        # NaN == NaN, or inf == inf, would say nothing about the computation: a non-finite reference is no reference
+        d.problem = f"the reference has {int(bad_ref.sum())} NaN/Inf of {r.size} values: nothing to compare them with"
+    elif bad_act.any():
+        d.problem = f"output has {int(bad_act.sum())} NaN/Inf where the reference is finite"
+    finite = ~(bad_ref | bad_act)
+    if finite.any():
+        err = np.abs(a[finite] - r[finite])
+        d.max_abs = float(err.max())
+        peak = float(np.abs(r[finite]).max())
+        d.max_rel = d.max_abs / peak if peak > 0 else (0.0 if d.max_abs == 0 else None)
+    d.allclose = d.problem is None and bool(np.allclose(a, r, rtol=rtol, atol=atol, equal_nan=False))
     return d
 
 
@@ -110,6 +111,8 @@ def compare_runner(runner, feeds: Mapping[str, np.ndarray], reference: Mapping[s
         text = str(exc).strip().splitlines()
         return BackendResult(runner.name, "error", reason=f"{type(exc).__name__}: {text[0] if text else ''}")
     diffs = compare(reference, actual, rtol=rtol, atol=atol)
+    if not diffs:  # no output on either side: nothing compared is not a pass
+        return BackendResult(runner.name, "failed", diffs, reason="no outputs to compare")
     return BackendResult(runner.name, "passed" if all(d.passed for d in diffs) else "failed", diffs)
 
 
@@ -123,9 +126,10 @@ def render_table(results: list[BackendResult], title: str = "parity"):
     """One row per (backend, output); a skipped/errored backend gets one row, and its reason once, below the table."""
     rows, notes = [], []
     for res in results:
-        if res.status in ("skipped", "error"):
+        if res.status in ("skipped", "error") or not res.diffs:
             colour = "yellow" if res.status == "skipped" else "red"
-            rows.append((res.backend, "-", "-", "-", "-", f"[{colour}]{res.status}[/{colour}]"))
+            status = res.status if res.status != "failed" else "FAILED"
+            rows.append((res.backend, "-", "-", "-", "-", f"[{colour}]{status}[/{colour}]"))
             notes.append(f"{res.backend} {res.status}: {res.reason}")
             continue
         for d in res.diffs:

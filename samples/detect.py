@@ -23,7 +23,7 @@ DEFAULT_IMAGE = HERE / "data" / "scene.png"
 
 
 def main(argv=None) -> int:
-    from carafe_deploy.errors import DeployError
+    from carafe_deploy.errors import run_guarded
     from carafe_deploy.models.detectors import DETECTORS
 
     p = argparse.ArgumentParser(description="Detect objects with a CARAFE detector and draw them into a PNG.",
@@ -38,25 +38,25 @@ def main(argv=None) -> int:
     p.add_argument("--score-thr", type=float, default=0.3, help="draw detections scoring at least this")
     p.add_argument("--scale", type=int, nargs=2, default=(1333, 800), metavar=("LONG", "SHORT"),
                    help="resize limits (mmdet: 1333 800); smaller is faster")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
-    try:
-        return _run(args)
-    except (DeployError, ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"detect.py: error: {exc}", file=sys.stderr)
-        return 1
+    return run_guarded("detect.py", lambda: _run(args), debug=args.debug)
 
 
 def _run(args) -> int:
     from PIL import Image
 
     from carafe_deploy.errors import DeployError
-    from carafe_deploy.files import atomic_path, refuse_overwriting_inputs
+    from carafe_deploy.files import atomic_path, refuse_overwriting_inputs, require_file
     from carafe_deploy.models.detectors import COCO_CLASSES
     from carafe_deploy.tasks.detection import RANDOM_WEIGHTS_BANNER, detect
     from carafe_deploy.tasks.drawing import draw_detections
 
-    if not Path(args.image).is_file():
-        raise FileNotFoundError(f"image not found: {args.image}")
+    if min(args.scale) < 1:
+        raise ValueError(f"--scale must be positive, got {args.scale[0]} {args.scale[1]}")
+    if not Path(args.image).exists():
+        raise DeployError(f"image not found: {args.image}")
+    require_file(args.image, "image")  # a directory, an empty file
     refuse_overwriting_inputs({"-o/--output": args.output},
                               [args.image, args.checkpoint, args.onnx, args.engine])
     try:
@@ -67,11 +67,13 @@ def _run(args) -> int:
     if args.onnx or args.engine:
         from carafe_deploy.backends import OnnxrtRunner, TrtRunner
 
-        runner = OnnxrtRunner(args.onnx) if args.onnx else TrtRunner(args.engine)
+        runner = TrtRunner(args.engine) if args.engine else None
         if args.onnx:
-            import onnx
+            from carafe_deploy.onnx.files import load_model
 
-            props = {p.key: p.value for p in onnx.load(args.onnx, load_external_data=False).metadata_props}
+            model = load_model(args.onnx)
+            runner = OnnxrtRunner(model)
+            props = {p.key: p.value for p in model.metadata_props}
             if props.get("carafe_deploy.weights") == "random":  # the export records where the weights came from
                 banner = RANDOM_WEIGHTS_BANNER
     else:

@@ -25,7 +25,7 @@ ALLOWED = {
     "backends": {"onnx", "trt", "errors", "files"},
     "compare": {"backends", "errors", "report"},
     "bench": {"backends", "errors", "files", "report"},
-    "models": {"ops", "nn", "errors", "imaging"},
+    "models": {"ops", "nn", "errors", "files", "imaging"},
     "tasks": {"models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "compat", "errors", "files",
               "report", "imaging"},
     "serving": {"tasks", "backends", "trt", "onnx", "models", "errors", "files", "report", "imaging"},

@@ -12,7 +12,7 @@ from ..errors import DeployError, MissingDependencyError
 from ..onnx.forms import carafe_nodes
 from .base import Runner, TensorMeta
 
-__all__ = ["OnnxrtRunner", "make_session", "input_specs", "random_feeds", "run_onnxruntime"]
+__all__ = ["OnnxrtRunner", "make_session", "check_providers", "input_specs", "random_feeds", "run_onnxruntime"]
 
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -35,6 +35,19 @@ def _import_ort():
     return ort
 
 
+def check_providers(providers: Sequence[str] | None) -> list[str]:
+    """The providers to use (default: the CPU's); ``DeployError`` for one this onnxruntime does not have, so that a
+    check of the requested provider never passes on a silent fallback to the CPU."""
+    ort = _import_ort()
+    providers = list(providers) if providers else list(DEFAULT_PROVIDERS)
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise DeployError(f"ONNX Runtime provider(s) {', '.join(missing)} not available in this onnxruntime "
+                          f"{ort.__version__} (it has {', '.join(available)})")
+    return providers
+
+
 def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None):
     """An ``onnxruntime.InferenceSession`` for ``model`` (a ModelProto or a path).
@@ -54,12 +67,7 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
             "the model has carafe::CARAFE nodes without their function (a plugin-form export); ONNX Runtime cannot "
             "run it: convert it with `carafe-deploy convert MODEL.onnx --to portable` or export with --mode portable"
         )
-    providers = list(providers) if providers else list(DEFAULT_PROVIDERS)
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise DeployError(f"ONNX Runtime provider(s) {', '.join(missing)} not available in this onnxruntime "
-                          f"{ort.__version__} (it has {', '.join(available)})")
+    providers = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:

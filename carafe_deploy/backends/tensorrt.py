@@ -13,23 +13,26 @@ __all__ = ["TrtRunner"]
 
 
 class TrtRunner(Runner):
-    """A serialized engine; ``plugin`` as :class:`~carafe_deploy.trt.runner.EngineRunner` takes it."""
+    """A serialized engine; ``plugin`` and ``backend`` (the TensorRT runtime: "tensorrt", "tensorrt-rtx", or ``None``
+    for the one that built the engine) as :class:`~carafe_deploy.trt.runner.EngineRunner` takes them."""
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | os.PathLike, plugin=True, verbose: bool = False):
+    def __init__(self, engine_path: str | os.PathLike, plugin=True, verbose: bool = False, backend: str | None = None):
         super().__init__()
         self.engine_path = engine_path
         self.plugin = plugin
         self.verbose = verbose
+        self.backend = backend
         self._runner = None
 
     def activate_impl(self) -> None:
         from ..trt.runner import EngineRunner
         from ..trt.runtime import import_tensorrt
 
-        import_tensorrt()  # first: without TensorRT the backend is unavailable, whatever the engine path says
-        self._runner = EngineRunner(self.engine_path, plugin=self.plugin, verbose=self.verbose)
+        if not os.path.isfile(self.engine_path):  # without TensorRT the backend is unavailable, whatever the path says
+            import_tensorrt(self.backend)
+        self._runner = EngineRunner(self.engine_path, plugin=self.plugin, verbose=self.verbose, backend=self.backend)
 
     def deactivate_impl(self) -> None:
         self._runner.close()

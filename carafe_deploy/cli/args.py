@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 __all__ = ["HelpFormatter", "ModelSourceArgs", "ExportArgs", "CheckArgs", "EngineArgs", "ProfileArgs", "parse_shape",
-           "parse_dynamic"]
+           "parse_dynamic", "add_backend"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -75,6 +75,17 @@ def _parse_set(items) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def add_backend(group, building: bool) -> None:
+    """``--backend tensorrt|tensorrt-rtx``: the TensorRT runtime that builds (``building``) or runs the engine."""
+    from ..trt.runtime import RUNTIMES  # no TensorRT import: only the names
+
+    default = ("full TensorRT when it is installed, else TensorRT-RTX" if building else
+               "the runtime that built the engine, as its sidecar says")
+    group.add_argument("--backend", choices=tuple(RUNTIMES), default=None,
+                       help=f"TensorRT runtime: tensorrt (TensorRT 10/11) or tensorrt-rtx (TensorRT for RTX); "
+                            f"default: {default}")
 
 
 class ModelSourceArgs:
@@ -213,9 +224,10 @@ class EngineArgs:
         g = parser.add_argument_group("TensorRT engine (built when TensorRT is installed, else skipped with the reason)")
         g.add_argument("--save-engine", type=Path, metavar="ENGINE", help="also build this engine (+ ENGINE.json)")
         g.add_argument("--no-plugin", action="store_true",
-                       help="build CARAFE from standard ops instead of the plugin (needs --mode portable)")
+                       help="build CARAFE from standard ops instead of the plugin (each node unrolled)")
         g.add_argument("--plugin", type=Path, metavar="LIB.so",
                        help="the plugin library (default: $CARAFE_DEPLOY_PLUGIN or the CMake build folder)")
+        add_backend(g, building=True)
         self.profile.add(parser)
 
     def parse(self, args: argparse.Namespace):
@@ -225,4 +237,4 @@ class EngineArgs:
             raise ValueError("--plugin and --no-plugin contradict each other")
         mins, opts, maxs = self.profile.parse(args)
         return EngineOptions(path=args.save_engine, min_shapes=mins, opt_shapes=opts, max_shapes=maxs,
-                             use_plugin=not args.no_plugin, plugin_path=args.plugin)
+                             use_plugin=not args.no_plugin, plugin_path=args.plugin, backend=args.backend)

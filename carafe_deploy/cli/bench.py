@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ModelSourceArgs, parse_shape
+from .args import HelpFormatter, ModelSourceArgs, add_backend, parse_shape
 
 SOURCE = ModelSourceArgs(required=False, title="the same model in PyTorch (one of)")
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run with ONNX Runtime (default: ONNX Runtime not benchmarked)")
     p.add_argument("--engine", type=Path, metavar="ENGINE",
                    help="a TensorRT engine of the same model (default: TensorRT not benchmarked)")
+    add_backend(p, building=False)
     SOURCE.add(p)
     p.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                    help="batch-1 input shape, once per input (default: the engine's opt shapes, the ONNX's or the "
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         report.skipped["onnxruntime"] = "no MODEL.onnx given"
     if args.engine:
-        bench.bench_runner(TrtRunner(args.engine), **common)
+        bench.bench_runner(TrtRunner(args.engine, backend=args.backend), **common)
     else:
         report.skipped["tensorrt"] = "no --engine given"
     if loaded is not None:

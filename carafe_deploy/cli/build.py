@@ -1,9 +1,10 @@
 """carafe-deploy build MODEL.onnx: ONNX -> TensorRT engine + JSON sidecar.
 
-The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin or kept with
---no-plugin), the profile checked and the plugin library found before TensorRT is touched, so those errors show on
-any machine. --dry-run stops there: it never imports TensorRT, and names (as notes) what a real build here would
-still lack, TensorRT first, then the plugin library.
+The graph is prepared (mmcv nodes converted, the CARAFE local function dropped for the plugin, or every CARAFE node
+unrolled into standard ops with --no-plugin), the profile checked and the plugin library found before TensorRT is
+touched, so those errors show on any machine. Full TensorRT or TensorRT-RTX (--backend); what TensorRT-RTX cannot build
+is refused before parsing. --dry-run stops there: it never imports TensorRT, and names (as notes) what a real build
+here would still lack, TensorRT first, then the plugin library.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ProfileArgs
+from .args import HelpFormatter, ProfileArgs, add_backend
 
 PROFILE = ProfileArgs("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
 
@@ -24,11 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: MODEL.engine)")
     PROFILE.add(p)
     p.add_argument("--no-plugin", action="store_true",
-                   help="build CARAFE from the model-local function (portable export) instead of the plugin")
+                   help="build CARAFE from standard ops (each node unrolled; any export form) instead of the plugin")
     p.add_argument("--plugin", type=Path, metavar="LIB.so",
                    help="plugin library (default: $CARAFE_DEPLOY_PLUGIN, else found in build/)")
+    add_backend(p, building=True)
     p.add_argument("--fp16", action="store_true",
-                   help="TensorRT 10 only: FP16 builder flag. TensorRT 11 builds the ONNX's types: export with --fp16")
+                   help="TensorRT 10 only: FP16 builder flag. TensorRT 11 and TensorRT-RTX build the ONNX's types: "
+                        "export with --fp16")
     p.add_argument("--bf16", action="store_true", help="TensorRT 10 only: BF16 builder flag")
     p.add_argument("--workspace", metavar="SIZE",
                    help="workspace memory pool limit, e.g. 2G or 512M (default: TensorRT's, the device memory)")
@@ -63,6 +66,7 @@ def options_from_args(args: argparse.Namespace):
         max_shapes=maxs,
         use_plugin=not args.no_plugin,
         plugin_path=args.plugin,
+        backend=args.backend,
         fp16=args.fp16,
         bf16=args.bf16,
         workspace_bytes=parse_size(args.workspace) if args.workspace else None,
@@ -76,31 +80,44 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
-def _missing_for_a_build(plan) -> list[str]:
+def _missing_for_a_build(plan, backend: str | None) -> list[str]:
     """What a real build on this machine would stop on, the most fundamental first; found without importing
     TensorRT (a dry run never does)."""
     import importlib.util
     import sys
 
-    from ..trt.runtime import INSTALL_HINT
+    from ..trt.runtime import INSTALL_HINT, RUNTIMES
 
-    try:
-        found = "tensorrt" in sys.modules or importlib.util.find_spec("tensorrt") is not None
-    except (ImportError, ValueError):
-        found = False
+    def present(module: str) -> bool:
+        if module in sys.modules:  # None there: imports of it are blocked
+            return sys.modules[module] is not None
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    wanted = [RUNTIMES[backend]] if backend else list(RUNTIMES.values())
+    found = any(present(m) for m in wanted)
     return ([] if found else [INSTALL_HINT]) + ([plan.plugin_missing] if plan.plugin_missing else [])
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.text import Text
 
-    from ..files import refuse_overwriting_inputs
+    from ..files import make_dir, refuse_overwriting_inputs
     from ..report import console
     from ..trt.builder import build_engine, plan_build
+    from ..trt.runtime import RUNTIME_LABELS
+    from ..trt.sidecar import sidecar_path
 
     options = options_from_args(args)
-    refuse_overwriting_inputs({"-o/--output": options.engine_path or args.onnx.with_suffix(".engine"),
-                               "--save-prepared": args.save_prepared}, [args.onnx, args.plugin])
+    engine = Path(options.engine_path or args.onnx.with_suffix(".engine"))
+    if not args.dry_run:
+        make_dir(engine.parent, "-o/--output")  # the builder makes the engine's folder; now, before the build
+    outputs = {"--save-prepared": args.save_prepared}
+    if engine.parent.is_dir():  # a dry run too: "ready to build" includes a place to write the engine
+        outputs.update({"-o/--output": engine, "-o/--output (its sidecar)": sidecar_path(engine)})
+    refuse_overwriting_inputs(outputs, [args.onnx, args.plugin])
     out = console(stderr=True)
     plan = plan_build(options)
     for note in plan.prepared.notes:
@@ -114,10 +131,12 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"wrote prepared ONNX {args.save_prepared}")
     if args.dry_run:
         out.print(f"dry run: {args.onnx} is ready to build into {plan.engine_path}")
-        for missing in _missing_for_a_build(plan):
+        for missing in _missing_for_a_build(plan, options.backend):
             out.print(Text(f"missing for a real build here: {missing}", style="yellow"))
         return 0
     result = build_engine(options, plan)
-    out.print(f"wrote {result.engine_path} ({result.sidecar['engine']['bytes']} bytes, TensorRT "
-              f"{result.sidecar['tensorrt_version']}, {result.sidecar['precision']['mode']}) and {result.sidecar_path}")
+    side = result.sidecar
+    runtime = RUNTIME_LABELS[side["runtime"]["name"]]
+    out.print(f"wrote {result.engine_path} ({side['engine']['bytes']} bytes, {runtime} {side['runtime']['version']}, "
+              f"{side['precision']['mode']}, CARAFE {side['graph']['carafe_form']}) and {result.sidecar_path}")
     return 0

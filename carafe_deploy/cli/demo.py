@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")
+    if not args.no_onnx:
+        from ..files import make_dir
+
+        make_dir(args.output, "-o/--output")  # before any work: a folder that cannot be written fails now
 
     import torch
 
@@ -93,23 +97,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
-    """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine with the plugin
-    when TensorRT is here: the deploy pipeline every model goes through. Returns (exit status, why the engine was
-    skipped or None)."""
+    """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine when TensorRT is
+    here (with the plugin when its library is built, else from the unrolled standard ops): the deploy pipeline every
+    model goes through. Returns (exit status, why the engine was skipped or None)."""
+    from ..files import make_dir
     from ..report import make_table
     from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
+    from ..trt.plugin import plugin_library
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "-o/--output")
     onnx_path = out_dir / "tiny_carafe_net.onnx"
     with out.status("exporting to ONNX (portable) and checking it in ONNX Runtime"):
         report = deploy(loaded, ExportOptions(output=onnx_path, mode="portable", input_shapes=[shape], dynamic=True),
-                        CheckOptions(), EngineOptions(path=onnx_path.with_suffix(".engine")), log=lambda _m: None)
+                        CheckOptions(), EngineOptions(path=onnx_path.with_suffix(".engine"),
+                                                    use_plugin=plugin_library(required=False) is not None),
+                        log=lambda _m: None)
     onnx_info = report["onnx"]
     out.print(f"exported {onnx_path} in {onnx_info['export_s']:.1f} s: {onnx_info['carafe_nodes']} carafe::CARAFE "
               "nodes with their standard-op function (ONNX Runtime needs no custom library)")
     rows = [(c["backend"], c["status"], c.get("summary") or c.get("reason", "")) for c in report["checks"]]
-    skipped = report["engine"].get("skipped")
-    notes = [f"TensorRT engine: skipped ({skipped})"] if skipped else []
+    engine = report["engine"]
+    skipped = engine.get("skipped")
+    notes = [f"TensorRT engine: skipped ({skipped})" if skipped else
+             f"TensorRT engine: wrote {engine['path']} ({engine['runtime']['name']} {engine['runtime']['version']}, "
+             f"CARAFE {engine['carafe_form']})"]
     out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))
     repo = out_dir / "triton"
     out.print(f"serve it with Triton (docs/SERVING.md): carafe-deploy triton {onnx_path} -o {repo} && "

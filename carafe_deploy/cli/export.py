@@ -24,12 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..files import refuse_overwriting_inputs
     from ..report import console, make_table, write_json
     from ..tasks import deploy
+    from ..tasks.pipeline import output_paths
 
     out = console()
     source = SOURCE.parse(args)
     export, check, engine = EXPORT.parse(args, default_name=_default_name(source)), CHECK.parse(args), ENGINE.parse(args)
+    # before the model is loaded: no output may overwrite an input, and every output's folder must take a file
+    refuse_overwriting_inputs(output_paths(export, check, engine, {"--save-report": args.save_report}), source.inputs())
     with out.status(f"loading {_label(source)}"):
         loaded = source.load()
     report = deploy(loaded, export, check, engine, inputs=source.inputs(), other_outputs={"--save-report": args.save_report},

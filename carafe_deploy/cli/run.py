@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DeployError
-from .args import HelpFormatter
+from .args import HelpFormatter, add_backend
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="DIR",
                    help="folder to write OUTPUT_NAME.npy into (default: ENGINE_outputs/ beside the engine)")
     p.add_argument("--no-plugin", action="store_true", help="do not load the CARAFE plugin library")
+    add_backend(p, building=False)
     p.add_argument("-v", "--verbose", action="store_true", help="print TensorRT's log")
     p.set_defaults(func=run)
 
@@ -26,15 +27,15 @@ def load_inputs(specs: list[str]) -> tuple[dict[str, np.ndarray], list[np.ndarra
     """Named arrays from NAME=FILE / .npz specs, and unnamed ones (bound later if the engine has one input)."""
     import numpy as np
 
+    from ..files import require_file
+
     named: dict[str, np.ndarray] = {}
     unnamed: list[np.ndarray] = []
     for spec in specs:
         name, sep, file = spec.partition("=")
         if not sep:
             name, file = "", spec
-        path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"input file {path} does not exist")
+        path = require_file(file, "--input")
         try:
             data = np.load(path, allow_pickle=False)
         except Exception as exc:
@@ -59,24 +60,28 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..backends import TrtRunner
-    from ..files import atomic_path
+    from ..files import atomic_path, make_dir, refuse_overwriting_inputs, require_file
     from ..report import console
 
-    if not args.engine.is_file():
+    if not args.engine.exists():
         raise FileNotFoundError(f"engine {args.engine} does not exist")
+    require_file(args.engine, "engine")  # a directory or an empty file
     named, unnamed = load_inputs(args.input)
     out_dir = args.output or args.engine.with_name(args.engine.stem + "_outputs")
+    make_dir(out_dir, "-o/--output")  # before the engine runs, not after
     out = console(stderr=True)
-    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose) as runner:
+    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose, backend=args.backend) as runner:
         names = [t.name for t in runner.input_metadata()]
         if unnamed:
             if len(unnamed) > 1 or len(names) != 1 or named:
                 raise ValueError(f"the engine's inputs are {', '.join(names)}: name each input as NAME=FILE")
             named = {names[0]: unnamed[0]}
         outputs = runner.infer(named)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / f"{name.replace('/', '_')}.npy" for name in outputs}
+    inputs = [args.engine] + [spec.partition("=")[2] or spec for spec in args.input]
+    refuse_overwriting_inputs({f"output {name!r}": path for name, path in paths.items()}, inputs)
     for name, value in outputs.items():
-        path = out_dir / f"{name.replace('/', '_')}.npy"
+        path = paths[name]
         with atomic_path(path) as tmp:
             np.save(tmp, value)
         out.print(f"{name}: {value.dtype} {'x'.join(map(str, value.shape))} -> {path}")

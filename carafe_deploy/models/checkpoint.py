@@ -93,5 +93,9 @@ def load_checkpoint(model: nn.Module, checkpoint, strict: bool = True, prefix: s
 
 
 def save_checkpoint(model: nn.Module, path, meta: dict | None = None) -> None:
-    """Save in mmengine's layout (``{'meta': ..., 'state_dict': ...}``) so both this package and mmdet read it."""
-    torch.save({"meta": dict(meta or {}), "state_dict": model.state_dict()}, path)
+    """Save in mmengine's layout (``{'meta': ..., 'state_dict': ...}``) so both this package and mmdet read it;
+    atomically (a failed write leaves the previous file)."""
+    from ..files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"meta": dict(meta or {}), "state_dict": model.state_dict()}, tmp)

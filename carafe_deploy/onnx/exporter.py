@@ -122,6 +122,32 @@ def _check_opset(opset) -> int:
     return opset
 
 
+def _forward_arg_names(model) -> list[str] | None:
+    """The names the exporter gives the inputs when ``input_names`` is not given: ``forward``'s arguments."""
+    import inspect
+
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return None
+    return [p.name for p in params]
+
+
+def _check_dynamic_axes(dynamic_axes, proto: onnx.ModelProto | None = None, names: Sequence[str] = ()) -> None:
+    """Every key of ``dynamic_axes`` must name an input or output (of ``proto`` once exported): torch ignores one
+    that does not and writes a static model without a word."""
+    if proto is not None:
+        names = [v.name for v in proto.graph.input] + [v.name for v in proto.graph.output]
+    unknown = [k for k in dynamic_axes if k not in names]
+    if unknown:
+        raise DeployError(f"dynamic_axes names {unknown[0]!r}, which is not an input or output of the model (they "
+                          f"are {', '.join(names) or 'none'}): pass input_names/output_names or use those names")
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -226,6 +252,10 @@ def export(
         raise TypeError(f"args must be a tensor or a tuple of example inputs, got {type(args).__name__}")
     input_names = list(input_names) if input_names is not None else None
     output_names = list(output_names) if output_names is not None else None
+    if dynamic_axes and output_names is not None:  # the names are known before exporting
+        inputs = input_names if input_names is not None else _forward_arg_names(model)
+        if inputs is not None:
+            _check_dynamic_axes(dynamic_axes, names=inputs + output_names)
 
     if fp16:
         if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
@@ -253,6 +283,8 @@ def export(
                     f"torchscript: {_first_line(ts_error)}"
                 ) from ts_error
 
+    if dynamic_axes:
+        _check_dynamic_axes(dynamic_axes, proto)
     if fp16:
         proto = _float32_io(proto)
     if mode == "plugin":

@@ -21,6 +21,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DeployError(f"{path} is empty (0 bytes), not an ONNX model")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... depending on what is wrong

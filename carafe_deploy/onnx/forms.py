@@ -16,6 +16,7 @@ import onnx.numpy_helper
 from ..errors import DeployError
 from .function import MIN_OPSET, carafe_function
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION
+from .validate import walk_nodes
 
 __all__ = ["EXPORT_MODES", "carafe_nodes", "to_plugin", "to_portable", "to_decomposed"]
 
@@ -23,7 +24,8 @@ EXPORT_MODES = ("plugin", "portable", "decomposed")
 
 
 def carafe_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    """The model's ``carafe::CARAFE`` nodes: the main graph's and those in its subgraphs (If/Loop/Scan bodies)."""
+    return [n for n, _ in walk_nodes(model, functions=False) if n.domain == DOMAIN and n.op_type == OP_TYPE]
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

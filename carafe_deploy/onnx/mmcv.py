@@ -17,12 +17,10 @@ from onnx import helper
 from ..errors import DeployError
 from .function import MIN_OPSET
 from .forms import _set_carafe_import, carafe_nodes, to_plugin, to_portable
-from .schema import DOMAIN, OP_TYPE, register_schema
+from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
+from .validate import MMCV_DOMAIN, MMCV_OP_TYPES, validate_carafe_nodes, validate_mmcv_nodes, walk_nodes
 
 __all__ = ["convert_mmcv", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
-
-MMCV_DOMAIN = "mmcv"
-MMCV_OP_TYPES = ("MMCVCARAFE", "MMCVCARAFENaive")
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -34,30 +32,16 @@ def _where(node: onnx.NodeProto) -> str:
 
 
 def _mmcv_to_carafe(node: onnx.NodeProto) -> None:
+    """Rewrite one node (already held against mmcv's attributes by validate_mmcv_nodes)."""
     attrs = _attrs(node)
-    unknown = set(attrs) - {"kernel_size", "group_size", "scale_factor"}
-    if unknown:
-        raise DeployError(f"{_where(node)} has attributes mmcv does not define: {sorted(unknown)}")
-    if "kernel_size" not in attrs:
-        raise DeployError(f"{_where(node)} has no kernel_size attribute")
-    k = int(attrs["kernel_size"])
-    group = int(attrs.get("group_size", 1))
-    s_float = float(attrs.get("scale_factor", 2.0))
-    s = int(round(s_float))
-    if s < 1 or abs(s_float - s) > 1e-6:
-        raise DeployError(f"{_where(node)}: scale_factor {s_float} is not a positive integer, which CARAFE needs")
-    if k < 1 or k % 2 == 0 or group < 1:
-        raise DeployError(f"{_where(node)}: kernel_size must be odd >= 1 and group_size >= 1, got {k}, {group}")
-    if len(node.input) != 2 or len(node.output) != 1:
-        raise DeployError(f"{_where(node)}: expected 2 inputs and 1 output, got {len(node.input)} and {len(node.output)}")
     node.op_type = OP_TYPE
     node.domain = DOMAIN
     del node.attribute[:]
     node.attribute.extend(
         [
-            helper.make_attribute("kernel_size", k),
-            helper.make_attribute("group", group),
-            helper.make_attribute("scale_factor", s),
+            helper.make_attribute("kernel_size", int(attrs["kernel_size"])),
+            helper.make_attribute("group", int(attrs.get("group_size", 1))),
+            helper.make_attribute("scale_factor", int(attrs.get("scale_factor", 2))),
             helper.make_attribute("mode", "up"),
         ]
     )
@@ -106,26 +90,39 @@ def convert_mmcv(model: onnx.ModelProto | str, to: str = "carafe") -> onnx.Model
     """
     register_schema()
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = onnx.load(model)
+        from .files import load_model
+
+        model = load_model(model)
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"model must be an onnx.ModelProto or a path, got {type(model).__name__}")
     if to not in ("carafe", "mmcv"):
         raise ValueError(f"to must be 'carafe' or 'mmcv', got {to!r}")
     model = copy.deepcopy(model)
     if to == "carafe":
-        nodes = [n for n in model.graph.node if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
+        validate_mmcv_nodes(model)
+        nodes = [n for n, _ in walk_nodes(model) if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
         for node in nodes:
             _mmcv_to_carafe(node)
-        if not any(n.domain == MMCV_DOMAIN for n in model.graph.node):
+        _import_carafe_in_functions(model)
+        if not any(n.domain == MMCV_DOMAIN for n, _ in walk_nodes(model)):
             kept = [imp for imp in model.opset_import if imp.domain != MMCV_DOMAIN]
             del model.opset_import[:]
             model.opset_import.extend(kept)
         _set_carafe_import(model, bool(carafe_nodes(model)))
         return to_portable(_upgrade_opset(model)) if nodes or carafe_nodes(model) else model
-    for node in carafe_nodes(model):
+    validate_carafe_nodes(model)
+    for node in [n for n, _ in walk_nodes(model) if n.domain == DOMAIN and n.op_type == OP_TYPE]:
         _carafe_to_mmcv(node)
     to_plugin(model)
     _set_carafe_import(model, False)
     if not any(imp.domain == MMCV_DOMAIN for imp in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MMCV_DOMAIN, 1))
     return model
+
+
+def _import_carafe_in_functions(model: onnx.ModelProto) -> None:
+    """A model-local function whose body now holds carafe::CARAFE nodes must import the carafe domain itself."""
+    for fn in model.functions:
+        if any(n.domain == DOMAIN and n.op_type == OP_TYPE for n in fn.node) and \
+                not any(imp.domain == DOMAIN for imp in fn.opset_import):
+            fn.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))

@@ -38,6 +38,8 @@ def _fail(msg: str):
 
 
 def _infer(ctx: InferenceContext) -> None:
+    from .validate import attribute_problem, lenient_inference, output_extent, shape_problem
+
     features = ctx.get_input_type(0)
     kernels = ctx.get_input_type(1)
     if features is None or not features.HasField("tensor_type"):
@@ -46,13 +48,14 @@ def _infer(ctx: InferenceContext) -> None:
     group = _attr_int(ctx, "group", 1)
     s = _attr_int(ctx, "scale_factor", 2)
     mode_attr = ctx.get_attribute("mode")
-    mode = mode_attr.s.decode() if mode_attr is not None else "up"
-    if k is None or k < 1 or k % 2 == 0:
-        _fail(f"kernel_size must be an odd int >= 1, got {k}")
-    if group < 1 or s < 1:
-        _fail(f"group and scale_factor must be >= 1, got group={group}, scale_factor={s}")
-    if mode not in MODES:
-        _fail(f"mode must be one of {MODES}, got {mode!r}")
+    mode = mode_attr.s.decode(errors="replace") if mode_attr is not None else "up"
+    # validate_carafe_nodes runs inference leniently and checks each node itself, naming it
+    lenient = lenient_inference()
+    problem = "the required attribute kernel_size is missing" if k is None else attribute_problem(k, group, s, mode)
+    if problem:
+        if lenient:
+            return
+        _fail(problem)
 
     out = TypeProto()
     out.tensor_type.elem_type = features.tensor_type.elem_type
@@ -60,17 +63,18 @@ def _infer(ctx: InferenceContext) -> None:
         ctx.set_output_type(0, out)
         return
     fdims = list(features.tensor_type.shape.dim)
-    if len(fdims) != 4:
-        _fail(f"features must be 4-D (N, C, H, W), got rank {len(fdims)}")
     kdims = None
     if kernels is not None and kernels.HasField("tensor_type") and kernels.tensor_type.HasField("shape"):
         kdims = list(kernels.tensor_type.shape.dim)
-        if len(kdims) != 4:
-            _fail(f"kernels must be 4-D (N, G*k*k, Ho, Wo), got rank {len(kdims)}")
-        if kdims[1].HasField("dim_value") and kdims[1].dim_value != group * k * k:
-            _fail(f"kernels must have group*kernel_size^2 = {group * k * k} channels, got {kdims[1].dim_value}")
-    if fdims[1].HasField("dim_value") and fdims[1].dim_value % group:
-        _fail(f"features channels ({fdims[1].dim_value}) must be divisible by group ({group})")
+
+    def ints(dims):
+        return None if dims is None else [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+    problem = shape_problem(k, group, s, mode, ints(fdims), ints(kdims))
+    if problem:
+        if lenient:
+            return
+        _fail(problem)
 
     shape = out.tensor_type.shape
     for d in fdims[:2]:
@@ -79,15 +83,9 @@ def _infer(ctx: InferenceContext) -> None:
         dim = shape.dim.add()
         src = fdims[axis]
         if src.HasField("dim_value"):
-            dim.dim_value = src.dim_value * s if mode == "up" else -(-src.dim_value // s)
+            dim.dim_value = output_extent(src.dim_value, s, mode)
         elif kdims is not None and (kdims[axis].HasField("dim_value") or kdims[axis].HasField("dim_param")):
             dim.CopyFrom(kdims[axis])
-        if kdims is not None and kdims[axis].HasField("dim_value") and dim.HasField("dim_value"):
-            if kdims[axis].dim_value != dim.dim_value:
-                _fail(
-                    f"kernels spatial dim {axis} is {kdims[axis].dim_value}, but mode={mode!r} with "
-                    f"scale_factor={s} gives {dim.dim_value} for features dim {src.dim_value}"
-                )
     ctx.set_output_type(0, out)
 
 

@@ -1,73 +1,350 @@
-"""One check of every ``carafe::CARAFE`` node against the contract (DESIGN §2), wherever it sits in the graph.
+"""One validation of a model's CARAFE nodes, before anything runs: ``check``, ``build`` (its dry run too),
+``convert`` and the mmcv converter call it, so a node outside the contract is an error naming the node and the
+attribute, never a silent result (ONNX Runtime ignores ``mode``; TensorRT would only fail deep in its build).
 
-Minimal version written for ``convert``; the hostile-input work owns the full one (same name and signature).
+``carafe::CARAFE`` is held against its schema (:mod:`.schema`: the attribute names and types, ``kernel_size``
+required, each attribute once, two inputs and one output) and its contract (DESIGN §1-2: odd ``kernel_size`` >= 1,
+``group`` and ``scale_factor`` >= 1, ``mode`` exactly ``"up"`` or ``"down"``; where the shapes are known, features
+channels divisible by ``group``, kernels with ``group * kernel_size**2`` channels and the spatial size that ``mode``
+and ``scale_factor`` give). ``plugin=True`` adds the TensorRT plugin's limits (plugins/common/carafe_params.cpp).
+``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` are held against mmcv's attributes (``kernel_size:int``,
+``group_size:int``, ``scale_factor:float``, a whole number) and the same contract with mode "up".
+
+Every node is checked: the main graph, the bodies of If/Loop/Scan, and the model-local functions (where an
+attribute may refer to the function's own, ``ref_attr_name``, and is checked at the call site instead).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import onnx
-from onnx import helper
+from onnx import AttributeProto
 
 from ..errors import DeployError
-from .schema import DOMAIN, MODES, OP_TYPE
+from .schema import DOMAIN, MODES, OP_TYPE, carafe_schema, register_schema
 
-__all__ = ["validate_carafe_nodes", "iter_all_nodes"]
+__all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "walk_nodes", "attribute_problem", "shape_problem",
+           "output_extent", "PLUGIN_LIMITS", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
 
-_ATTRIBUTES = {
-    "kernel_size": onnx.AttributeProto.INT,
-    "group": onnx.AttributeProto.INT,
-    "scale_factor": onnx.AttributeProto.INT,
-    "mode": onnx.AttributeProto.STRING,
-}
+MMCV_DOMAIN = "mmcv"
+MMCV_OP_TYPES = ("MMCVCARAFE", "MMCVCARAFENaive")
 
+# The TensorRT plugin's upper limits (plugins/common/carafe_params.cpp kMaxKernelSize, kMaxGroup, kMaxScale; the
+# YAML contract says the same, tests/trt/test_plugin_config.py holds the three together).
+PLUGIN_LIMITS = {"kernel_size": 63, "group": 1 << 16, "scale_factor": 64}
 
-def iter_all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of the subgraphs (If/Loop/Scan bodies) inside it."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_all_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from iter_all_nodes(g)
+_ATTR_TYPE_NAMES = {AttributeProto.INT: "int", AttributeProto.FLOAT: "float", AttributeProto.STRING: "string",
+                    AttributeProto.INTS: "ints", AttributeProto.FLOATS: "floats", AttributeProto.STRINGS: "strings",
+                    AttributeProto.TENSOR: "tensor", AttributeProto.GRAPH: "graph"}
+
+# While validate_carafe_nodes runs shape inference, the schema's inference computes what it can and leaves the
+# contract to the per-node check here, which names the node (onnx's inference errors do not).
+_LENIENT_INFERENCE = contextvars.ContextVar("carafe_lenient_inference", default=False)
 
 
-def _where(node: onnx.NodeProto) -> str:
-    return f"node {node.name or '(unnamed)'} ({node.domain}::{node.op_type})"
+def lenient_inference() -> bool:
+    return _LENIENT_INFERENCE.get()
 
 
-def validate_carafe_nodes(model: onnx.ModelProto) -> int:
-    """``DeployError`` naming the node and the problem for a ``carafe::CARAFE`` node outside the contract; returns
-    the number of such nodes (subgraphs included)."""
-    count = 0
-    for node in iter_all_nodes(model.graph):
+# ----------------------------------------------------------------------------------------------------------------
+# The contract, as pure functions (the schema's shape inference uses them too)
+
+
+def output_extent(extent: int, scale_factor: int, mode: str) -> int:
+    """The output size along one axis: ``s * H`` for "up", ``ceil(H / s)`` for "down"."""
+    return extent * scale_factor if mode == "up" else -(-extent // scale_factor)
+
+
+def attribute_problem(kernel_size: int, group: int, scale_factor: int, mode: str, plugin: bool = False,
+                      group_name: str = "group") -> str | None:
+    """What is outside the contract in these attribute values (``None``: nothing)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        return f"kernel_size must be an odd int >= 1, got {kernel_size}"
+    if group < 1:
+        return f"{group_name} must be >= 1, got {group}"
+    if scale_factor < 1:
+        return f"scale_factor must be >= 1, got {scale_factor}"
+    if mode not in MODES:
+        return f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
+    if plugin:
+        for name, value in (("kernel_size", kernel_size), ("group", group), ("scale_factor", scale_factor)):
+            if value > PLUGIN_LIMITS[name]:
+                return f"{name} {value} is above the TensorRT plugin's limit of {PLUGIN_LIMITS[name]}"
+    return None
+
+
+def shape_problem(kernel_size: int, group: int, scale_factor: int, mode: str, features: Sequence | None,
+                  kernels: Sequence | None) -> str | None:
+    """What is inconsistent between the input shapes and the attributes; a dim is an int or ``None`` (unknown),
+    a shape ``None`` when its rank is unknown."""
+    def known(d):
+        return isinstance(d, int) and d >= 0
+
+    for name, dims in (("features", features), ("kernels", kernels)):
+        if dims is not None and len(dims) != 4:
+            return f"{name} must be 4-D (N, C, H, W), got rank {len(dims)}"
+    if features is not None and known(features[1]) and features[1] % group:
+        return f"features channels ({features[1]}) must be divisible by group ({group})"
+    if kernels is None:
+        return None
+    want = group * kernel_size * kernel_size
+    if known(kernels[1]) and kernels[1] != want:
+        return f"kernels must have group*kernel_size^2 = {want} channels, got {kernels[1]}"
+    if features is None:
+        return None
+    if known(features[0]) and known(kernels[0]) and features[0] != kernels[0]:
+        return f"kernels batch ({kernels[0]}) must equal features batch ({features[0]})"
+    for axis, label in ((2, "height"), (3, "width")):
+        if known(features[axis]) and known(kernels[axis]):
+            expected = output_extent(features[axis], scale_factor, mode)
+            if kernels[axis] != expected:
+                return (f"kernels {label} is {kernels[axis]}, but mode={mode!r} with scale_factor={scale_factor} "
+                        f"gives {expected} for features {label} {features[axis]}")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Walking a model
+
+
+def walk_nodes(model: onnx.ModelProto, functions: bool = True) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """(node, where) for every node of the main graph, its subgraphs (If/Loop/Scan bodies) and, with ``functions``,
+    the model-local functions; ``where`` says which ("graph", "graph > If 'cond' then_branch", "function f")."""
+
+    def walk(nodes, where):
+        for node in nodes:
+            yield node, where
+            for attr in node.attribute:
+                label = f"{where} > {node.op_type} {node.name!r} {attr.name}"
+                if attr.type == AttributeProto.GRAPH:
+                    yield from walk(attr.g.node, label)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for i, g in enumerate(attr.graphs):
+                        yield from walk(g.node, f"{label}[{i}]")
+
+    yield from walk(model.graph.node, "graph")
+    if functions:
+        for fn in model.functions:
+            yield from walk(fn.node, f"function {fn.domain}::{fn.name}")
+
+
+def _name(node: onnx.NodeProto, where: str) -> str:
+    place = "" if where == "graph" else f" in {where}"
+    return f"node {node.name or '(unnamed)'!r} ({node.domain}::{node.op_type}){place}"
+
+
+def _attributes(node: onnx.NodeProto, what: str, allowed: dict[str, tuple[int, ...]], in_function: bool) -> dict:
+    """``{name: AttributeProto}``; an error for a duplicate, an unknown name or a wrong type (``allowed``: name ->
+    the attribute types it may have)."""
+    out: dict[str, AttributeProto] = {}
+    for attr in node.attribute:
+        if attr.name in out:
+            raise DeployError(f"{what}: attribute {attr.name!r} is given twice")
+        if attr.name not in allowed:
+            raise DeployError(f"{what}: unknown attribute {attr.name!r} (it has {', '.join(allowed)})")
+        if attr.ref_attr_name:
+            if not in_function:
+                raise DeployError(f"{what}: attribute {attr.name!r} refers to {attr.ref_attr_name!r} outside a "
+                                  "function")
+        elif attr.type not in allowed[attr.name]:
+            raise DeployError(f"{what}: attribute {attr.name!r} must be "
+                              f"{_type_names(allowed[attr.name])}, got {_ATTR_TYPE_NAMES.get(attr.type, attr.type)}"
+                              f"{_value_hint(attr)}")
+        out[attr.name] = attr
+    return out
+
+
+def _type_names(types: tuple[int, ...]) -> str:
+    return " or ".join(f"an {_ATTR_TYPE_NAMES[t]}" if _ATTR_TYPE_NAMES[t][0] == "i" else f"a {_ATTR_TYPE_NAMES[t]}"
+                       for t in types)
+
+
+def _value_hint(attr: AttributeProto) -> str:
+    try:
+        value = onnx.helper.get_attribute_value(attr)
+    except Exception:  # noqa: BLE001 -- an undefined attribute type has no value to show
+        return ""
+    if isinstance(value, float):
+        return f" ({value:g})"
+    return f" ({value!r})" if not isinstance(value, (onnx.GraphProto, onnx.TensorProto)) else ""
+
+
+def _string(attr: AttributeProto, what: str) -> str:
+    """The string value, exactly: bytes that are not plain UTF-8 text, or a NUL inside, are an error."""
+    raw = attr.s
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeployError(f"{what}: attribute {attr.name!r} is not UTF-8 text ({raw!r})") from None
+    if "\0" in text:
+        raise DeployError(f"{what}: attribute {attr.name!r} holds a NUL byte ({raw!r})")
+    return text
+
+
+def _io(node: onnx.NodeProto, what: str) -> None:
+    if len(node.input) != 2 or not all(node.input):
+        raise DeployError(f"{what}: needs 2 inputs (features, kernels), got {list(node.input)}")
+    if len(node.output) != 1 or not node.output[0]:
+        raise DeployError(f"{what}: needs 1 output, got {list(node.output)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shapes of the CARAFE nodes' inputs
+
+
+@contextlib.contextmanager
+def _lenient():
+    token = _LENIENT_INFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT_INFERENCE.reset(token)
+
+
+def _dims(value: onnx.ValueInfoProto) -> list | None:
+    t = value.type.tensor_type if value.type.HasField("tensor_type") else None
+    if t is None or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+_SMALL_TENSOR = 4096  # bytes: shape constants (Reshape targets...) stay, weights go
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers' values left out (names, types and dims kept): what shape inference
+    needs, without serializing the weights (most of a big model's bytes)."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, src = light.graph, model.graph
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if t.ByteSize() <= _SMALL_TENSOR:
+            graph.initializer.append(t)
+        else:
+            graph.initializer.append(onnx.helper.make_tensor(t.name, t.data_type, list(t.dims), [], raw=True))
+    return light
+
+
+def _known_shapes(model: onnx.ModelProto, inferred: bool) -> dict[str, list | None]:
+    """Tensor name -> dims, from shape inference where it runs (else from what the file declares)."""
+    source = model
+    if inferred:
+        try:
+            with _lenient():
+                source = onnx.shape_inference.infer_shapes(_without_weights(model), check_type=False,
+                                                           strict_mode=False)
+        except Exception:  # noqa: BLE001 -- ops without schema, odd files...: the declared shapes still count
+            source = model
+    shapes: dict[str, list | None] = {}
+
+    def collect(graph: onnx.GraphProto):
+        for t in graph.initializer:
+            shapes[t.name] = list(t.dims)
+        for v in list(graph.input) + list(graph.value_info) + list(graph.output):
+            dims = _dims(v)
+            if dims is not None:
+                shapes.setdefault(v.name, dims)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    collect(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        collect(g)
+
+    collect(source.graph)
+    return shapes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The validators
+
+
+def _carafe_attribute_types() -> dict[str, tuple[int, ...]]:
+    """The schema's attributes and their types, in the order people know them (for messages)."""
+    attributes = carafe_schema().attributes
+    order = [n for n in ("kernel_size", "group", "scale_factor", "mode") if n in attributes]
+    return {name: (attributes[name].type,) for name in order + sorted(set(attributes) - set(order))}
+
+
+def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shapes: bool = True) -> None:
+    """``DeployError`` naming the node and the attribute for the first ``carafe::CARAFE`` node outside the schema or
+    the contract (module docstring); ``plugin``: also the TensorRT plugin's limits; ``shapes``: check the input
+    shapes that shape inference knows."""
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"validate_carafe_nodes expects an onnx.ModelProto, got {type(model).__name__}")
+    register_schema()
+    types = _carafe_attribute_types()
+    defaults = {"group": 1, "scale_factor": 2, "mode": "up"}
+    found = []
+    for node, where in walk_nodes(model):
         if node.domain != DOMAIN or node.op_type != OP_TYPE:
             continue
-        count += 1
-        if len(node.input) != 2 or len(node.output) != 1:
-            raise DeployError(f"{_where(node)}: expected 2 inputs and 1 output, got {len(node.input)} and "
-                              f"{len(node.output)}")
-        attrs = {}
-        for a in node.attribute:
-            if a.name not in _ATTRIBUTES:
-                raise DeployError(f"{_where(node)} has an attribute the contract does not define: {a.name!r}")
-            if a.type != _ATTRIBUTES[a.name]:
-                raise DeployError(f"{_where(node)}: attribute {a.name!r} must be "
-                                  f"{onnx.AttributeProto.AttributeType.Name(_ATTRIBUTES[a.name]).lower()}")
-            attrs[a.name] = helper.get_attribute_value(a)
-        k = attrs.get("kernel_size")
-        if k is None:
-            raise DeployError(f"{_where(node)} has no kernel_size attribute")
-        if k < 1 or k % 2 == 0:
-            raise DeployError(f"{_where(node)}: kernel_size must be odd and >= 1, got {k}")
-        for name in ("group", "scale_factor"):
-            if attrs.get(name, 1) < 1:
-                raise DeployError(f"{_where(node)}: {name} must be >= 1, got {attrs[name]}")
-        mode = attrs.get("mode", b"up")
-        mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
-        if mode not in MODES:
-            raise DeployError(f"{_where(node)}: mode must be one of {MODES}, got {mode!r}")
-    return count
+        what = _name(node, where)
+        in_function = where.startswith("function")
+        _io(node, what)
+        attrs = _attributes(node, what, types, in_function)
+        if "kernel_size" not in attrs:
+            raise DeployError(f"{what}: the required attribute 'kernel_size' is missing")
+        if any(a.ref_attr_name for a in attrs.values()):
+            continue  # values come from the function's call site
+        values = dict(defaults)
+        for name, attr in attrs.items():
+            values[name] = _string(attr, what) if name == "mode" else attr.i
+        problem = attribute_problem(values["kernel_size"], values["group"], values["scale_factor"], values["mode"],
+                                    plugin=plugin)
+        if problem:
+            raise DeployError(f"{what}: {problem}")
+        if not in_function:
+            found.append((node, what, values))
+    if shapes and found:
+        _check_shapes(model, found)
+
+
+def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
+    """``DeployError`` naming the node and the attribute for the first ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive``
+    node that is not what mmcv's ``CARAFEFunction.symbolic`` writes or that is outside the contract."""
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"validate_mmcv_nodes expects an onnx.ModelProto, got {type(model).__name__}")
+    types = {"kernel_size": (AttributeProto.INT,), "group_size": (AttributeProto.INT,),
+             "scale_factor": (AttributeProto.FLOAT, AttributeProto.INT)}
+    found = []
+    for node, where in walk_nodes(model):
+        if node.domain != MMCV_DOMAIN or node.op_type not in MMCV_OP_TYPES:
+            continue
+        what = _name(node, where)
+        _io(node, what)
+        attrs = _attributes(node, what, types, where.startswith("function"))
+        if "kernel_size" not in attrs:
+            raise DeployError(f"{what}: the required attribute 'kernel_size' is missing")
+        if any(a.ref_attr_name for a in attrs.values()):
+            continue
+        k = attrs["kernel_size"].i
+        group = attrs["group_size"].i if "group_size" in attrs else 1
+        s_attr = attrs.get("scale_factor")
+        s_value = (s_attr.f if s_attr.type == AttributeProto.FLOAT else s_attr.i) if s_attr is not None else 2
+        if s_value != int(s_value) or s_value < 1:
+            raise DeployError(f"{what}: scale_factor {s_value:g} is not a positive integer, which CARAFE needs")
+        problem = attribute_problem(k, group, int(s_value), "up", group_name="group_size")
+        if problem:
+            raise DeployError(f"{what}: {problem}")
+        if not where.startswith("function"):
+            found.append((node, what, {"kernel_size": k, "group": group, "scale_factor": int(s_value), "mode": "up"}))
+    if shapes and found:
+        _check_shapes(model, found)
+
+
+def _check_shapes(model: onnx.ModelProto, found) -> None:
+    shapes = _known_shapes(model, inferred=True)
+    for node, what, v in found:
+        problem = shape_problem(v["kernel_size"], v["group"], v["scale_factor"], v["mode"],
+                                shapes.get(node.input[0]), shapes.get(node.input[1]))
+        if problem:
+            raise DeployError(f"{what}: {problem}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DeployError
-from ..files import atomic_write_text, refuse_overwriting_inputs
+from ..files import atomic_write_text, check_writable
 from .config import TensorSpec, ensemble_config, model_config, model_config_module, onnx_tensor_specs, write_config
 
 __all__ = ["RepositoryOptions", "Repository", "write_repository", "BACKENDS", "PLUGIN_FILE"]
@@ -121,10 +121,11 @@ def _check_options(options: RepositoryOptions, onnx_path: Path, out: Path) -> No
     if out.exists() and not out.is_dir():
         raise DeployError(f"{out} exists and is not a folder")
     inputs = [p for p in (onnx_path, options.engine, options.plugin) if p]
-    refuse_overwriting_inputs({"-o/--output": out}, inputs)
-    for p in inputs:  # replacing the folder would delete an input inside it
+    for p in inputs:  # replacing the folder would delete an input inside it (or the input itself)
         if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out)):
             raise DeployError(f"{p} is inside the repository {out} that would be replaced; choose another folder")
+    # the repository is made beside its final place, then renamed: its folder must take new entries
+    check_writable(out.with_name(f".{out.name}.probe"), "-o/--output")
 
 
 def _batching(inputs, outputs) -> bool:
@@ -193,6 +194,10 @@ def _engine_plan(options: RepositoryOptions, onnx_inputs, onnx_outputs) -> _Engi
     if sidecar is None:
         raise DeployError(f"{path} has no sidecar {path.name}.json (carafe-deploy build writes it): its tensors, "
                           "types and profile make the Triton configuration")
+    if sidecar["runtime"]["name"] != "tensorrt":
+        raise DeployError(f"{path} was built by {sidecar['runtime']['name']} {sidecar['runtime']['version']}; "
+                          "Triton's TensorRT backend runs engines of full TensorRT only: rebuild it with "
+                          "carafe-deploy build --backend tensorrt")
     inputs = [TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in sidecar["inputs"]]
     outputs = [TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in sidecar["outputs"]]
     if [t.name for t in inputs] != [t.name for t in onnx_inputs] or \
@@ -240,13 +245,13 @@ def _write_tensorrt_model(root: Path, name: str, engine: _Engine, options, resul
     side = engine.sidecar
     gpu = side["gpu"]["name"] if side["gpu"] else "an unrecorded GPU"
     result.models[model_dir.name] = (f"TensorRT backend (tensorrt_plan), max_batch_size {engine.max_batch_size}: "
-                                     f"built with TensorRT {side['tensorrt_version']} on {gpu}"
+                                     f"built with TensorRT {side['runtime']['version']} on {gpu}"
                                      + ("; loads the plugin library beside it" if engine.plugin else ""))
     if engine.plugin is not None:
         result.notes.append(f"{model_dir.name} needs the plugin's creators registered, which loading the library in "
                             "Triton does not do: prefer an engine built with --no-plugin or --version-compatible "
                             "(docs/SERVING.md)")
-    result.notes.append(f"{model_dir.name} runs only in a Triton whose TensorRT is {side['tensorrt_version']}"
+    result.notes.append(f"{model_dir.name} runs only in a Triton whose TensorRT is {side['runtime']['version']}"
                         + (" or later (version-compatible engine)" if side["version_compatible"] else "")
                         + ", on a GPU like the one it was built on")
 

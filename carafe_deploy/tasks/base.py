@@ -4,6 +4,8 @@ inputs and an element-wise comparison."""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -12,7 +14,7 @@ import numpy as np
 from ..errors import DeployError
 from .source import LoadedModel
 
-__all__ = ["Task", "CheckResult"]
+__all__ = ["Task", "CheckResult", "random_inputs"]
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -25,6 +27,32 @@ class CheckResult:
     summary: str  # one line for people
     details: dict = field(default_factory=dict)  # for the JSON report
     gated: bool = True  # False: reported, but does not decide the exit status (e.g. fp16 detections)
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], seed: int, option: str) -> tuple:
+    """Standard-normal float32 tensors of ``shapes``, seeded; ``DeployError`` naming ``option`` when they would not
+    fit in this machine's memory (refused before allocating: a huge shape is a typo, not a reason to swap)."""
+    import torch
+
+    need = sum(4 * math.prod(s) for s in shapes)
+    memory = _memory_bytes()
+    if memory is not None and need > memory:
+        raise DeployError(f"{option} {' '.join(','.join(map(str, s)) for s in shapes)}: the inputs alone need "
+                          f"{need / 2**30:.3g} GiB, more than this machine's {memory / 2**30:.3g} GiB of memory")
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        return tuple(torch.randn(*s, generator=gen) for s in shapes)
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc):
+            raise
+        raise DeployError(f"{option}: not enough memory for inputs of {need / 2**30:.3g} GiB") from None
 
 
 class Task:
@@ -43,8 +71,7 @@ class Task:
         shapes = shapes or loaded.input_shapes
         if not shapes:
             raise DeployError("give the example input shape with --input-shape N,C,H,W (once per input)")
-        gen = torch.Generator().manual_seed(0)
-        return tuple(torch.randn(*s, generator=gen) for s in shapes)
+        return random_inputs(shapes, seed=0, option="--input-shape")
 
     def prepare(self, loaded: LoadedModel, inputs, log) -> None:
         """Anything the model needs before export (the detectors calibrate random heads)."""
@@ -56,10 +83,7 @@ class Task:
     def check_inputs(self, loaded: LoadedModel, export_inputs, shapes, dynamic: bool) -> list[tuple]:
         """Input sets the backends are compared on: ``shapes`` when given, else the export's own inputs."""
         if shapes:
-            import torch
-
-            gen = torch.Generator().manual_seed(1)
-            return [tuple(torch.randn(*s, generator=gen) for s in shapes)]
+            return [random_inputs(shapes, seed=1, option="--check-shape")]
         return [tuple(export_inputs)]
 
     def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,

@@ -110,9 +110,17 @@ def detect(runner, original, scale=DETECTION_SCALE) -> dict:
     R-CNN) with boxes in the original image's pixels.
     """
     with runner:
-        (meta,) = runner.input_metadata()
+        inputs = runner.input_metadata()
+        if len(inputs) != 1:
+            raise DeployError(f"a detector takes one input (the image); this model takes {len(inputs)}: "
+                              f"{', '.join(t.name for t in inputs)}")
+        (meta,) = inputs
         h, w = (meta.shape[2], meta.shape[3]) if len(meta.shape) == 4 else (None, None)
         canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
         tensor, factor = detection_input(original, canvas, scale)
         out = runner.infer({meta.name: tensor})
+    missing = [n for n in ("dets", "labels") if n not in out]
+    if missing:
+        raise DeployError(f"the model's outputs are {', '.join(out) or 'none'}; a detector export has dets and labels "
+                          "(and masks): is it a detector? (carafe-deploy export --model faster_rcnn_r50_fpn_carafe)")
     return detection_output(out, factor, original.width, original.height)

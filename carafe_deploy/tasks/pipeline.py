@@ -17,7 +17,7 @@ from ..files import refuse_overwriting_inputs
 from .base import Task
 from .source import LoadedModel
 
-__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "task_for", "TASKS"]
+__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "TASKS"]
 
 
 @dataclass
@@ -58,6 +58,7 @@ class EngineOptions:
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     use_plugin: bool = True
     plugin_path: Path | None = None
+    backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
     progress: bool = True
 
 
@@ -122,8 +123,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     check = check or CheckOptions()
     engine = engine or EngineOptions()
     task = task or task_for(loaded)
-    refuse_overwriting_inputs({"-o/--output": export.output, "--save-reference": check.save_reference,
-                               "--save-engine": engine.path, **(other_outputs or {})}, inputs)
+    refuse_overwriting_inputs(output_paths(export, check, engine, other_outputs), inputs)
     example = task.example_inputs(loaded, export.input_shapes)
     task.prepare(loaded, example, log)
     input_names = _names(export.input_names or loaded.input_names, len(example), "input")
@@ -131,6 +131,10 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
         raise DeployError(f"{len(input_names)} input names for {len(example)} inputs")
     axes = _dynamic_axes(loaded, export, input_names, example)
     dynamic = any(name in axes for name in input_names)
+    # PyTorch's outputs first: a model that fails on its inputs (a channel mismatch, say) is one clear error here,
+    # not the exporter's page about two exporters
+    sets = task.check_inputs(loaded, example, check.shapes, dynamic) if check.enabled or check.save_reference else []
+    references = [_torch_reference(loaded, s) for s in sets]
 
     report: dict = {"model": loaded.description, "task": task.name, "weights": loaded.weights,
                     "onnx": {"path": str(export.output), "mode": export.mode, "fp16": export.fp16, "dynamic": dynamic,
@@ -145,6 +149,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
                                         "carafe_deploy.task": task.name, **task.metadata(loaded)})
     save_model(proto, export.output)
     output_names = [o.name for o in proto.graph.output]
+    references = [_named(r, output_names) for r in references]
     report["onnx"].update(export_s=round(time.perf_counter() - t0, 2), carafe_nodes=len(carafe_nodes(proto)),
                           functions=len(proto.functions), opset=proto.opset_import[0].version,
                           inputs=input_names, outputs=output_names, ops=op_types(proto))
@@ -152,8 +157,6 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
         f"function(s), opset {proto.opset_import[0].version}, inputs {input_names}, outputs {output_names} "
         f"({report['onnx']['export_s']} s)")
 
-    sets = task.check_inputs(loaded, example, check.shapes, dynamic) if check.enabled or check.save_reference else []
-    references = [_torch_reference(loaded, input_names, output_names, s) for s in sets]
     if check.save_reference:
         _save_reference(check.save_reference, _feeds(input_names, sets[0]), references[0])
         log(f"wrote {check.save_reference} (inputs and PyTorch outputs)")
@@ -187,10 +190,34 @@ def _copy(proto):
     return out
 
 
-def _torch_reference(loaded: LoadedModel, input_names, output_names, tensors) -> dict:
+def output_paths(export: ExportOptions, check: CheckOptions, engine: EngineOptions,
+                 other_outputs: Mapping[str, object] | None = None) -> dict:
+    """``{option: path}`` of every file :func:`deploy` writes (the engine's sidecar too), for
+    :func:`carafe_deploy.files.refuse_overwriting_inputs`."""
+    paths = {"-o/--output": export.output, "--save-reference": check.save_reference, "--save-engine": engine.path}
+    if engine.path is not None:
+        from ..trt.sidecar import sidecar_path
+
+        paths["--save-engine (its sidecar)"] = sidecar_path(Path(engine.path))
+    return {**paths, **(other_outputs or {})}
+
+
+def _torch_reference(loaded: LoadedModel, tensors) -> list:
+    """PyTorch's outputs on ``tensors``; a model that cannot run on them is the user's to fix (``DeployError``)."""
     from ..backends.pytorch import torch_outputs
 
-    outputs = torch_outputs(loaded.model, tensors)
+    try:
+        return torch_outputs(loaded.model, tensors)
+    except (MemoryError, DeployError):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever the user's model raises on these inputs
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in tensors)
+        text = str(exc).strip().splitlines()
+        raise DeployError(f"the PyTorch model fails on inputs of shape {shapes}: {type(exc).__name__}: "
+                          f"{text[0] if text else ''}") from exc
+
+
+def _named(outputs: list, output_names) -> dict:
     if len(outputs) != len(output_names):
         raise DeployError(f"PyTorch gave {len(outputs)} outputs, the ONNX model has {len(output_names)}")
     return dict(zip(output_names, outputs))
@@ -242,24 +269,30 @@ def _check_backend(report, task: Task, runner, input_names, sets, references, fp
 
 def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: EngineOptions, proto, input_names, example,
                  dynamic: bool, sets, references, check: CheckOptions, log) -> None:
+    from ..errors import MissingDependencyError
     from ..onnx import carafe_nodes
     from ..trt.runtime import build_unavailable, run_unavailable
 
     use_plugin = engine.use_plugin and bool(carafe_nodes(proto))
-    reason = build_unavailable(use_plugin)
+    reason = build_unavailable(use_plugin, engine.backend)
+    if reason is None:
+        from ..trt import BuildOptions, build_engine
+
+        mins, opts, maxs = task.engine_profile(input_names, example, dynamic)
+        try:
+            result = build_engine(BuildOptions(
+                onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
+                opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
+                use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, backend=engine.backend,
+                progress=engine.progress))
+        except MissingDependencyError as exc:  # e.g. an op the runtime at hand cannot build
+            reason = str(exc)
     if reason is not None:
         report["engine"] = {"skipped": reason}
         log(f"TensorRT engine: skipped ({reason})")
         return
-    from ..trt import BuildOptions, build_engine
-
-    mins, opts, maxs = task.engine_profile(input_names, example, dynamic)
-    result = build_engine(BuildOptions(
-        onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
-        opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
-        use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, progress=engine.progress))
     report["engine"] = {"path": str(result.engine_path), "sidecar": str(result.sidecar_path),
-                        "tensorrt_version": result.sidecar["tensorrt_version"]}
+                        "runtime": result.sidecar["runtime"], "carafe_form": result.sidecar["graph"]["carafe_form"]}
     log(f"wrote {result.engine_path} and {result.sidecar_path}")
     if not check.enabled:
         return
@@ -270,5 +303,5 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
         return
     from ..backends import TrtRunner
 
-    _check_backend(report, task, TrtRunner(result.engine_path, plugin=engine.plugin_path or True), input_names, sets,
-                   references, export.fp16, check, log)
+    runner = TrtRunner(result.engine_path, plugin=engine.plugin_path or True, backend=engine.backend)
+    _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..files import atomic_path, atomic_write_text
+from ..errors import run_guarded
+from ..files import atomic_path, atomic_write_text, make_dir
 from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
@@ -203,14 +204,15 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
     "max_abs_logit_diff": {...}, "train_seconds", "losses", "files"}``.
     """
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
-    if steps < 1 or batch < 1 or test_count < 2:
-        raise ValueError(f"need steps >= 1, batch >= 1 and test_count >= 2, got {steps}, {batch}, {test_count}")
+    if steps < 1 or batch < 1 or test_count < 2 or train_count < 1 or size < 8:
+        raise ValueError(f"need steps >= 1, batch >= 1, train_count >= 1, test_count >= 2 and size >= 8, got "
+                         f"{steps}, {batch}, {train_count}, {test_count} and {size}")
     unknown = [b for b in backends if b not in ("portable", "decomposed", "tensorrt")]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; use portable, decomposed or tensorrt")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    os.makedirs(out_dir, exist_ok=True)
+    make_dir(out_dir, "output folder")
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
     model = small_segmenter(cfg.seed)
@@ -341,7 +343,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
                         "during training)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
+    return run_guarded(p.prog, lambda: _main(args), debug=args.debug)
+
+
+def _main(args) -> int:
     res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
               test_count=args.test_count, seed=args.seed, threads=args.threads)
     print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s; chance mIoU {res['chance_miou']:.2f}")

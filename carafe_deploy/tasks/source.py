@@ -3,6 +3,7 @@ registered model name (with an optional checkpoint). The CLI's model-source opti
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -69,6 +70,12 @@ class ModelSource:
         # Built without a checkpoint, a model's weights come from its random init: seed it so that `export` and
         # `check` of the same --python/--model build the same weights.
         torch.manual_seed(0)
+        if self.tiny and self.checkpoint:
+            raise DeployError("--tiny builds a narrow random model; it cannot load a released checkpoint")
+        if self.checkpoint:
+            if not Path(self.checkpoint).exists():
+                raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
+            _existing(self.checkpoint, "--checkpoint")  # a directory, an empty file
         weights = Path(self.checkpoint).name if self.checkpoint else "random"
         if self.python:
             model = self._load_python()
@@ -80,19 +87,19 @@ class ModelSource:
                                name=self.class_name)
         if self.torchscript:
             path = _existing(self.torchscript, "--torchscript")
-            return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), str(path), name=path.stem,
-                               weights=path.name)
+            with _reading(path, "--torchscript", "a TorchScript file (torch.jit.save)"):
+                module = torch.jit.load(str(path), map_location="cpu")
+            return LoadedModel(module.eval(), str(path), name=path.stem, weights=path.name)
         if self.exported_program:
             path = _existing(self.exported_program, "--exported-program")
-            program = torch.export.load(str(path))
+            with _reading(path, "--exported-program", "an ExportedProgram file (torch.export.save)"):
+                program = torch.export.load(str(path))
             shapes = [tuple(t.shape) for t in program.example_inputs[0]] if program.example_inputs else None
             return LoadedModel(program, str(path), input_shapes=shapes, name=path.stem, weights=path.name)
         from .. import models
 
         spec = models.spec(self.model)
         overrides = {**(spec.tiny if self.tiny else {}), **self.overrides}
-        if self.tiny and self.checkpoint:
-            raise DeployError("--tiny builds a narrow random model; it cannot load a released checkpoint")
         try:
             model = models.build(self.model, self.checkpoint, **overrides)
         except TypeError as exc:
@@ -122,18 +129,64 @@ class ModelSource:
                 raise DeployError(f"--kwargs is not valid JSON: {exc}") from None
         if not isinstance(kwargs, dict):
             raise DeployError("--kwargs must be a JSON object")
+        from torch import nn
+
         spec = importlib.util.spec_from_file_location(f"_carafe_user_model_{file.stem}", file)
+        if spec is None:
+            raise DeployError(f"--python {self.python}: not a Python file Python can import (name it *.py)")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            sys.modules.pop(spec.name, None)
+            raise DeployError(f"--python {self.python}: syntax error at line {exc.lineno}: {exc.msg}") from None
+        except Exception as exc:  # noqa: BLE001 -- the user's module failed while it was imported
+            sys.modules.pop(spec.name, None)
+            raise DeployError(f"--python {self.python} failed while it was imported: {_first_line(exc)}") from exc
         cls = getattr(module, self.class_name, None)
         if cls is None:
             raise DeployError(f"{self.python} defines no {self.class_name!r}")
-        return cls(**kwargs)
+        if not callable(cls):
+            raise DeployError(f"--class {self.class_name}: {self.python} defines it as an object of type "
+                              f"{type(cls).__name__}, not a torch.nn.Module class")
+        try:
+            model = cls(**kwargs)
+        except Exception as exc:  # noqa: BLE001 -- the user's constructor failed
+            raise DeployError(f"--class {self.class_name} --kwargs {json.dumps(kwargs)}: the constructor failed: "
+                              f"{_first_line(exc)}") from exc
+        if not isinstance(model, nn.Module):
+            raise DeployError(f"--class {self.class_name}: {self.python}'s {self.class_name}() made an object of type "
+                              f"{type(model).__name__}, not a torch.nn.Module")
+        return model
 
 
 def _existing(path: str, option: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise DeployError(f"{option}: no such file {path!r}")
-    return p
+    from ..files import require_file
+
+    try:
+        return require_file(path, option)
+    except FileNotFoundError as exc:
+        raise DeployError(str(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def _reading(path: Path, option: str, kind: str):
+    """A file torch cannot read is the user's to fix: one line naming the option and what the file should be (and
+    not torch.export's logged traceback of each format it tried)."""
+    import logging
+
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 -- torch raises RuntimeError, BadZipFile, pickle errors...
+        raise DeployError(f"{option} {path}: not {kind}: {_first_line(exc)}") from None
+    finally:
+        log.setLevel(level)

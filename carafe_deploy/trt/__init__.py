@@ -1,6 +1,6 @@
 """TensorRT: graph preparation (``graph``), optimization profiles (``profiles``), engine building (``builder``),
-running (``runner``), the engine's JSON sidecar (``sidecar``), the plugin library lookup (``plugin``) and the runtime
-at hand (``runtime``).
+running (``runner``), the engine's JSON sidecar (``sidecar``), the plugin library lookup (``plugin``), the runtime
+at hand (``runtime``: full TensorRT or TensorRT-RTX) and what TensorRT-RTX cannot do (``rtx``).
 
 Importing this package imports neither TensorRT nor torch: TensorRT is imported inside the functions that need it, so
 graph preparation, profile parsing, sidecar handling and every error path work on a machine without it, and a machine
@@ -16,6 +16,8 @@ from ..errors import MissingDependencyError
 # name -> submodule that defines it
 _EXPORTS = {
     "INSTALL_HINT": "runtime",
+    "RUNTIMES": "runtime",
+    "runtime_name": "runtime",
     "import_tensorrt": "runtime",
     "tensorrt_available": "runtime",
     "trt_major": "runtime",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "plugin_library": "plugin",
     "EngineRunner": "runner",
     "run_engine": "runner",
+    "engine_runtime": "runner",
     "build_engine": "builder",
     "BuildOptions": "builder",
     "plan_build": "builder",

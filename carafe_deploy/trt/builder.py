@@ -1,8 +1,10 @@
-"""ONNX -> serialized TensorRT engine (+ JSON sidecar).
+"""ONNX -> serialized TensorRT engine (+ JSON sidecar), with full TensorRT (10, 11) or TensorRT-RTX.
 
-Written against the TensorRT 10 and 11 Python APIs (names checked with tools/trt-api-check against the 11.4 bindings).
-TensorRT 11 networks are always strongly typed: precision follows the ONNX types, so an fp16 engine needs an fp16
-export. TensorRT 10 also has the FP16/BF16 builder flags; ``fp16=True`` uses them there and is refused on 11.
+Written against the TensorRT 10 and 11 Python APIs (names checked with tools/trt-api-check against the 11.4 bindings);
+TensorRT-RTX 1.7 has the same names for everything used here (builds tested for real, tests/trt/). TensorRT 11 and
+TensorRT-RTX networks are always strongly typed: precision follows the ONNX types, so an fp16 engine needs an fp16
+export. TensorRT 10 also has the FP16/BF16 builder flags; ``fp16=True`` uses them there and is refused elsewhere.
+What TensorRT-RTX cannot build is refused before parsing (:mod:`.rtx`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Mapping, Sequence
 from .. import __version__
 from ..errors import DeployError, MissingDependencyError
 from ..files import atomic_path, atomic_write_bytes
-from .graph import PreparedGraph, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
+from . import rtx
+from .graph import PreparedGraph, all_nodes, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
 from .profiles import InputProfile, make_profile
-from .runtime import dtype_name, import_tensorrt, make_logger, trt_major
-from .sidecar import gpu_info, now_iso, sha256_file, write_sidecar
+from .runtime import (check_backend, dtype_name, import_tensorrt, is_rtx, make_logger, runtime_label, runtime_name,
+                      trt_major)
+from .sidecar import SCHEMA_ID, gpu_info, now_iso, sha256_file, write_sidecar
 
-__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "build_engine", "format_parser_errors", "parse_size"]
+__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "build_engine", "format_parser_errors",
+           "parse_size"]
 
 def parse_size(text: str) -> int:
     """``"512M"``, ``"4G"``, ``"1048576"`` -> bytes."""
@@ -46,7 +51,8 @@ class BuildOptions:
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     use_plugin: bool = True
     plugin_path: Path | None = None  # default: carafe_deploy.trt.plugin.plugin_library()
-    fp16: bool = False  # TensorRT 10 builder flag; TensorRT 11 builds what the ONNX types say
+    backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
+    fp16: bool = False  # TensorRT 10 builder flag; TensorRT 11 and TensorRT-RTX build what the ONNX types say
     bf16: bool = False
     workspace_bytes: int | None = None
     timing_cache: Path | None = None
@@ -87,6 +93,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     plugin library that is not found is recorded in ``plugin_missing`` (an explicit ``plugin_path`` that does not
     exist is an error)."""
     onnx_path = Path(options.onnx_path)
+    check_backend(options.backend)
     model = load_onnx(onnx_path)
     prepared = prepare_onnx(model, use_plugin=options.use_plugin)
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
@@ -108,7 +115,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         raise ValueError("--exclude-lean-runtime only applies to --version-compatible engines")
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise ValueError(f"--opt-level must be 0..5, got {options.optimization_level}")
-    io_types, weight_types = onnx_float_types(prepared.model)
+    # the ONNX as given: graph preparation may add float32 constants (Resize scales) to an fp16 model
+    io_types, weight_types = onnx_float_types(model)
     floats = sorted(set(io_types) | set(weight_types))
     compute = weight_types or io_types  # an fp16 export keeps float32 I/O around float16 weights
     mode = {("float32",): "fp32", ("float16",): "fp16", ("bfloat16",): "bf16"}.get(tuple(compute), "mixed")
@@ -180,6 +188,17 @@ def _make_progress_monitor(trt):
     return RichProgressMonitor()
 
 
+def _build_hint(plan: BuildPlan, logger) -> str:
+    """A line after TensorRT's errors where the cause is known."""
+    if any("makeScopeNodesContiguous" in m for m in logger.errors) and any(
+            n.op_type == "Loop" for n in all_nodes(plan.prepared.model)):
+        return ("\n  (a Loop whose body slices at offsets computed from the iteration number cannot be built by "
+                "TensorRT: an earlier carafe-deploy's decomposed CARAFE export (its function looped over the k² taps) "
+                "has one; re-export it, or build a portable or plugin export, whose CARAFE nodes are unrolled with "
+                "--no-plugin)")
+    return ""
+
+
 def _tensor_info(tensor) -> dict:
     return {"name": tensor.name, "dtype": dtype_name(tensor.dtype), "shape": [int(d) for d in tensor.shape]}
 
@@ -188,48 +207,61 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
     """Build and write the engine and its sidecar. ``MissingDependencyError`` without TensorRT; ``DeployError`` with
     the parser's / builder's own messages when they fail."""
     plan = plan or plan_build(options)
-    trt = import_tensorrt()
+    trt = import_tensorrt(options.backend)
+    label = runtime_label(trt)
+    # TensorRT 11 and TensorRT-RTX networks are strongly typed whatever the flags; TensorRT 10 may be weakly typed
+    strongly_typed_only = is_rtx(trt) or trt_major(trt) >= 11
     if plan.plugin_missing:
         raise MissingDependencyError(plan.plugin_missing)
-    major = trt_major(trt)
     logger = make_logger(trt, options.verbose)
     onnx_path = Path(options.onnx_path)
 
+    refusal = rtx.options_unsupported(trt, version_compatible=options.version_compatible,
+                                      timing_cache=bool(options.timing_cache))
+    if refusal:
+        raise DeployError(refusal)
+    for reason in (rtx.graph_unbuildable(plan.prepared.model, trt),
+                   rtx.plugin_unusable(trt) if plan.plugin_path is not None else None):
+        if reason:
+            raise MissingDependencyError(reason)
+
+    # TensorRT's own plugins (ROIAlign_TRT for RoiAlign, ...), as trtexec and polygraphy register them
+    try:
+        if not trt.init_libnvinfer_plugins(logger, ""):
+            logger.warnings.append("init_libnvinfer_plugins failed: TensorRT's own plugins are not registered")
+    except Exception as exc:  # noqa: BLE001 -- bindings without libnvinfer_plugin raise; the parser says what it missed
+        logger.warnings.append(f"init_libnvinfer_plugins failed: {exc}")
+
     if plan.plugin_path is not None:
-        registry = trt.get_plugin_registry()
-        try:
-            handle = registry.load_library(str(plan.plugin_path))
-        except Exception as exc:  # the bindings raise RuntimeError/TypeError on some failures instead of None
-            raise DeployError(f"TensorRT could not load the plugin library {plan.plugin_path}: {exc}") from exc
-        if handle is None:
-            raise DeployError(f"TensorRT could not load the plugin library {plan.plugin_path}"
-                              + (": " + "; ".join(logger.errors) if logger.errors else ""))
+        from .plugin import load_plugin_library
+
+        load_plugin_library(trt, plan.plugin_path, logger)
 
     builder_flags: list[str] = []
     weak_precision_flags = []
     for wanted, flag_name in ((options.fp16, "FP16"), (options.bf16, "BF16")):
         if not wanted:
             continue
-        # FP16/BF16 builder flags exist in TensorRT 10 only; TensorRT 11 networks are strongly typed.
-        flag = getattr(trt.BuilderFlag, flag_name, None) if major < 11 else None
+        # FP16/BF16 builder flags exist in TensorRT 10 only
+        flag = None if strongly_typed_only else getattr(trt.BuilderFlag, flag_name, None)
         if flag is None:
             raise DeployError(
-                f"--{flag_name.lower()}: TensorRT {trt.__version__} is strongly typed and has no {flag_name} builder "
+                f"--{flag_name.lower()}: {label} is strongly typed and has no {flag_name} builder "
                 f"flag; export a {flag_name.lower()} ONNX instead (carafe-deploy export --{flag_name.lower()})"
             )
         weak_precision_flags.append(flag)
         builder_flags.append(flag_name)
-    strongly_typed = major >= 11 or not weak_precision_flags
+    strongly_typed = strongly_typed_only or not weak_precision_flags
 
     builder = trt.Builder(logger)
     network_flags = 0
-    if major < 11 and strongly_typed:
+    if not strongly_typed_only and strongly_typed:
         # TensorRT 10: opt in to strong typing so the engine computes in the ONNX types, as 11 always does.
         network_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(plan.prepared.model.SerializeToString(), str(onnx_path)):
-        raise DeployError(f"TensorRT's ONNX parser rejected {onnx_path}:\n{format_parser_errors(parser)}")
+        raise DeployError(f"{label}'s ONNX parser rejected {onnx_path}:\n{format_parser_errors(parser)}")
 
     config = builder.create_builder_config()
     for flag in weak_precision_flags:
@@ -277,7 +309,7 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = "\n".join(f"  {m}" for m in logger.errors) or "  (TensorRT logged no error; rerun with --verbose)"
-        raise DeployError(f"TensorRT could not build an engine from {onnx_path}:\n{detail}")
+        raise DeployError(f"{label} could not build an engine from {onnx_path}:\n{detail}{_build_hint(plan, logger)}")
 
     engine_path = plan.engine_path
     engine_path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,14 +322,12 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         precision_mode = "fp16"
     elif "BF16" in builder_flags:
         precision_mode = "bf16"
-    function_state = ("dropped" if plan.prepared.function_dropped else
-                      "kept" if plan.prepared.function_kept else "absent")
     data = {
-        "schema": "carafe-deploy/engine-sidecar/1",
+        "schema": SCHEMA_ID,
         "engine": {"file": engine_path.name, "bytes": engine_path.stat().st_size, "sha256": sha256_file(engine_path)},
         "created": now_iso(),
         "carafe_deploy_version": __version__,
-        "tensorrt_version": str(trt.__version__),
+        "runtime": {"name": runtime_name(trt), "version": str(trt.__version__)},
         "gpu": gpu_info(),
         "onnx": {"file": str(onnx_path), "sha256": sha256_file(onnx_path)},
         "inputs": [_tensor_info(t) for t in network_inputs],
@@ -315,7 +345,7 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         "version_compatible": bool(options.version_compatible),
         "workspace_bytes": int(options.workspace_bytes) if options.workspace_bytes else None,
         "graph": {"carafe_nodes": len(plan.prepared.carafe_nodes), "mmcv_converted": plan.prepared.mmcv_converted,
-                  "carafe_function": function_state},
+                  "carafe_form": plan.prepared.carafe_form},
     }
     side = write_sidecar(engine_path, data)
     return BuildResult(engine_path, side, data, list(logger.warnings))

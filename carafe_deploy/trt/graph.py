@@ -3,7 +3,9 @@
 The parser resolves a node by builtin importer first, then a model-local function of the same domain/name, then the
 plugin registry (onnx-tensorrt ModelImporter, DESIGN §2). So a ``portable`` export, which carries a ``carafe::CARAFE``
 local function, would be parsed through the standard-op body and never reach the plugin. When the plugin is wanted,
-the function is dropped here; with ``--no-plugin`` it is kept and is the only way the node can be built.
+the function is dropped here. With ``--no-plugin`` every CARAFE node is unrolled into its own standard-op subgraph
+(:mod:`carafe_deploy.onnx.unrolled`): independent layers in place of the generic function's ``Loop``, which ONNX
+Runtime runs; so a ``plugin`` export builds without the plugin as well as a ``portable`` one.
 
 mmcv / mmdeploy exports (``mmcv::MMCVCARAFE``) are converted to ``carafe::CARAFE`` by ``carafe_deploy.onnx``.
 """
@@ -18,10 +20,11 @@ import onnx
 from ..errors import DeployError
 
 __all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGraph", "prepare_onnx", "load_onnx",
-           "onnx_input_dims", "onnx_io_types", "onnx_float_types"]
+           "all_nodes", "onnx_input_dims", "onnx_io_types", "onnx_float_types"]
 
 CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
 MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
+MMCV_OPS = (MMCV_OP, "MMCVCARAFENaive")  # mmcv exports both; they compute the same
 
 
 @dataclass
@@ -30,7 +33,7 @@ class PreparedGraph:
     carafe_nodes: list[str] = field(default_factory=list)  # names of carafe::CARAFE nodes (after conversion)
     mmcv_converted: int = 0
     function_dropped: bool = False
-    function_kept: bool = False
+    carafe_form: str = "none"  # how the CARAFE nodes reach TensorRT: "plugin", "unrolled" or "none" (there are none)
     notes: list[str] = field(default_factory=list)
 
 
@@ -41,26 +44,19 @@ def load_onnx(path) -> onnx.ModelProto:
     return load_model(path)
 
 
-def _all_nodes(model: onnx.ModelProto):
+def all_nodes(model: onnx.ModelProto):
     """Every node of the main graph, its subgraphs (If/Loop/Scan bodies) and the model-local functions."""
+    from ..onnx.validate import walk_nodes
 
-    def walk(nodes):
-        for node in nodes:
-            yield node
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    yield from walk(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from walk(g.node)
-
-    yield from walk(model.graph.node)
-    for fn in model.functions:
-        yield from walk(fn.node)
+    return (node for node, _ in walk_nodes(model))
 
 
 def _is(node, domain: str, op: str) -> bool:
     return node.op_type == op and node.domain == domain
+
+
+def _is_mmcv(node) -> bool:
+    return node.domain == MMCV_DOMAIN and node.op_type in MMCV_OPS
 
 
 def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -77,10 +73,13 @@ def _convert_mmcv(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> PreparedGraph:
     """Return a copy of ``model`` ready for ``OnnxParser.parse`` (the input is not modified).
 
-    - ``mmcv::MMCVCARAFE`` nodes are converted to ``carafe::CARAFE``;
+    - every CARAFE node is validated first (:func:`carafe_deploy.onnx.validate.validate_carafe_nodes`, with the
+      plugin's limits when the plugin is wanted): a node outside the contract is a ``DeployError`` naming it;
+    - ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` nodes are converted to ``carafe::CARAFE``;
     - with ``use_plugin``: the ``carafe::CARAFE`` local function is removed, so the parser falls back to the plugin;
-    - without: the function must be there (``portable`` export) unless the model has no CARAFE node at all
-      (``decomposed`` export); otherwise ``DeployError`` says which export to use.
+    - without: every CARAFE node is unrolled (:func:`carafe_deploy.onnx.unrolled.unroll_carafe_nodes`) and the
+      function removed; the ``plugin`` and ``portable`` exports both work. A ``decomposed`` export has no CARAFE node
+      left to unroll; its inlined Loop is built as it is.
     """
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"prepare_onnx expects an onnx.ModelProto, got {type(model).__name__}")
@@ -88,17 +87,20 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
     out.CopyFrom(model)
     prepared = PreparedGraph(model=out)
 
-    n_mmcv = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+    from ..onnx.validate import validate_carafe_nodes
+
+    n_mmcv = sum(1 for n in all_nodes(out) if _is_mmcv(n))
     if n_mmcv:
-        out = _convert_mmcv(out)
-        left = sum(1 for n in _all_nodes(out) if _is(n, MMCV_DOMAIN, MMCV_OP))
+        out = _convert_mmcv(out)  # validates the mmcv nodes first
+        left = sum(1 for n in all_nodes(out) if _is_mmcv(n))
         if left:
             raise DeployError(f"{left} of {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} nodes were not converted")
         prepared.model = out
         prepared.mmcv_converted = n_mmcv
         prepared.notes.append(f"converted {n_mmcv} {MMCV_DOMAIN}::{MMCV_OP} node(s) to {CARAFE_DOMAIN}::{CARAFE_OP}")
+    validate_carafe_nodes(out, plugin=use_plugin)
 
-    prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(_all_nodes(out))
+    prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(all_nodes(out))
                              if _is(n, CARAFE_DOMAIN, CARAFE_OP)]
     fn_index = [i for i, fn in enumerate(out.functions) if fn.domain == CARAFE_DOMAIN and fn.name == CARAFE_OP]
 
@@ -110,18 +112,18 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
             prepared.notes.append(
                 f"dropped the model-local function {CARAFE_DOMAIN}::{CARAFE_OP} so the parser uses the plugin"
             )
-        if not prepared.carafe_nodes:
+        if prepared.carafe_nodes:
+            prepared.carafe_form = "plugin"
+        else:
             prepared.notes.append(f"the model has no {CARAFE_DOMAIN}::{CARAFE_OP} node; the plugin is not used")
-    else:
-        if prepared.carafe_nodes and not fn_index:
-            raise DeployError(
-                f"--no-plugin: the model has {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) "
-                f"(e.g. {prepared.carafe_nodes[0]!r}) but no model-local {CARAFE_OP} function to build them from; "
-                "export with --mode portable or --mode decomposed, or build with the plugin"
-            )
-        if fn_index:
-            prepared.function_kept = True
-            prepared.notes.append(f"kept the model-local function {CARAFE_DOMAIN}::{CARAFE_OP} (--no-plugin)")
+    elif prepared.carafe_nodes:
+        from ..onnx.unrolled import unroll_carafe_nodes
+
+        unroll_carafe_nodes(out)
+        prepared.function_dropped = bool(fn_index)
+        prepared.carafe_form = "unrolled"
+        prepared.notes.append(f"unrolled {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) into "
+                              "standard ops, one subgraph per node (--no-plugin)")
     return prepared
 
 

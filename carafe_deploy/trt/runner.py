@@ -4,6 +4,10 @@ One runner = one engine, one execution context (reused across calls) and one CUD
 torch's CUDA tensors when torch sees a GPU, else from pycuda (the listed ``tensorrt`` extra). Inputs are bound with
 ``set_input_shape`` / ``set_tensor_address`` and run with ``execute_async_v3``; shapes outside the engine's
 optimization profile are refused with the profile in the message.
+
+An engine runs only on the runtime that built it. The runtime is the one its sidecar names (else TensorRT-RTX for a
+file that starts with TensorRT-RTX's magic, else the automatic choice); an explicit ``backend`` that differs from
+the sidecar is refused before anything is loaded, with both runtimes in the message.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import DeployError, MissingDependencyError
-from .runtime import dtype_name, import_tensorrt, make_logger
+from .runtime import RUNTIME_LABELS, check_backend, dtype_name, import_tensorrt, make_logger, runtime_label
 from .profiles import InputProfile
 from .sidecar import read_sidecar
 
-__all__ = ["EngineRunner", "TensorSpec", "run_engine", "check_feeds"]
+__all__ = ["EngineRunner", "TensorSpec", "run_engine", "check_feeds", "engine_runtime", "RTX_ENGINE_MAGIC"]
+
+# the first bytes of every TensorRT-RTX 1.7 engine built here; not documented, and whether full TensorRT never writes
+# them is not verified (it cannot be installed here), so the magic only picks the default runtime, it refuses nothing
+RTX_ENGINE_MAGIC = b"vtrt"
 
 _PYCUDA_HINT = "pycuda is not installed and torch has no CUDA device: pip install pycuda (or a CUDA build of torch)"
 
@@ -136,10 +144,10 @@ class _PyCudaArray:
         self.mem, self.shape, self.dtype, self.keep = mem, shape, dtype, keep
 
 
-def _buffers(device: int, backend: str | None):
-    if backend not in (None, "torch", "pycuda"):
-        raise ValueError(f"backend must be 'torch' or 'pycuda', got {backend!r}")
-    if backend in (None, "torch"):
+def _buffers(device: int, buffers: str | None):
+    if buffers not in (None, "torch", "pycuda"):
+        raise ValueError(f"buffers must be 'torch' or 'pycuda', got {buffers!r}")
+    if buffers in (None, "torch"):
         try:
             import torch
 
@@ -147,7 +155,7 @@ def _buffers(device: int, backend: str | None):
                 return _TorchBuffers(device)
         except ImportError:
             pass
-        if backend == "torch":
+        if buffers == "torch":
             raise MissingDependencyError("torch has no CUDA device: install a CUDA build of torch or use pycuda")
     return _PyCudaBuffers(device)
 
@@ -156,18 +164,40 @@ class EngineRunner:
     """Run an engine many times; ``infer({name: array})`` -> ``{output name: array}``.
 
     ``plugin``: ``True`` loads the CARAFE plugin library when one is found (required when the engine's sidecar says it
-    was built with it), a path loads that file, ``False`` loads nothing.
+    was built with it), a path loads that file, ``False`` loads nothing. ``backend``: "tensorrt" or "tensorrt-rtx"
+    (default: the runtime that built the engine, :func:`engine_runtime`). ``buffers``: "torch" or "pycuda" (default:
+    torch when it sees a GPU).
     """
 
     def __init__(self, engine_path, *, plugin: bool | str | Path = True, device: int = 0, backend: str | None = None,
-                 verbose: bool = False):
+                 buffers: str | None = None, verbose: bool = False):
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise FileNotFoundError(f"engine {self.engine_path} does not exist")
         self.sidecar = read_sidecar(self.engine_path)
-        trt = import_tensorrt()
+        built_by, evidence = engine_runtime(self.engine_path, self.sidecar)
+        if check_backend(backend) is not None and self.sidecar is not None and backend != built_by:
+            raise DeployError(f"{self.engine_path} was built by {RUNTIME_LABELS[built_by]} ({evidence}); an engine "
+                              f"runs only on the runtime that built it, not on {RUNTIME_LABELS[backend]}: run it with "
+                              f"--backend {built_by}, or rebuild it with --backend {backend}")
+        try:
+            trt = import_tensorrt(backend or built_by)
+        except MissingDependencyError as exc:
+            if backend is None and built_by is not None:
+                raise MissingDependencyError(
+                    f"{self.engine_path} was built by {RUNTIME_LABELS[built_by]} ({evidence}); {exc}") from exc
+            raise
         self.trt = trt
         self.logger = make_logger(trt, verbose)
+        # a CUDA device first: without one TensorRT cannot deserialize (a missing dependency, not a broken engine)
+        self.buffers = _buffers(device, buffers)
+        try:
+            self._load(trt, plugin)
+        except BaseException:
+            self.buffers.close()
+            raise
+
+    def _load(self, trt, plugin) -> None:
         self.plugin_path = self._load_plugin(trt, plugin)
 
         self.runtime = trt.Runtime(self.logger)
@@ -180,14 +210,14 @@ class EngineRunner:
             if self.sidecar is None:
                 hint += (" (no .json sidecar next to it: a version-compatible engine needs it, to allow the host"
                          " code it carries)")
-            raise DeployError(f"TensorRT could not load {self.engine_path}{hint}: " + ("; ".join(self.logger.errors)
-                              or "no reason logged; was it built with another TensorRT version or GPU?"))
+            raise DeployError(f"{runtime_label(trt)} could not load {self.engine_path}{hint}: "
+                              + ("; ".join(self.logger.errors)
+                                 or "no reason logged; was it built with another TensorRT version or GPU?"))
         self.context = self.engine.create_execution_context()
         if self.context is None:
-            raise DeployError(f"TensorRT could not create an execution context for {self.engine_path}: "
+            raise DeployError(f"{runtime_label(trt)} could not create an execution context for {self.engine_path}: "
                               + "; ".join(self.logger.errors))
         self.tensors = self._io_specs(trt)
-        self.buffers = _buffers(device, backend)
         self._bound: dict[str, object] = {}
 
     # -- setup -------------------------------------------------------------------------------------------------
@@ -205,12 +235,9 @@ class EngineRunner:
                 raise FileNotFoundError(f"plugin library {path} does not exist")
         if path is None:
             return None
-        try:
-            handle = trt.get_plugin_registry().load_library(str(path))
-        except Exception as exc:  # the bindings raise on some failures instead of returning None
-            raise DeployError(f"TensorRT could not load the plugin library {path}: {exc}") from exc
-        if handle is None:
-            raise DeployError(f"TensorRT could not load the plugin library {path}: " + "; ".join(self.logger.errors))
+        from .plugin import load_plugin_library
+
+        load_plugin_library(trt, path, self.logger)
         return path
 
     def _io_specs(self, trt) -> dict[str, TensorSpec]:
@@ -326,11 +353,27 @@ def check_feeds(inputs: list[TensorSpec], feeds: Mapping[str, object]) -> None:
             )
 
 
-def run_engine(engine_path, feeds, *, plugin: bool | str = True) -> dict:
+def engine_runtime(engine_path, sidecar: dict | None = None) -> tuple[str | None, str]:
+    """(the runtime that built the engine, or ``None`` when nothing says; how that is known)."""
+    if sidecar is not None:
+        runtime = sidecar["runtime"]
+        return runtime["name"], f"its sidecar says {runtime['name']} {runtime['version']}"
+    try:
+        with open(engine_path, "rb") as f:
+            head = f.read(len(RTX_ENGINE_MAGIC))
+    except OSError:
+        return None, ""
+    if head == RTX_ENGINE_MAGIC:
+        return "tensorrt-rtx", f"the file starts with {RTX_ENGINE_MAGIC.decode()!r}"
+    return None, ""
+
+
+def run_engine(engine_path, feeds, *, plugin: bool | str = True, backend: str | None = None) -> dict:
     """Run a serialized engine once on numpy inputs; returns ``{output name: numpy array}``.
 
     ``MissingDependencyError`` when TensorRT (or a CUDA buffer backend) is not installed.
     """
-    import_tensorrt()  # first: without TensorRT the backend is unavailable, whatever the engine path says
-    with EngineRunner(engine_path, plugin=plugin) as runner:
+    if not Path(engine_path).is_file():  # without TensorRT the backend is unavailable, whatever the path says
+        import_tensorrt(check_backend(backend))
+    with EngineRunner(engine_path, plugin=plugin, backend=backend) as runner:
         return runner.infer(feeds)

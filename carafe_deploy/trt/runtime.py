@@ -1,51 +1,105 @@
-"""The TensorRT runtime at hand: importing it (with one line saying how to install it when it is absent), its
-version, its logger, and whether an engine with the CARAFE plugin can be built and run here.
+"""The TensorRT runtime at hand: full TensorRT (module ``tensorrt``, 10/11) or TensorRT for RTX (``tensorrt_rtx``),
+chosen automatically (full TensorRT first) or by name; importing it (with one line saying how to install it when it
+is absent), its name and version, its logger, and whether an engine can be built and run here.
+
+The two share the Python API of TensorRT 10 (with the differences :mod:`.rtx` deals with) but not their engines: an
+engine runs only on the runtime that built it, which the sidecar records. TensorRT-RTX reports its own version
+("1.7.1.116"), so the runtime is told by its module, never by its major version.
 
 Nothing here imports torch: a machine that only builds engines needs TensorRT, onnx and this package.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 from types import ModuleType
 
 from ..errors import MissingDependencyError
 
-__all__ = ["INSTALL_HINT", "import_tensorrt", "tensorrt_available", "trt_major", "build_unavailable", "run_unavailable",
-           "plugin_engine_unavailable", "make_logger", "dtype_name"]
+__all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "import_tensorrt", "tensorrt_available", "runtime_name",
+           "runtime_label", "is_rtx", "trt_major", "check_backend", "build_unavailable", "run_unavailable",
+           "plugin_engine_unavailable", "cuda_device_count", "make_logger", "dtype_name"]
 
+# runtime name (as --backend and the sidecar write it) -> Python module, in the order of automatic choice
+RUNTIMES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+
+_INSTALL = {
+    "tensorrt": "pip install tensorrt (TensorRT 10/11; builds and runs on an NVIDIA GPU)",
+    "tensorrt-rtx": 'pip install "tensorrt-rtx-cu13==1.7.1.116" (TensorRT for RTX; builds without a GPU; its '
+                    "engines run on compute capability 7.5, 8.x and 12.0 GPUs)",
+}
 # the URL last and followed by a space, never by punctuation: terminals and copy-paste take it whole
-INSTALL_HINT = (
-    "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver); other ways: "
-    "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
-)
+_OTHER_WAYS = "other ways: https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
+INSTALL_HINT = f"TensorRT is not installed: {_INSTALL['tensorrt']}, or {_INSTALL['tensorrt-rtx']}; {_OTHER_WAYS}"
 
 
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or ``MissingDependencyError`` with one line saying how to install it.
+def check_backend(backend: str | None) -> str | None:
+    """``backend`` unchanged when it is ``None`` (automatic) or a runtime name, else ``ValueError``."""
+    if backend is not None and backend not in RUNTIMES:
+        raise ValueError(f"unknown TensorRT backend {backend!r}: use one of {', '.join(RUNTIMES)}")
+    return backend
 
-    The PyPI ``tensorrt`` packages import without libnvinfer in some layouts and fail later; a module without
-    ``Builder`` is treated as absent too.
-    """
+
+def _import(name: str) -> ModuleType:
+    module = RUNTIMES[name]
     try:
-        trt = importlib.import_module("tensorrt")
+        trt = importlib.import_module(module)
     except (ImportError, OSError) as exc:
-        raise MissingDependencyError(f"{INSTALL_HINT} [{type(exc).__name__}: {exc}]".replace("\n", " ")) from exc
+        raise MissingDependencyError(f"{_label(name)} is not installed: {_INSTALL[name]} "
+                                     f"[{type(exc).__name__}: {exc}]".replace("\n", " ")) from exc
+    # the PyPI packages import without their libraries in some layouts and fail later
     if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
-        raise MissingDependencyError(f"{INSTALL_HINT} [the installed `tensorrt` module has no Builder/Runtime]")
+        raise MissingDependencyError(f"{_label(name)} is not installed: {_INSTALL[name]} "
+                                     f"[the installed `{module}` module has no Builder/Runtime]")
     return trt
 
 
-def tensorrt_available() -> bool:
+def import_tensorrt(backend: str | None = None) -> ModuleType:
+    """The TensorRT module: ``backend`` ("tensorrt" or "tensorrt-rtx"), or when ``None`` full TensorRT if it imports,
+    else TensorRT-RTX. ``MissingDependencyError`` with one line saying how to install it."""
+    if check_backend(backend) is not None:
+        return _import(backend)
+    for name in RUNTIMES:
+        try:
+            return _import(name)
+        except MissingDependencyError:
+            continue
+    raise MissingDependencyError(INSTALL_HINT)
+
+
+def tensorrt_available(backend: str | None = None) -> bool:
     try:
-        import_tensorrt()
+        import_tensorrt(backend)
     except MissingDependencyError:
         return False
     return True
 
 
+def runtime_name(trt: ModuleType) -> str:
+    """``"tensorrt-rtx"`` for the ``tensorrt_rtx`` module, else ``"tensorrt"``."""
+    return "tensorrt-rtx" if trt.__name__.split(".")[0] == RUNTIMES["tensorrt-rtx"] else "tensorrt"
+
+
+def is_rtx(trt: ModuleType) -> bool:
+    return runtime_name(trt) == "tensorrt-rtx"
+
+
+RUNTIME_LABELS = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}  # what messages call them
+
+
+def _label(name: str) -> str:
+    return RUNTIME_LABELS[name]
+
+
+def runtime_label(trt: ModuleType) -> str:
+    """What to call the runtime in a message: ``"TensorRT 10.13.0.35"``, ``"TensorRT-RTX 1.7.1.116"``."""
+    return f"{_label(runtime_name(trt))} {getattr(trt, '__version__', '?')}"
+
+
 def trt_major(trt: ModuleType) -> int:
-    """Major version of a ``tensorrt`` module (``"10.13.0.35"`` -> 10)."""
+    """Major version of a TensorRT module (``"10.13.0.35"`` -> 10). Meaningful for full TensorRT only: TensorRT-RTX
+    numbers its own releases (1.x)."""
     version = getattr(trt, "__version__", "0")
     try:
         return int(str(version).split(".")[0])
@@ -53,15 +107,19 @@ def trt_major(trt: ModuleType) -> int:
         return 0
 
 
-def build_unavailable(use_plugin: bool = True) -> str | None:
+def build_unavailable(use_plugin: bool = True, backend: str | None = None) -> str | None:
     """``None`` when an engine can be built here, else the reason in one line: TensorRT first (the most fundamental
-    piece), then the plugin library when ``use_plugin``."""
+    piece), then the plugin library when ``use_plugin``, then whether the runtime can use it (:mod:`.rtx`)."""
     from .plugin import plugin_library
+    from .rtx import plugin_unusable
 
     try:
-        import_tensorrt()
+        trt = import_tensorrt(backend)
         if use_plugin:
             plugin_library(required=True)
+            reason = plugin_unusable(trt)
+            if reason:
+                return reason
     except MissingDependencyError as exc:
         return str(exc)
     return None
@@ -83,9 +141,21 @@ def run_unavailable() -> str | None:
     return None
 
 
-def plugin_engine_unavailable() -> str | None:
+def plugin_engine_unavailable(backend: str | None = None) -> str | None:
     """``None`` when an engine with the CARAFE plugin can be built and run here, else the reason, in one line."""
-    return build_unavailable(use_plugin=True) or run_unavailable()
+    return build_unavailable(use_plugin=True, backend=backend) or run_unavailable()
+
+
+def cuda_device_count() -> int:
+    """CUDA devices the driver sees (0 without a driver), asked of libcuda itself: no torch or pycuda needed."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
 
 
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",

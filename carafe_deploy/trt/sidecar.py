@@ -1,11 +1,18 @@
 """The JSON file written next to every engine (``model.engine`` -> ``model.engine.json``).
 
-An engine is only usable with the TensorRT version, GPU and plugin it was built with; the sidecar records them so a
-runner (or a person) can tell why an engine does not load, plus the I/O and the profiles it accepts.
+An engine is only usable with the runtime (full TensorRT or TensorRT-RTX) and version, GPU and plugin it was built
+with; the sidecar records them so a runner (or a person) can tell why an engine does not load, plus the I/O and the
+profiles it accepts.
+
+Schema version 2 records the runtime as ``runtime: {name, version}`` (version 1 had ``tensorrt_version`` only, and
+could not tell TensorRT-RTX from TensorRT) and how the CARAFE nodes were built, ``graph.carafe_form``. A version 1
+file is still read: it is checked against the version 1 schema and upgraded in memory (runtime "tensorrt", the
+only one version 1 writers imported).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -15,10 +22,12 @@ import jsonschema
 
 from ..files import atomic_write_text
 
-__all__ = ["SCHEMA", "SCHEMA_ID", "sidecar_path", "validate_sidecar", "write_sidecar", "read_sidecar", "sha256_file",
-           "gpu_info"]
+__all__ = ["SCHEMA", "SCHEMA_ID", "SCHEMA_V1", "sidecar_path", "validate_sidecar", "write_sidecar", "read_sidecar",
+           "upgrade_v1", "sha256_file", "gpu_info"]
 
-SCHEMA_ID = "carafe-deploy/engine-sidecar/1"
+SCHEMA_ID = "carafe-deploy/engine-sidecar/2"
+SCHEMA_V1_ID = "carafe-deploy/engine-sidecar/1"
+RUNTIME_NAMES = ("tensorrt", "tensorrt-rtx")  # as carafe_deploy.trt.runtime.RUNTIMES names them
 
 _SHAPE = {"type": "array", "items": {"type": "integer"}}
 _PROFILE_ENTRY = {
@@ -39,7 +48,7 @@ SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "carafe-deploy engine sidecar",
     "type": "object",
-    "required": ["schema", "engine", "created", "carafe_deploy_version", "tensorrt_version", "gpu", "onnx", "inputs",
+    "required": ["schema", "engine", "created", "carafe_deploy_version", "runtime", "gpu", "onnx", "inputs",
                  "outputs", "profiles", "precision", "plugin", "version_compatible", "workspace_bytes", "graph"],
     "additionalProperties": False,
     "properties": {
@@ -52,7 +61,12 @@ SCHEMA = {
         },
         "created": {"type": "string", "format": "date-time"},
         "carafe_deploy_version": {"type": "string"},
-        "tensorrt_version": {"type": "string", "minLength": 1},
+        "runtime": {
+            "type": "object",
+            "required": ["name", "version"],
+            "properties": {"name": {"enum": list(RUNTIME_NAMES)}, "version": {"type": "string", "minLength": 1}},
+            "additionalProperties": False,
+        },
         "gpu": {
             "type": ["object", "null"],
             "required": ["name", "compute_capability"],
@@ -98,16 +112,48 @@ SCHEMA = {
         "workspace_bytes": {"type": ["integer", "null"], "minimum": 1},
         "graph": {
             "type": "object",
-            "required": ["carafe_nodes", "mmcv_converted", "carafe_function"],
+            "required": ["carafe_nodes", "mmcv_converted", "carafe_form"],
             "properties": {
                 "carafe_nodes": {"type": "integer", "minimum": 0},
                 "mmcv_converted": {"type": "integer", "minimum": 0},
-                "carafe_function": {"enum": ["dropped", "kept", "absent"]},
+                # plugin: the CARAFE plugin; unrolled: carafe_deploy.onnx.unrolled; none: no CARAFE node;
+                # function: the model-local function's Loop (only in upgraded version 1 files)
+                "carafe_form": {"enum": ["plugin", "unrolled", "function", "none"]},
             },
             "additionalProperties": False,
         },
     },
 }
+
+
+
+
+def _schema_v1() -> dict:
+    v1 = copy.deepcopy(SCHEMA)
+    v1["properties"]["schema"] = {"const": SCHEMA_V1_ID}
+    v1["required"] = [("tensorrt_version" if k == "runtime" else k) for k in v1["required"]]
+    del v1["properties"]["runtime"]
+    v1["properties"]["tensorrt_version"] = {"type": "string", "minLength": 1}
+    graph = v1["properties"]["graph"]
+    graph["required"] = ["carafe_nodes", "mmcv_converted", "carafe_function"]
+    del graph["properties"]["carafe_form"]
+    graph["properties"]["carafe_function"] = {"enum": ["dropped", "kept", "absent"]}
+    return v1
+
+
+SCHEMA_V1 = _schema_v1()
+
+
+def upgrade_v1(data: dict) -> dict:
+    """A version 1 sidecar (already validated) as version 2."""
+    new = {k: v for k, v in data.items() if k != "tensorrt_version"}
+    new["schema"] = SCHEMA_ID
+    new["runtime"] = {"name": "tensorrt", "version": data["tensorrt_version"]}
+    graph = {k: v for k, v in data["graph"].items() if k != "carafe_function"}
+    graph["carafe_form"] = ("plugin" if data["plugin"]["used"] else
+                            "function" if data["graph"]["carafe_function"] == "kept" else "none")
+    new["graph"] = graph
+    return new
 
 
 def sidecar_path(engine_path) -> Path:
@@ -123,10 +169,10 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def validate_sidecar(data: dict) -> None:
-    """``ValueError`` naming the field when ``data`` does not follow :data:`SCHEMA` (plugin use needs its hash)."""
+def validate_sidecar(data: dict, schema: dict = SCHEMA) -> None:
+    """``ValueError`` naming the field when ``data`` does not follow ``schema`` (plugin use needs its hash)."""
     try:
-        jsonschema.validate(data, SCHEMA)
+        jsonschema.validate(data, schema)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
         raise ValueError(f"engine sidecar field {where}: {exc.message}") from None
@@ -151,7 +197,7 @@ def write_sidecar(engine_path, data: dict) -> Path:
 
 
 def read_sidecar(engine_path) -> dict | None:
-    """The engine's sidecar, validated; ``None`` when there is none."""
+    """The engine's sidecar, validated, as version 2 (a version 1 file is upgraded); ``None`` when there is none."""
     path = sidecar_path(engine_path)
     if not path.is_file():
         return None
@@ -159,13 +205,20 @@ def read_sidecar(engine_path) -> dict | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+    if isinstance(data, dict) and data.get("schema") == SCHEMA_V1_ID:
+        validate_sidecar(data, SCHEMA_V1)
+        return upgrade_v1(data)
     validate_sidecar(data)
     return data
 
 
 def gpu_info(device: int = 0) -> dict | None:
     """Name and compute capability of the GPU the engine is built on, through torch or pycuda; ``None`` if neither
-    can see one."""
+    can see one (or the driver sees none: TensorRT-RTX builds without a GPU, and importing torch costs seconds)."""
+    from .runtime import cuda_device_count
+
+    if cuda_device_count() == 0:
+        return None
     try:
         import torch
 

@@ -30,9 +30,23 @@ struct Geometry
     Mode mode;
 };
 
+// For extents that checkShapes has accepted (outputExtentChecked below): up s*H, down ceil(H/s), written so that the
+// down case cannot overflow.
 CARAFE_HD int64_t outputExtent(int64_t in, int32_t s, Mode mode)
 {
-    return mode == Mode::kUp ? in * s : (in + s - 1) / s;
+    return mode == Mode::kUp ? in * s : in / s + (in % s != 0 ? 1 : 0);
+}
+
+// outputExtent for extents from outside (a network's dims): false, instead of a signed overflow, when `in` is
+// negative, `s` is not positive or s*H does not fit in int64.
+CARAFE_HD bool outputExtentChecked(int64_t in, int32_t s, Mode mode, int64_t& out)
+{
+    if (in < 0 || s < 1 || (mode == Mode::kUp && in > INT64_MAX / s))
+    {
+        return false;
+    }
+    out = outputExtent(in, s, mode);
+    return true;
 }
 
 CARAFE_HD Geometry makeGeometry(int64_t n, int64_t c, int64_t h, int64_t w, int32_t k, int32_t group, int32_t scale,

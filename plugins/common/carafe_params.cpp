@@ -1,7 +1,7 @@
 #include "carafe_params.h"
 
 #include <cmath>
-#include <cstring>
+#include <cstdio>
 #include <sstream>
 
 namespace carafe
@@ -57,18 +57,45 @@ bool readInt(Field const& f, int32_t& out, std::string& err)
     return true;
 }
 
+// The bytes of a string field as a C++ literal would show them ("up\0garbage" stays visible).
+std::string shown(char const* data, size_t length)
+{
+    std::string s;
+    for (size_t i = 0; i < length; ++i)
+    {
+        unsigned char const c = static_cast<unsigned char>(data[i]);
+        if (c >= 0x20 && c < 0x7F && c != '\\' && c != '"')
+        {
+            s += static_cast<char>(c);
+        }
+        else
+        {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+            s += buf;
+        }
+    }
+    return s;
+}
+
 bool readMode(Field const& f, Mode& out, std::string& err)
 {
     if (f.kind == FieldKind::kChar)
     {
-        if (f.data == nullptr || f.length < 0)
+        if (f.data == nullptr || f.length < 1)
         {
             err = "field 'mode' has no value";
             return false;
         }
-        // TensorRT passes strings with or without the terminating NUL, depending on the producer.
-        std::string s(static_cast<char const*>(f.data), static_cast<size_t>(f.length));
-        s = s.substr(0, std::strlen(s.c_str()));
+        // Producers pass strings with or without one terminating NUL; anything else, a NUL inside included, is not
+        // the string it might start with.
+        char const* data = static_cast<char const*>(f.data);
+        size_t length = static_cast<size_t>(f.length);
+        if (data[length - 1] == '\0')
+        {
+            --length;
+        }
+        std::string const s(data, length);
         if (s == "up")
         {
             out = Mode::kUp;
@@ -79,7 +106,7 @@ bool readMode(Field const& f, Mode& out, std::string& err)
             out = Mode::kDown;
             return true;
         }
-        err = "field 'mode' must be \"up\" or \"down\", got \"" + s + "\"";
+        err = "field 'mode' must be \"up\" or \"down\", got \"" + shown(data, static_cast<size_t>(f.length)) + "\"";
         return false;
     }
     // Also accepted as an integer (0 = up, 1 = down) for producers that cannot emit string fields.
@@ -95,6 +122,26 @@ bool readMode(Field const& f, Mode& out, std::string& err)
         return false;
     }
     out = static_cast<Mode>(v);
+    return true;
+}
+
+// a*b into `out`, false when it does not fit in int64 (both >= 0).
+bool mulFits(int64_t a, int64_t b, int64_t& out)
+{
+    return !__builtin_mul_overflow(a, b, &out);
+}
+
+// The element count of a 4-D extent list whose entries are known (>= 0); false when it does not fit in int64.
+bool countFits(int64_t const d[4])
+{
+    int64_t n = 1;
+    for (int i = 0; i < 4; ++i)
+    {
+        if (!mulFits(n, d[i], n))
+        {
+            return false;
+        }
+    }
     return true;
 }
 
@@ -129,15 +176,26 @@ std::string validate(Params const& p)
 
 std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& p)
 {
+    p = Params{};
+    char const* const groupName = set == FieldSet::kCarafe ? "group" : "group_size";
+    std::vector<std::string> seen;
     std::string err;
     for (Field const& f : fields)
     {
+        for (std::string const& name : seen)
+        {
+            if (name == f.name)
+            {
+                return "field '" + f.name + "' is given twice";
+            }
+        }
+        seen.push_back(f.name);
         bool ok = true;
         if (f.name == "kernel_size")
         {
             ok = readInt(f, p.kernelSize, err);
         }
-        else if (f.name == (set == FieldSet::kCarafe ? "group" : "group_size"))
+        else if (f.name == groupName)
         {
             ok = readInt(f, p.group, err);
         }
@@ -152,7 +210,7 @@ std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& 
         }
         else
         {
-            return "unknown field '" + f.name + "'"
+            return "unknown field '" + shown(f.name.data(), f.name.size()) + "'"
                 + (set == FieldSet::kCarafe ? " (expected kernel_size, group, scale_factor, mode)"
                                             : " (expected kernel_size, group_size, scale_factor)");
         }
@@ -160,6 +218,15 @@ std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& 
         {
             return err;
         }
+    }
+    bool haveKernelSize = false;
+    for (std::string const& name : seen)
+    {
+        haveKernelSize = haveKernelSize || name == "kernel_size";
+    }
+    if (!haveKernelSize)
+    {
+        return "the required field 'kernel_size' is missing (it has no default)";
     }
     if (set == FieldSet::kMmcv)
     {
@@ -189,15 +256,42 @@ std::string checkShapes(Params const& p, int64_t const fd[4], int64_t const kd[4
         s << "kernels batch (" << kd[0] << ") must equal features batch (" << fd[0] << ")";
         return s.str();
     }
+    int64_t out[2] = {-1, -1};
     for (int i = 2; i < 4; ++i)
     {
-        if (known(fd[i]) && known(kd[i]) && kd[i] != outputExtent(fd[i], p.scale, p.mode))
+        char const* const axis = i == 2 ? "height" : "width";
+        if (!known(fd[i]))
         {
-            s << "kernels " << (i == 2 ? "height" : "width") << " (" << kd[i] << ") must be the " << modeName(p.mode)
-              << " output extent " << outputExtent(fd[i], p.scale, p.mode) << " of features extent " << fd[i]
-              << " with scale_factor " << p.scale;
+            continue;
+        }
+        if (!outputExtentChecked(fd[i], p.scale, p.mode, out[i - 2]))
+        {
+            s << "features " << axis << " (" << fd[i] << ") is too large: its " << modeName(p.mode)
+              << " output extent with scale_factor " << p.scale << " does not fit in int64";
             return s.str();
         }
+        if (known(kd[i]) && kd[i] != out[i - 2])
+        {
+            s << "kernels " << axis << " (" << kd[i] << ") must be the " << modeName(p.mode) << " output extent "
+              << out[i - 2] << " of features extent " << fd[i] << " with scale_factor " << p.scale;
+            return s.str();
+        }
+    }
+    // Element counts the kernels index with int64 offsets: absurd extents must be refused, not wrapped.
+    bool const allKnown = known(fd[0]) && known(fd[1]) && known(fd[2]) && known(fd[3]);
+    int64_t const outputDims[4] = {fd[0], fd[1], out[0], out[1]};
+    if (allKnown && (!countFits(fd) || !countFits(outputDims)))
+    {
+        s << "features (" << fd[0] << ", " << fd[1] << ", " << fd[2] << ", " << fd[3]
+          << ") or its output has more elements than int64 can count";
+        return s.str();
+    }
+    bool const kernelsKnown = known(kd[0]) && known(kd[1]) && known(kd[2]) && known(kd[3]);
+    if (kernelsKnown && !countFits(kd))
+    {
+        s << "kernels (" << kd[0] << ", " << kd[1] << ", " << kd[2] << ", " << kd[3]
+          << ") has more elements than int64 can count";
+        return s.str();
     }
     return {};
 }

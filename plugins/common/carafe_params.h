@@ -13,7 +13,7 @@ namespace carafe
 
 struct Params
 {
-    int32_t kernelSize{5};
+    int32_t kernelSize{0}; // required: parseFields refuses fields without it (0 is outside the contract)
     int32_t group{1};
     int32_t scale{2};
     Mode mode{Mode::kUp};
@@ -50,15 +50,18 @@ struct Field
 // Empty string when `p` is inside the contract, otherwise a message naming the bad attribute.
 std::string validate(Params const& p);
 
-// Fills `p` from `fields` (missing fields keep their defaults; unknown fields are an error so that typos surface).
-// Returns an empty string on success, otherwise a message naming the field.
+// Sets `p` from `fields`: kernel_size is required, the other fields default to group 1, scale_factor 2, mode "up".
+// A field given twice, an unknown field (a typo), a value of the wrong kind or count, and a string that is not
+// exactly "up"/"down" (one terminating NUL allowed, nothing after it) are errors. Returns an empty string on success,
+// otherwise a message naming the field; `p` is then unspecified.
 std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& p);
 
 // "up" / "down" for messages and serialization.
 char const* modeName(Mode mode);
 
 // Checks features (N, C, H, W) against kernels (N, G*k*k, Ho, Wo) for these attributes. Any extent may be -1
-// (unknown at build time) and is then not checked. Empty string when consistent.
+// (unknown at build time) and is then not checked. Extents whose output size or element count would not fit in
+// int64 are an error, not an overflow. Empty string when consistent.
 std::string checkShapes(Params const& p, int64_t const featureDims[4], int64_t const kernelDims[4]);
 
 } // namespace carafe

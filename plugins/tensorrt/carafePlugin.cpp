@@ -99,6 +99,10 @@ void dims4(Dims const& d, int64_t out[4])
 
 std::string dimsString(Dims const& d)
 {
+    if (d.nbDims < 0 || d.nbDims > Dims::MAX_DIMS) // never read past Dims::d
+    {
+        return "(invalid rank " + std::to_string(d.nbDims) + ")";
+    }
     std::string s = "(";
     for (int32_t i = 0; i < d.nbDims; ++i)
     {
@@ -317,6 +321,11 @@ int32_t CarafePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
         return -1;
     }
     Dims const& f = inputDesc[0].dims;
+    if (f.nbDims != 4)
+    {
+        logError(where() + ": enqueue got features " + dimsString(f) + ", not 4-D");
+        return -1;
+    }
     Geometry const g = makeGeometry(f.d[0], f.d[1], f.d[2], f.d[3], mParams.kernelSize, mParams.group, mParams.scale,
         mParams.mode);
     cudaError_t const err = launchForward(g, toDType(inputDesc[0].type), inputs[0], inputs[1], outputs[0], stream);

@@ -52,6 +52,9 @@ def draw_scene(width: int = 640, height: int = 427, seed: int = 0) -> Image.Imag
 
 
 if __name__ == "__main__":
+    from carafe_deploy.files import atomic_path
+
     out = Path(__file__).with_name("scene.png")
-    draw_scene().save(out, optimize=True)
+    with atomic_path(out) as tmp:
+        draw_scene().save(tmp, format="PNG", optimize=True)
     print(f"wrote {out}")

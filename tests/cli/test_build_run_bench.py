@@ -1,4 +1,5 @@
-"""``carafe-deploy build | run | bench``: error paths, dry runs, and (with the stand-in tensorrt) the happy paths."""
+"""``carafe-deploy build | run | bench``: error paths, dry runs, builds with the real TensorRT-RTX, and running an
+engine with the stand-in tensorrt (running needs a GPU, which no machine here has)."""
 
 import json
 import sys
@@ -16,7 +17,15 @@ from carafe_deploy.cli import main
 from carafe_deploy.trt import runner as runner_mod
 from carafe_deploy.trt import tensorrt_available
 
-no_trt = pytest.mark.skipif(tensorrt_available(), reason="checks the message shown when TensorRT is absent")
+needs_rtx = pytest.mark.skipif(not tensorrt_available("tensorrt-rtx"),
+                               reason="TensorRT-RTX is not installed (pip install -e '.[test]' installs it)")
+
+
+@pytest.fixture
+def no_trt(monkeypatch):
+    """Neither TensorRT nor TensorRT-RTX importable, whatever is installed."""
+    for module in ("tensorrt", "tensorrt_rtx"):
+        monkeypatch.setitem(sys.modules, module, None)
 
 
 @pytest.fixture
@@ -37,8 +46,7 @@ def _err(capsys):
     return capsys.readouterr().err.strip().splitlines()
 
 
-@no_trt
-def test_build_without_tensorrt_is_one_line(toy, capsys):
+def test_build_without_tensorrt_is_one_line(toy, capsys, no_trt):
     assert main(["build", str(toy), "--no-plugin"]) == 1
     lines = _err(capsys)
     # the notes of graph preparation, then exactly one error line
@@ -48,14 +56,14 @@ def test_build_without_tensorrt_is_one_line(toy, capsys):
     assert not toy.with_suffix(".engine").exists()
 
 
-@no_trt
-def test_run_without_tensorrt_is_one_line(tmp_path, capsys):
+def test_run_without_tensorrt_is_one_line(tmp_path, capsys, no_trt):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
     np.save(tmp_path / "x.npy", np.zeros((1, 4, 4, 4), np.float32))
     assert main(["run", str(engine), "--input", str(tmp_path / "x.npy")]) == 1
     lines = _err(capsys)
     assert len(lines) == 1 and "TensorRT is not installed: pip install tensorrt" in lines[0]
+    assert 'or pip install "tensorrt-rtx-cu13==1.7.1.116"' in lines[0]
 
 
 @pytest.mark.parametrize("argv, code, message", [
@@ -79,8 +87,7 @@ def test_error_paths(argv, code, message, toy, dyn, capsys):
     assert message in lines[-1], lines
 
 
-@no_trt
-def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monkeypatch, tmp_path):
+def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monkeypatch, tmp_path, no_trt):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy)]) == 1
     lines = _err(capsys)
@@ -98,22 +105,22 @@ def test_build_with_tensorrt_but_no_plugin_library(toy, fake_trt, capsys, monkey
 
 def test_dry_run_never_imports_tensorrt_and_notes_what_a_build_lacks(toy, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
-    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
-    # a tensorrt that is importable must still not be imported by a dry run
+    for module in ("tensorrt", "tensorrt_rtx"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    # a TensorRT that is importable must still not be imported by a dry run
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a, **k: object() if name == "tensorrt" else real(name, *a, **k))
     assert main(["build", str(toy), "--dry-run"]) == 0
-    assert "tensorrt" not in sys.modules
+    assert "tensorrt" not in sys.modules and "tensorrt_rtx" not in sys.modules
     err = " ".join(capsys.readouterr().err.split())
     assert "dry run:" in err and "ready to build" in err
     assert "missing for a real build here: CARAFE_DEPLOY_PLUGIN=" in err and "TensorRT is not installed" not in err
 
 
-@no_trt
-def test_dry_run_without_tensorrt_names_it_first(toy, tmp_path, monkeypatch, capsys):
+def test_dry_run_without_tensorrt_names_it_first(toy, tmp_path, monkeypatch, capsys, no_trt):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy), "--dry-run"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("missing for a real build")]
@@ -121,11 +128,75 @@ def test_dry_run_without_tensorrt_names_it_first(toy, tmp_path, monkeypatch, cap
     assert "TensorRT is not installed" in notes[0] and "CARAFE_DEPLOY_PLUGIN=" in notes[1]
 
 
-def test_build_no_plugin_needs_the_function(tmp_path, capsys):
+def test_build_no_plugin_unrolls_a_plugin_export(tmp_path, capsys):
     path = tmp_path / "plugin_only.onnx"
     onnx.save(carafe_model(function=False, hw=4), path)
-    assert main(["build", str(path), "--no-plugin", "--dry-run"]) == 1
-    assert "no model-local CARAFE function" in _err(capsys)[-1]
+    assert main(["build", str(path), "--no-plugin", "--dry-run"]) == 0
+    assert "unrolled 1 carafe::CARAFE node(s) into standard ops" in capsys.readouterr().err
+
+
+@needs_rtx
+def test_build_no_plugin_with_only_tensorrt_rtx_writes_an_engine(tmp_path):
+    """The issue's "done": `carafe-deploy build MODEL.onnx --no-plugin`, no --backend, TensorRT-RTX the only runtime."""
+    import subprocess
+
+    if tensorrt_available("tensorrt"):
+        pytest.skip("full TensorRT is installed here: the automatic choice would take it")
+    path = tmp_path / "m.onnx"
+    onnx.save(carafe_model(function=False, hw=4), path)
+    proc = subprocess.run([sys.executable, "-m", "carafe_deploy", "build", str(path), "--no-plugin"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "TensorRT-RTX 1.7.1.116, fp32, CARAFE unrolled" in proc.stderr.splitlines()[-1]
+    side = json.loads((tmp_path / "m.engine.json").read_text())
+    assert side["runtime"]["name"] == "tensorrt-rtx" and (tmp_path / "m.engine").read_bytes()[:4] == b"vtrt"
+
+
+@pytest.fixture
+def rtx_engine(tmp_path):
+    if not tensorrt_available("tensorrt-rtx"):
+        pytest.skip("TensorRT-RTX is not installed")
+    path = tmp_path / "rtx.onnx"
+    onnx.save(carafe_model(function=True, hw=4), path)
+    assert main(["build", str(path), "--no-plugin", "--backend", "tensorrt-rtx", "--no-progress"]) == 0
+    return tmp_path / "rtx.engine"
+
+
+def test_run_check_bench_refuse_an_engine_of_the_other_runtime(rtx_engine, tmp_path, capsys):
+    capsys.readouterr()
+    np.save(tmp_path / "x.npy", np.zeros((1, 4, 4, 4), np.float32))
+    assert main(["run", str(rtx_engine), "-i", f"features={tmp_path / 'x.npy'}", "--backend", "tensorrt"]) == 1
+    lines = _err(capsys)
+    assert len(lines) == 1 and lines[0].startswith(
+        f"carafe-deploy run: error: {rtx_engine} was built by TensorRT-RTX (its sidecar says tensorrt-rtx 1.7.1.116); "
+        "an engine runs only on the runtime that built it, not on TensorRT")
+
+    onnx_path = tmp_path / "rtx.onnx"
+    report = tmp_path / "check.json"
+    assert main(["check", str(onnx_path), "--python", trt_toys.__file__, "--class", "TorchToy", "--input-shape",
+                 "1,4,4,4", "--input-shape", "1,9,8,8", "--engine", str(rtx_engine), "--backend", "tensorrt",
+                 "-o", str(report)]) == 1
+    trt_row = json.loads(report.read_text())["backends"][1]
+    assert trt_row["status"] == "error" and "built by TensorRT-RTX" in trt_row["reason"]
+
+    out = tmp_path / "b.json"
+    assert main(["bench", "--engine", str(rtx_engine), "--backend", "tensorrt", "--iters", "1", "--warmup", "0",
+                 "--batch", "1", "-o", str(out), "--plot", str(tmp_path / "b.png")]) == 1
+    assert "built by TensorRT-RTX" in json.loads(out.read_text())["skipped"]["tensorrt"]
+
+
+def test_check_reports_a_tensorrt_rtx_engine_as_skipped_without_a_gpu(rtx_engine, tmp_path):
+    from carafe_deploy.trt.runtime import run_unavailable
+
+    if run_unavailable() is None:
+        pytest.skip("this machine can run engines")
+    report = tmp_path / "check.json"
+    assert main(["check", str(tmp_path / "rtx.onnx"), "--python", trt_toys.__file__, "--class", "TorchToy",
+                 "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8", "--engine", str(rtx_engine),
+                 "-o", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["backends"][0]["status"] == "passed"  # ONNX Runtime vs PyTorch on the toy's stand-in body
+    assert data["skipped"] == ["tensorrt"] and "no CUDA device" in data["backends"][1]["reason"]
 
 
 def test_dry_run_writes_the_prepared_graph(toy, tmp_path, monkeypatch, capsys):
@@ -147,7 +218,7 @@ def fake_trt(monkeypatch):
     return trt
 
 
-def test_build_and_run_with_the_stand_in_tensorrt(dyn, tmp_path, fake_trt, capsys):
+def test_stand_in_build_and_run(dyn, tmp_path, fake_trt, capsys):
     engine = tmp_path / "e" / "toy.engine"
     assert main(["build", str(dyn), "--no-plugin", "-o", str(engine), "--no-progress",
                  "--min", "features:1x4x2x2,kernels:1x9x4x4", "--opt", "features:1x4x4x4,kernels:1x9x8x8",
@@ -173,20 +244,24 @@ def test_build_and_run_with_the_stand_in_tensorrt(dyn, tmp_path, fake_trt, capsy
     assert "missing 'kernels'" in _err(capsys)[-1]
 
 
-def test_build_fp16_flag_on_tensorrt_11(toy, fake_trt, capsys):
-    assert main(["build", str(toy), "--no-plugin", "--fp16"]) == 1
-    assert "strongly typed" in _err(capsys)[-1]
+@needs_rtx
+def test_build_fp16_flag_on_tensorrt_rtx(toy, capsys):
+    assert main(["build", str(toy), "--no-plugin", "--fp16", "--backend", "tensorrt-rtx"]) == 1
+    assert "--fp16: TensorRT-RTX 1.7.1.116 is strongly typed and has no FP16 builder flag" in _err(capsys)[-1]
 
 
 def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
     engine = tmp_path / "toy.engine"
-    engine.write_bytes(b"not an engine")
+    with_rtx = tensorrt_available("tensorrt-rtx")
+    if with_rtx:  # a real engine, which cannot run without a GPU: skipped with the reason
+        assert main(["build", str(dyn), "--no-plugin", "--backend", "tensorrt-rtx", "-o", str(engine),
+                     "--opt", "features:1x4x4x4,kernels:1x9x8x8", "--no-progress"]) == 0
+    else:
+        engine.write_bytes(b"not an engine")
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
     argv = ["bench", str(dyn), "--python", trt_toys.__file__, "--class", "TorchToy", "--batch", "1", "2",
-            "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8",
+            "--input-shape", "1,4,4,4", "--input-shape", "1,9,8,8", "--engine", str(engine),
             "--warmup", "1", "--iters", "3", "-o", str(out_json), "--plot", str(out_png)]
-    if not tensorrt_available():
-        argv += ["--engine", str(engine)]
     assert main(argv) == 0
     report = json.loads(out_json.read_text())
     got = sorted((r["backend"], r["batch"]) for r in report["rows"])
@@ -194,8 +269,8 @@ def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
     for row in report["rows"]:
         assert 0 < row["median_ms"] <= row["p90_ms"] and row["iters"] == 3
         assert row["throughput"] == pytest.approx(row["batch"] / row["median_ms"] * 1e3)
-    if not tensorrt_available():
-        assert report["skipped"]["tensorrt"].startswith("TensorRT is not installed")
+    skipped = report["skipped"]["tensorrt"]
+    assert ("no CUDA device" in skipped) if with_rtx else skipped.startswith("TensorRT is not installed")
     assert report["shapes"] == {"features": [1, 4, 4, 4], "kernels": [1, 9, 8, 8]}
     with Image.open(out_png) as im:
         assert im.format == "PNG" and im.size[0] > 600
@@ -212,8 +287,7 @@ def test_bench_with_nothing_runnable_fails(tmp_path, capsys):
     assert "without their function" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
 
 
-@no_trt
-def test_run_engine_without_tensorrt_raises_missing_dependency(tmp_path):
+def test_run_engine_without_tensorrt_raises_missing_dependency(tmp_path, no_trt):
     from carafe_deploy.errors import MissingDependencyError
     from carafe_deploy.trt import run_engine
 

@@ -110,4 +110,4 @@ def test_bad_node_is_named(tmp_path, capsys):
     next(a for a in model.graph.node[0].attribute if a.name == "kernel_size").i = 4  # even
     onnx.save(model, tmp_path / "bad.onnx")
     assert main(["convert", str(tmp_path / "bad.onnx"), "--to", "portable", "-o", str(tmp_path / "o.onnx")]) == 1
-    assert "kernel_size must be odd" in capsys.readouterr().err
+    assert "kernel_size must be an odd int >= 1, got 4" in capsys.readouterr().err

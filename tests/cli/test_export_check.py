@@ -13,6 +13,7 @@ import torch
 from carafe_deploy import models
 from carafe_deploy.cli import main
 from carafe_deploy.onnx import carafe_nodes
+from carafe_deploy.trt import tensorrt_available
 
 MODEL_PY = textwrap.dedent(
     """
@@ -43,16 +44,20 @@ def model_py(tmp_path):
 
 def test_export_then_check_against_saved_reference(model_py, tmp_path, capsys):
     out, ref, report = tmp_path / "net.onnx", tmp_path / "ref.npz", tmp_path / "report.json"
+    engine = tmp_path / "net.engine"
     rc = main(["export", "--python", str(model_py), "--class", "Net", "--kwargs", '{"channels": 8}',
                "--input-shape", "1,8,9,11", "--dynamic", "image:0=N,2=H,3=W", "--input-names", "image",
-               "--output-names", "down", "up", "-o", str(out), "--save-reference", str(ref)])
+               "--output-names", "down", "up", "-o", str(out), "--save-reference", str(ref),
+               "--save-engine", str(engine), "--no-plugin"])
     assert rc == 0
+    # the engine step: built where a TensorRT runtime is installed (TensorRT-RTX in CI), else skipped
+    assert engine.is_file() == tensorrt_available()
     proto = onnx.load(out)
     assert len(carafe_nodes(proto)) == 2 and [f.name for f in proto.functions] == ["CARAFE"]
     assert [o.name for o in proto.graph.output] == ["down", "up"]
     capsys.readouterr()
 
-    rc = main(["check", str(out), "--reference", str(ref), "-o", str(report), "--engine", str(tmp_path / "x.engine")])
+    rc = main(["check", str(out), "--reference", str(ref), "-o", str(report), "--engine", str(engine)])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "down" in text and "up" in text and "skipped" in text

@@ -3,6 +3,7 @@
 #include "carafe_params.h"
 #include "check.h"
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -38,10 +39,12 @@ void parsesCarafeFields()
     CHECK(p.kernelSize == 3 && p.group == 4 && p.scale == 4 && p.mode == Mode::kDown);
 
     char const up[] = {'u', 'p'}; // without a NUL
+    int32_t const k5 = 5;
     Params q;
-    err = carafe::parseFields({{"mode", FieldKind::kChar, up, 2}}, FieldSet::kCarafe, q);
+    q.group = 7; // parseFields starts from the defaults, not from what `q` held
+    err = carafe::parseFields({intField("kernel_size", k5), {"mode", FieldKind::kChar, up, 2}}, FieldSet::kCarafe, q);
     CHECK_MSG(err.empty(), "%s", err.c_str());
-    CHECK(q.mode == Mode::kUp && q.kernelSize == 5 && q.group == 1 && q.scale == 2); // defaults kept
+    CHECK(q.mode == Mode::kUp && q.kernelSize == 5 && q.group == 1 && q.scale == 2); // defaults for the rest
 
     int64_t const k64 = 7;
     int32_t const modeInt = 1;
@@ -49,6 +52,44 @@ void parsesCarafeFields()
     err = carafe::parseFields({{"kernel_size", FieldKind::kInt64, &k64, 1}, intField("mode", modeInt)}, FieldSet::kCarafe, r);
     CHECK_MSG(err.empty(), "%s", err.c_str());
     CHECK(r.kernelSize == 7 && r.mode == Mode::kDown);
+}
+
+// kernel_size has no default; a field given twice is refused (no "last one wins"); strings are compared byte-exactly.
+void requiredDuplicateAndExactFields()
+{
+    int32_t const k3 = 3, k5 = 5, g2 = 2;
+    Params p;
+    std::string err = carafe::parseFields({intField("group", g2)}, FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "required field 'kernel_size' is missing"), "%s", err.c_str());
+    err = carafe::parseFields({}, FieldSet::kMmcv, p);
+    CHECK_MSG(contains(err, "required field 'kernel_size' is missing"), "%s", err.c_str());
+
+    err = carafe::parseFields({intField("kernel_size", k3), intField("kernel_size", k5)}, FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "'kernel_size' is given twice"), "%s", err.c_str());
+    char const upStr[] = "up";
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, upStr, 2},
+                                  {"mode", FieldKind::kChar, "down", 4}}, FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "'mode' is given twice"), "%s", err.c_str());
+    err = carafe::parseFields({intField("kernel_size", k3), intField("group_size", g2), intField("group_size", g2)},
+        FieldSet::kMmcv, p);
+    CHECK_MSG(contains(err, "'group_size' is given twice"), "%s", err.c_str());
+
+    char const garbage[] = {'u', 'p', '\0', 'g', 'a', 'r', 'b', 'a', 'g', 'e'};
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, garbage, 10}},
+        FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "mode") && contains(err, "up\\x00garbage"), "%s", err.c_str());
+    char const upNul[] = {'u', 'p', '\0'}; // one terminating NUL is how some producers pass it
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, upNul, 3}}, FieldSet::kCarafe, p);
+    CHECK_MSG(err.empty() && p.mode == Mode::kUp, "%s", err.c_str());
+    char const upNulNul[] = {'u', 'p', '\0', '\0'};
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, upNulNul, 4}},
+        FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "mode"), "%s", err.c_str());
+    char const upper[] = "UP";
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, upper, 2}}, FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "\"UP\""), "%s", err.c_str());
+    err = carafe::parseFields({intField("kernel_size", k3), {"mode", FieldKind::kChar, upper, 0}}, FieldSet::kCarafe, p);
+    CHECK_MSG(contains(err, "no value"), "%s", err.c_str());
 }
 
 void parsesMmcvFields()
@@ -85,10 +126,16 @@ void rejectsBadValues()
     Bad const bad[] = {{"kernel_size", 4, "kernel_size must be odd"}, {"kernel_size", 0, "kernel_size"},
         {"kernel_size", -3, "kernel_size"}, {"kernel_size", 65, "kernel_size"}, {"group", 0, "group"},
         {"scale_factor", 0, "scale_factor"}, {"scale_factor", -2, "scale_factor"}, {"mode", 2, "mode"}};
+    int32_t const k3 = 3;
     for (Bad const& b : bad)
     {
         Params p;
-        std::string const err = carafe::parseFields({intField(b.name, b.value)}, FieldSet::kCarafe, p);
+        std::vector<Field> fields{intField(b.name, b.value)};
+        if (std::strcmp(b.name, "kernel_size") != 0)
+        {
+            fields.insert(fields.begin(), intField("kernel_size", k3));
+        }
+        std::string const err = carafe::parseFields(fields, FieldSet::kCarafe, p);
         CHECK_MSG(contains(err, b.expect), "%s=%d gave \"%s\"", b.name, b.value, err.c_str());
     }
     char const sideways[] = "sideways";
@@ -110,6 +157,7 @@ void rejectsBadValues()
 void checksShapes()
 {
     Params up; // k=5, G=1, s=2, up
+    up.kernelSize = 5;
     int64_t const f[4] = {2, 64, 25, 42};
     int64_t const k[4] = {2, 25, 50, 84};
     CHECK(carafe::checkShapes(up, f, k).empty());
@@ -138,6 +186,39 @@ void checksShapes()
     CHECK(carafe::checkShapes(up, dyn, k).empty());
 }
 
+// Absurd extents (a corrupt or hostile network) are refused with a message; under UBSan a signed overflow here fails.
+void refusesExtentsThatOverflow()
+{
+    Params up;
+    up.kernelSize = 5;
+    up.scale = 64;
+    int64_t const big = INT64_MAX / 2;
+    int64_t const fHuge[4] = {1, 1, big, 4};
+    int64_t const kUnknown[4] = {1, 25, -1, -1};
+    std::string err = carafe::checkShapes(up, fHuge, kUnknown);
+    CHECK_MSG(contains(err, "height") && contains(err, "int64"), "%s", err.c_str());
+
+    Params down = up;
+    down.mode = Mode::kDown;
+    int64_t const fMax[4] = {1, 1, INT64_MAX, 1};
+    int64_t out = 0;
+    CHECK(carafe::outputExtentChecked(INT64_MAX, 64, Mode::kDown, out) && out == INT64_MAX / 64 + 1);
+    CHECK(!carafe::outputExtentChecked(INT64_MAX, 2, Mode::kUp, out));
+    CHECK(!carafe::outputExtentChecked(-5, 2, Mode::kUp, out));
+    int64_t const kMax[4] = {1, 25, INT64_MAX / 64 + 1, 1};
+    err = carafe::checkShapes(down, fMax, kMax); // ceil(H/s) of INT64_MAX: (H + s - 1) / s would overflow
+    CHECK_MSG(err.empty(), "%s", err.c_str());
+
+    int64_t const fMany[4] = {1 << 20, 1 << 20, 1 << 20, 1 << 20};
+    int64_t const kAnyBatch[4] = {-1, 25, -1, -1};
+    err = carafe::checkShapes(up, fMany, kAnyBatch);
+    CHECK_MSG(contains(err, "more elements than int64"), "%s", err.c_str());
+    int64_t const kMany[4] = {1, 25, INT64_MAX / 4, 4};
+    int64_t const fOk[4] = {1, 1, -1, -1};
+    err = carafe::checkShapes(up, fOk, kMany);
+    CHECK_MSG(contains(err, "kernels") && contains(err, "int64"), "%s", err.c_str());
+}
+
 } // namespace
 
 int main()
@@ -145,6 +226,8 @@ int main()
     parsesCarafeFields();
     parsesMmcvFields();
     rejectsBadValues();
+    requiredDuplicateAndExactFields();
     checksShapes();
+    refusesExtentsThatOverflow();
     return TEST_RESULT();
 }

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -240,10 +241,36 @@ DynamicPluginTensorDesc dynDesc(Dims const& d, DataType t)
     return x;
 }
 
+// The attributes a plugin holds, read through its public interface (getFieldsToSerialize), as TensorRT reads them.
+// Not a downcast to CarafePlugin: its typeinfo is hidden in the library, which -fsanitize=vptr cannot link against.
 Attrs paramsOf(IPluginV3* p)
 {
-    auto const& q = static_cast<carafe::trt::CarafePlugin*>(p)->params();
-    return Attrs{q.kernelSize, q.group, q.scale, carafe::modeName(q.mode)};
+    Attrs a{-1, -1, -1, "?"};
+    PluginFieldCollection const* fc = runtime(p)->getFieldsToSerialize();
+    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+    {
+        PluginField const& f = fc->fields[i];
+        std::string const name = f.name;
+        if (f.type == PluginFieldType::kINT32 && (name == "kernel_size" || name == "group" || name == "group_size"
+                                                   || name == "scale_factor"))
+        {
+            int32_t const v = *static_cast<int32_t const*>(f.data);
+            (name == "kernel_size" ? a.k : name == "scale_factor" ? a.scale : a.group) = v;
+        }
+        else if (f.type == PluginFieldType::kFLOAT32 && name == "scale_factor")
+        {
+            a.scale = static_cast<int32_t>(*static_cast<float const*>(f.data));
+        }
+        else if (f.type == PluginFieldType::kCHAR && name == "mode")
+        {
+            a.mode.assign(static_cast<char const*>(f.data), static_cast<size_t>(f.length));
+        }
+    }
+    if (std::strcmp(core(p)->getPluginName(), "MMCVCARAFE") == 0)
+    {
+        a.mode = "up"; // MMCVCARAFE has no mode field: it only up-samples
+    }
+    return a;
 }
 
 bool sameAttrs(Attrs const& a, Attrs const& b)
@@ -318,6 +345,41 @@ void hostChecks()
     CHECK(creator("CARAFE")->createPlugin("m", &tfc, TensorRTPhase::kBUILD) == nullptr);
     CHECK(lastErrorMentions("kernal_size"));
 
+    // kernel_size is required (no default), a field given twice is refused, strings are compared byte-exactly.
+    for (char const* name : {"CARAFE", "MMCVCARAFE"})
+    {
+        int32_t const g1 = 1;
+        PluginField noK{std::strcmp(name, "CARAFE") == 0 ? "group" : "group_size", &g1, PluginFieldType::kINT32, 1};
+        PluginFieldCollection noKfc{1, &noK};
+        CHECK_MSG(creator(name)->createPlugin("m", &noKfc, TensorRTPhase::kBUILD) == nullptr, "%s without kernel_size", name);
+        CHECK(lastErrorMentions("required field 'kernel_size' is missing"));
+        PluginFieldCollection empty{0, nullptr};
+        CHECK(creator(name)->createPlugin("m", &empty, TensorRTPhase::kBUILD) == nullptr);
+        CHECK(lastErrorMentions("kernel_size"));
+    }
+    {
+        int32_t const k3 = 3, k7 = 7;
+        PluginField twice[2] = {{"kernel_size", &k3, PluginFieldType::kINT32, 1},
+            {"kernel_size", &k7, PluginFieldType::kINT32, 1}};
+        PluginFieldCollection twiceFc{2, twice};
+        CHECK(creator("CARAFE")->createPlugin("m", &twiceFc, TensorRTPhase::kBUILD) == nullptr);
+        CHECK(lastErrorMentions("'kernel_size' is given twice"));
+
+        char const garbage[] = {'u', 'p', '\0', 'g', 'a', 'r', 'b', 'a', 'g', 'e'};
+        PluginField modeGarbage[2] = {{"kernel_size", &k3, PluginFieldType::kINT32, 1},
+            {"mode", garbage, PluginFieldType::kCHAR, 10}};
+        PluginFieldCollection garbageFc{2, modeGarbage};
+        CHECK(creator("CARAFE")->createPlugin("m", &garbageFc, TensorRTPhase::kBUILD) == nullptr);
+        CHECK(lastErrorMentions("up\\x00garbage"));
+
+        char const upNul[] = "up"; // with its terminating NUL: length 3
+        PluginField modeUp[2] = {{"kernel_size", &k3, PluginFieldType::kINT32, 1},
+            {"mode", upNul, PluginFieldType::kCHAR, 3}};
+        PluginFieldCollection upFc{2, modeUp};
+        std::unique_ptr<IPluginV3> ok(creator("CARAFE")->createPlugin("m", &upFc, TensorRTPhase::kBUILD));
+        CHECK(ok != nullptr && sameAttrs(paramsOf(ok.get()), Attrs{3, 1, 2, "up"}));
+    }
+
     // Output shapes through IExprBuilder: s*H for up, ceil(H/s) for down.
     {
         TestExprBuilder eb;
@@ -386,6 +448,22 @@ void hostChecks()
         rin[1].dims.d[1] = 100;
         rout[0].dims.d[3] = 7;
         CHECK(runtime(g4.get())->onShapeChange(rin, 2, rout, 1) == -1);
+
+        // Absurd extents are refused with a message, never a signed overflow (UBSan builds abort on one).
+        int64_t const huge = INT64_MAX / 2 + 1; // 2 * huge overflows
+        CHECK(cfg(dims4(1, 64, huge, 4), dims4(1, 100, -1, -1), dims4(1, 64, -1, -1)) == -1);
+        CHECK(lastErrorMentions("too large") && lastErrorMentions("int64"));
+        CHECK(cfg(dims4(1 << 20, 1 << 20, 1 << 20, 1 << 20), dims4(-1, 100, -1, -1), dims4(-1, 64, -1, -1)) == -1);
+        CHECK(lastErrorMentions("more elements than int64"));
+        // A rank above Dims::MAX_DIMS is reported without reading past Dims::d.
+        Dims nine{};
+        nine.nbDims = 9;
+        CHECK(cfg(nine, dims4(1, 100, 2, 2), dims4(1, 64, 2, 2)) == -1);
+        CHECK(lastErrorMentions("invalid rank 9"));
+        Dims negative{};
+        negative.nbDims = -1;
+        CHECK(cfg(dims4(1, 64, 1, 1), negative, dims4(1, 64, 2, 2)) == -1);
+        CHECK(lastErrorMentions("invalid rank -1"));
     }
 
     // clone and serialization round trips, both node types.

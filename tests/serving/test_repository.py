@@ -239,6 +239,13 @@ def test_engine_refusals(tmp_path, tritonclient):
     onnx.save(m, other)
     with pytest.raises(DeployError, match="give the engine built from this model"):
         write_repository(other, RepositoryOptions(output=tmp_path / "r", engine=engine2))
+    rtx = tmp_path / "rtx"
+    rtx.mkdir()
+    src3, engine3, _ = _engine_case(rtx, plugin=False, runtime="tensorrt-rtx")
+    with pytest.raises(DeployError, match=r"built by tensorrt-rtx 1\.7\.1\.116; Triton's TensorRT backend runs engines "
+                                          r"of full TensorRT only: rebuild it with carafe-deploy build --backend tensorrt"):
+        write_repository(src3, RepositoryOptions(output=tmp_path / "r", engine=engine3))
+    assert not (tmp_path / "r").exists()
 
 
 def test_serve_without_a_server_says_how_to_get_one(tmp_path, monkeypatch, capsys):

@@ -60,6 +60,12 @@ def make(version: str = "11.4.0.106", parse_errors=None, build_error: str | None
     registry = Registry()
     trt.get_plugin_registry = lambda: registry
 
+    def init_libnvinfer_plugins(logger, namespace):
+        trt.log.append(("init_libnvinfer_plugins", namespace))
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
+
     class Tensor:
         def __init__(self, name, shape, dtype):
             self.name, self.shape, self.dtype = name, tuple(shape), dtype

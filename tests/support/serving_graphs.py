@@ -59,7 +59,8 @@ def standin_detector(canvas: tuple[int, int] | None = None, masks: bool = True, 
     return model
 
 
-def standin_engine(folder, onnx_path, inputs, outputs, profile, plugin: bool = True, version_compatible=False):
+def standin_engine(folder, onnx_path, inputs, outputs, profile, plugin: bool = True, version_compatible=False,
+                   runtime: str = "tensorrt"):
     """A file named like an engine (bytes that are no engine) with a sidecar valid under the real schema, and a
     stand-in plugin library file when ``plugin``. Returns (engine path, plugin path or None)."""
     from carafe_deploy import __version__
@@ -74,13 +75,14 @@ def standin_engine(folder, onnx_path, inputs, outputs, profile, plugin: bool = T
     write_sidecar(engine, {
         "schema": SCHEMA_ID,
         "engine": {"file": engine.name, "bytes": engine.stat().st_size, "sha256": sha256_file(engine)},
-        "created": now_iso(), "carafe_deploy_version": __version__, "tensorrt_version": "11.1.0.0", "gpu": None,
+        "created": now_iso(), "carafe_deploy_version": __version__, "gpu": None,
+        "runtime": {"name": runtime, "version": "11.1.0.0" if runtime == "tensorrt" else "1.7.1.116"},
         "onnx": {"file": str(onnx_path), "sha256": sha256_file(onnx_path)},
         "inputs": inputs, "outputs": outputs, "profiles": [profile],
         "precision": {"mode": "fp32", "onnx_float_types": ["float32"], "builder_flags": [], "strongly_typed": True},
         "plugin": {"used": plugin, "library": str(lib) if lib else None, "sha256": sha256_file(lib) if lib else None,
                    "serialized_in_engine": False},
         "version_compatible": version_compatible, "workspace_bytes": None,
-        "graph": {"carafe_nodes": 2, "mmcv_converted": 0, "carafe_function": "dropped"},
+        "graph": {"carafe_nodes": 2, "mmcv_converted": 0, "carafe_form": "plugin" if plugin else "unrolled"},
     })
     return engine, lib

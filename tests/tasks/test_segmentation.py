@@ -1,4 +1,4 @@
-"""The segmentation pipeline: export → logits/argmax parity in ONNX Runtime, through the API and the CLI."""
+"""The segmentation pipeline: export → logits/argmax parity in ONNX Runtime → engine, through the API and the CLI."""
 
 import json
 
@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from carafe_deploy.cli import main
-from carafe_deploy.tasks import CheckOptions, ExportOptions, ModelSource, deploy
+from carafe_deploy.tasks import CheckOptions, EngineOptions, ExportOptions, ModelSource, deploy
 from carafe_deploy.tasks.segmentation import SegmentationTask, logits_parity
+from carafe_deploy.trt import tensorrt_available
+from carafe_deploy.trt.runtime import run_unavailable
 
 
 def test_logits_parity_by_hand():
@@ -23,15 +25,26 @@ def test_logits_parity_by_hand():
 
 
 @pytest.mark.parametrize("name", ["upernet_r50_carafe", "upernet_r50_carafe_pp"])
-def test_dynamic_export_checked_at_batch_one(name, tmp_path):
+def test_dynamic_export_checked_at_batch_one_and_built(name, tmp_path):
     torch.manual_seed(0)
     report = deploy(ModelSource(model=name, tiny=True).load(),
                     ExportOptions(output=tmp_path / "s.onnx", input_shapes=[(2, 3, 64, 96)]),
-                    CheckOptions(), log=lambda *_: None)
-    (check,) = report["checks"]
+                    CheckOptions(), EngineOptions(path=tmp_path / "s.engine", use_plugin=False), log=lambda *_: None)
+    check = report["checks"][0]
+    assert check["backend"] == "onnxruntime"
     assert report["onnx"]["dynamic"] and check["inputs"] == [[1, 3, 64, 96]]  # batch 1 of a batch-2 export
     assert check["status"] == "passed", check
     assert check["details"]["max_rel"] <= 1e-4 and check["details"]["argmax_agreement"] >= 0.999
+    if not tensorrt_available():
+        assert report["engine"]["skipped"].startswith("TensorRT is not installed")
+        return
+    # the same graph built by TensorRT (TensorRT-RTX in CI: its builder needs no GPU), CARAFE unrolled
+    assert report["engine"]["carafe_form"] == "unrolled", report["engine"]
+    side = json.loads((tmp_path / "s.engine.json").read_text())
+    assert side["graph"]["carafe_nodes"] == report["onnx"]["carafe_nodes"] >= 10
+    assert side["inputs"][0]["shape"] == [-1, 3, -1, -1] and side["outputs"][0]["shape"][1] == 150
+    if run_unavailable():
+        assert report["checks"][1]["backend"] == "tensorrt" and report["checks"][1]["status"] == "skipped"
 
 
 def test_cli_report_and_a_bad_checkpoint(tmp_path, capsys):

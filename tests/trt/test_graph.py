@@ -1,12 +1,12 @@
-"""Graph preparation for TensorRT's ONNX parser: the CARAFE local function dropped for the plugin, kept without it;
-mmcv nodes converted."""
+"""Graph preparation for TensorRT's ONNX parser: the CARAFE local function dropped for the plugin; without it, each
+CARAFE node unrolled (tests/onnx/test_unrolled.py checks the numbers); mmcv nodes converted."""
 
 import onnx
 import pytest
 from support.trt_toys import carafe_model
 
 from carafe_deploy.errors import DeployError
-from carafe_deploy.trt.graph import onnx_input_dims, onnx_io_types, prepare_onnx
+from carafe_deploy.trt.graph import all_nodes, onnx_input_dims, onnx_io_types, prepare_onnx
 
 
 def _functions(model):
@@ -17,7 +17,7 @@ def test_plugin_build_drops_the_carafe_function_and_leaves_the_input_alone():
     model = carafe_model(function=True)
     prepared = prepare_onnx(model, use_plugin=True)
     assert _functions(prepared.model) == []
-    assert prepared.function_dropped and not prepared.function_kept
+    assert prepared.function_dropped and prepared.carafe_form == "plugin"
     assert prepared.carafe_nodes == ["carafe_up"]
     assert _functions(model) == [("carafe", "CARAFE")]  # the caller's model is not modified
     onnx.checker.check_model(prepared.model)  # still a valid model (the node is now a custom-domain op)
@@ -32,15 +32,19 @@ def test_other_local_functions_are_kept():
     assert _functions(prepared.model) == [("mine", "Helper")]
 
 
-def test_no_plugin_keeps_the_function():
-    prepared = prepare_onnx(carafe_model(function=True), use_plugin=False)
-    assert _functions(prepared.model) == [("carafe", "CARAFE")]
-    assert prepared.function_kept and not prepared.function_dropped
-
-
-def test_no_plugin_without_a_function_names_the_export_to_use():
-    with pytest.raises(DeployError, match=r"no model-local CARAFE function.*--mode portable"):
-        prepare_onnx(carafe_model(function=False), use_plugin=False)
+@pytest.mark.parametrize("function", [True, False], ids=["portable", "plugin-form"])
+def test_no_plugin_unrolls_every_carafe_node(function):
+    model = carafe_model(function=function)
+    prepared = prepare_onnx(model, use_plugin=False)
+    ops = [(n.domain, n.op_type) for n in prepared.model.graph.node]
+    assert ("carafe", "CARAFE") not in ops and ("", "Loop") not in ops
+    assert {"Pad", "Resize", "Split", "Slice", "Mul", "Add", "Relu"} == {op for _, op in ops}
+    assert _functions(prepared.model) == [] and "carafe" not in {o.domain for o in prepared.model.opset_import}
+    assert prepared.carafe_form == "unrolled" and prepared.function_dropped == function
+    assert prepared.carafe_nodes == ["carafe_up"]
+    assert any("unrolled 1 carafe::CARAFE node(s)" in note for note in prepared.notes)
+    onnx.checker.check_model(prepared.model, full_check=True)
+    assert ("carafe", "CARAFE") in [(n.domain, n.op_type) for n in model.graph.node]  # the input is not modified
 
 
 def test_model_without_carafe_builds_either_way():
@@ -49,7 +53,7 @@ def test_model_without_carafe_builds_either_way():
     model.graph.node[0].input[0] = "features"  # Relu straight on the input
     for use_plugin in (True, False):
         prepared = prepare_onnx(model, use_plugin=use_plugin)
-        assert prepared.carafe_nodes == []
+        assert prepared.carafe_nodes == [] and prepared.carafe_form == "none"
 
 
 def test_prepare_rejects_non_models():
@@ -94,3 +98,9 @@ def test_mmcv_conversion_failure_is_a_deploy_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "carafe_deploy.onnx", fake)
     with pytest.raises(DeployError, match=r"1 of 1 mmcv::MMCVCARAFE nodes were not converted"):
         prepare_onnx(carafe_model(mmcv=True))
+
+
+def test_mmcv_nodes_build_without_the_plugin_too():
+    prepared = prepare_onnx(carafe_model(mmcv=True), use_plugin=False)
+    assert prepared.mmcv_converted == 1 and prepared.carafe_form == "unrolled"
+    assert not any(n.domain in ("mmcv", "carafe") for n in all_nodes(prepared.model))

@@ -65,3 +65,10 @@ def test_the_limits_are_the_native_ones(configs):
         assert options["kernel_size"]["max"] == constant("kMaxKernelSize")
         assert options["scale_factor"]["max"] == constant("kMaxScale")
         assert options[group]["max"] == constant("kMaxGroup")
+
+
+def test_the_onnx_validation_holds_the_plugin_to_the_same_limits(configs):
+    from carafe_deploy.onnx.validate import PLUGIN_LIMITS
+
+    options = configs["CARAFE"]["versions"]["1"]["attribute_options"]
+    assert PLUGIN_LIMITS == {name: options[name]["max"] for name in ("kernel_size", "group", "scale_factor")}

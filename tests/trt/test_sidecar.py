@@ -1,4 +1,5 @@
-"""The engine sidecar's JSON schema."""
+"""The engine sidecar's JSON schema (version 2), and reading version 1 files. Sidecars written by real builds are
+checked in tests/trt/test_tensorrt_rtx.py."""
 
 import copy
 import json
@@ -8,11 +9,11 @@ import pytest
 from carafe_deploy.trt.sidecar import read_sidecar, sidecar_path, validate_sidecar, write_sidecar
 
 GOOD = {
-    "schema": "carafe-deploy/engine-sidecar/1",
+    "schema": "carafe-deploy/engine-sidecar/2",
     "engine": {"file": "m.engine", "bytes": 123, "sha256": "a" * 64},
     "created": "2026-01-01T00:00:00+00:00",
     "carafe_deploy_version": "0.1.0",
-    "tensorrt_version": "10.13.0.35",
+    "runtime": {"name": "tensorrt", "version": "10.13.0.35"},
     "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"},
     "onnx": {"file": "m.onnx", "sha256": "b" * 64},
     "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3, -1, -1]}],
@@ -23,7 +24,7 @@ GOOD = {
                "serialized_in_engine": False},
     "version_compatible": False,
     "workspace_bytes": None,
-    "graph": {"carafe_nodes": 1, "mmcv_converted": 0, "carafe_function": "dropped"},
+    "graph": {"carafe_nodes": 1, "mmcv_converted": 0, "carafe_form": "plugin"},
 }
 
 
@@ -49,11 +50,13 @@ def _broken(path, value):
 
 
 @pytest.mark.parametrize("path, value, match", [
-    (["tensorrt_version"], KeyError, r"<root>: 'tensorrt_version' is a required property"),
+    (["runtime"], KeyError, r"<root>: 'runtime' is a required property"),
+    (["runtime", "name"], "tensorrt_llm", r"runtime/name"),
+    (["runtime", "version"], "", r"runtime/version"),
     (["precision", "mode"], "fp64", r"precision/mode"),
     (["engine", "sha256"], "xyz", r"engine/sha256"),
     (["profiles", 0, "x", "min"], [1, "3"], r"profiles/0/x/min/1"),
-    (["graph", "carafe_function"], "inlined", r"graph/carafe_function"),
+    (["graph", "carafe_form"], "inlined", r"graph/carafe_form"),
     (["extra"], 1, r"Additional properties"),
     (["plugin", "sha256"], None, r"plugin: a used plugin needs its library path and sha256"),
     (["profiles"], [{"z": {"min": [1], "opt": [1], "max": [1]}}], r"profiles/0: covers \['z'\], the inputs are"),
@@ -69,4 +72,40 @@ def test_unreadable_sidecar(tmp_path):
         read_sidecar(tmp_path / "m.engine")
     (tmp_path / "m.engine.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="engine sidecar field"):
+        read_sidecar(tmp_path / "m.engine")
+
+
+def _v1(**graph):
+    """GOOD as a version 1 writer wrote it: ``tensorrt_version``, ``graph.carafe_function``."""
+    data = copy.deepcopy(GOOD)
+    data["schema"] = "carafe-deploy/engine-sidecar/1"
+    data["tensorrt_version"] = data.pop("runtime")["version"]
+    data["graph"] = {"carafe_nodes": 1, "mmcv_converted": 0, **graph}
+    return data
+
+
+@pytest.mark.parametrize("function, used, form", [("dropped", True, "plugin"), ("absent", True, "plugin"),
+                                                  ("kept", False, "function"), ("absent", False, "none")])
+def test_version_1_sidecars_are_read_as_version_2(tmp_path, function, used, form):
+    data = _v1(carafe_function=function)
+    data["plugin"] = GOOD["plugin"] if used else {"used": False, "library": None, "sha256": None,
+                                                  "serialized_in_engine": False}
+    (tmp_path / "m.engine.json").write_text(json.dumps(data))
+    side = read_sidecar(tmp_path / "m.engine")
+    validate_sidecar(side)  # a valid version 2 sidecar
+    assert side["schema"] == "carafe-deploy/engine-sidecar/2"
+    assert side["runtime"] == {"name": "tensorrt", "version": "10.13.0.35"}  # version 1 writers imported tensorrt only
+    assert side["graph"] == {"carafe_nodes": 1, "mmcv_converted": 0, "carafe_form": form}
+    assert "tensorrt_version" not in side
+
+
+def test_version_1_sidecars_are_checked_against_their_own_schema(tmp_path):
+    data = _v1(carafe_function="unrolled")  # not a version 1 value
+    (tmp_path / "m.engine.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"graph/carafe_function"):
+        read_sidecar(tmp_path / "m.engine")
+    data = _v1(carafe_function="kept")
+    data["runtime"] = GOOD["runtime"]  # a version 2 field in a version 1 file
+    (tmp_path / "m.engine.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"Additional properties"):
         read_sidecar(tmp_path / "m.engine")

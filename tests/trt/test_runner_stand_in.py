@@ -1,7 +1,9 @@
-"""EngineRunner's binding logic against the stand-in ``tensorrt`` (tests/support/fake_tensorrt.py) on host buffers.
+"""EngineRunner's binding logic against the stand-in ``tensorrt`` (tests/support/fake_tensorrt.py) on host buffers:
+running an engine needs a GPU, which no machine here has (TensorRT-RTX builds engines here but cannot deserialize
+them without one; its runtime checks are tested for real in tests/trt/test_tensorrt_rtx.py).
 
 The fake engine computes the toy model from the addresses the runner binds; its outputs are compared with ONNX
-Runtime running the same toy model (portable form). The real TensorRT never ran here.
+Runtime running the same toy model (portable form). No real TensorRT runtime ran an engine here.
 """
 
 import sys
@@ -25,7 +27,7 @@ def engine(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     backends = []
 
-    def host_buffers(device, backend):
+    def host_buffers(device, buffers):
         backends.append(fake_tensorrt.HostBuffers(device))
         return backends[-1]
 
@@ -39,7 +41,7 @@ def engine(tmp_path, monkeypatch):
     return tmp_path / "toy.engine", path, trt, backends
 
 
-def test_runner_matches_onnxruntime_over_shapes_and_reuses_its_context(engine):
+def test_stand_in_runner_matches_onnxruntime_over_shapes_and_reuses_its_context(engine):
     engine_path, onnx_path, trt, backends = engine
     session = ort.InferenceSession(str(onnx_path))
     with EngineRunner(engine_path, plugin=False) as runner:
@@ -57,7 +59,7 @@ def test_runner_matches_onnxruntime_over_shapes_and_reuses_its_context(engine):
     assert [e for e in trt.log if e[0] == "execute_async_v3"] == [("execute_async_v3", 1234)] * 3
 
 
-def test_run_engine_function(engine, monkeypatch):
+def test_stand_in_run_engine_function(engine, monkeypatch):
     engine_path, onnx_path, _, _ = engine
     from carafe_deploy.trt import run_engine
 
@@ -66,7 +68,7 @@ def test_run_engine_function(engine, monkeypatch):
     np.testing.assert_allclose(out["y"], ort.InferenceSession(str(onnx_path)).run(None, feeds)[0], rtol=1e-6)
 
 
-def test_shapes_outside_the_profile_and_bad_feeds(engine):
+def test_stand_in_shapes_outside_the_profile_and_bad_feeds(engine):
     engine_path, _, _, _ = engine
     with EngineRunner(engine_path, plugin=False) as runner:
         with pytest.raises(ValueError, match=r"input 'features' shape 4x4x8x8 is outside the engine's optimization "
@@ -82,7 +84,7 @@ def test_shapes_outside_the_profile_and_bad_feeds(engine):
             runner.infer({"features": [1, 2], "kernels": [3]})
 
 
-def test_float64_inputs_are_cast_to_the_engine_type(engine):
+def test_stand_in_float64_inputs_are_cast_to_the_engine_type(engine):
     engine_path, onnx_path, _, _ = engine
     feeds = random_feeds(1, 3)
     with EngineRunner(engine_path, plugin=False) as runner:
@@ -91,7 +93,7 @@ def test_float64_inputs_are_cast_to_the_engine_type(engine):
     np.testing.assert_allclose(out["y"], ort.InferenceSession(str(onnx_path)).run(None, feeds)[0], rtol=1e-6)
 
 
-def test_bad_engine_file_and_missing_plugin(engine, tmp_path, monkeypatch):
+def test_stand_in_bad_engine_file_and_missing_plugin(engine, tmp_path, monkeypatch):
     engine_path, _, _, _ = engine
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"garbage")
@@ -112,7 +114,7 @@ def test_bad_engine_file_and_missing_plugin(engine, tmp_path, monkeypatch):
         EngineRunner(engine_path)
 
 
-def test_torch_tensors_in_torch_tensors_out(engine):
+def test_stand_in_torch_tensors_in_torch_tensors_out(engine):
     import torch
 
     engine_path, onnx_path, _, _ = engine

@@ -1,0 +1,183 @@
+"""Every engine that can be built on this machine, built by the real TensorRT-RTX (CI does this from a clean clone):
+CARAFE up and down from the ``plugin`` and ``portable`` exports, fp32 and fp16 graphs, unrolled; the same with the
+plugin where its library is built (not in CI: no TensorRT headers there); TinyCarafeNet; and the detectors as far
+as TensorRT-RTX allows (their feature network; the whole graph is refused before parsing, see
+tests/tasks/test_detection.py). Both UperNet segmenters are built by tests/tasks/test_segmentation.py, from the
+export that test checks. What each engine is built from is first run in ONNX Runtime against PyTorch in
+float64. The engines themselves cannot run here (no GPU). docs/TENSORRT.md lists the sizes and build times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from carafe_deploy.trt import tensorrt_available
+
+pytestmark = [
+    pytest.mark.tensorrt,
+    pytest.mark.skipif(not tensorrt_available("tensorrt-rtx"),
+                       reason="TensorRT-RTX is not installed (pip install -e '.[test]' installs it)"),
+]
+RTX = "tensorrt-rtx"
+C = 16
+PROFILE = {"min_shapes": {"x": (1, C, 4, 4)}, "opt_shapes": {"x": (1, C, 8, 8)}, "max_shapes": {"x": (2, C, 32, 32)}}
+
+
+@pytest.fixture(scope="module")
+def modules():
+    from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
+
+    torch.manual_seed(0)
+    return {"up": CARAFEUpsample(C).eval(), "down": CARAFEDownsample(C).eval()}
+
+
+def _export(module, path, mode: str, fp16: bool):
+    from carafe_deploy.onnx import export
+    from carafe_deploy.onnx.files import save_model
+
+    proto = export(module, (torch.randn(1, C, 8, 8),), None, mode=mode, input_names=["x"], output_names=["y"],
+                   dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}}, fp16=fp16)
+    return save_model(proto, path)
+
+
+def _float64(module, x: np.ndarray) -> np.ndarray:
+    import copy
+
+    with torch.no_grad():
+        return copy.deepcopy(module).double()(torch.from_numpy(x).double()).numpy()
+
+
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("form", ["plugin", "portable"])
+@pytest.mark.parametrize("mode", ["up", "down"])
+def test_unrolled_op_engines(modules, tmp_path, mode, form, fp16):
+    from carafe_deploy.trt.builder import BuildOptions, build_engine, plan_build
+
+    path = _export(modules[mode], tmp_path / f"{mode}_{form}.onnx", form, fp16)
+    options = BuildOptions(onnx_path=path, use_plugin=False, backend=RTX, progress=False, **PROFILE)
+    plan = plan_build(options)
+    # what TensorRT is given, run in ONNX Runtime, against the module in float64 at two sizes of the dynamic graph
+    session = ort.InferenceSession(plan.prepared.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for shape in ((1, C, 8, 8), (2, C, 7, 13)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = _float64(modules[mode], x)
+        got = session.run(None, {"x": x})[0]
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() / np.abs(want).max() <= (1e-2 if fp16 else 1e-5), shape
+    result = build_engine(options, plan)
+    side = result.sidecar
+    assert result.engine_path.read_bytes()[:4] == b"vtrt"
+    assert side["runtime"]["name"] == RTX and side["graph"]["carafe_form"] == "unrolled"
+    assert side["precision"]["mode"] == ("fp16" if fp16 else "fp32")
+    assert side["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, C, -1, -1]}]  # fp16 keeps fp32 I/O
+    assert not [w for w in result.warnings if "already exists" in w]
+
+
+def _plugin_or_skip():
+    from carafe_deploy.trt.plugin import plugin_library
+
+    lib = plugin_library(required=False)
+    if lib is None:
+        pytest.skip("libcarafe_trt_plugin.so is not built here (it needs the TensorRT headers, which CI does not "
+                    "have): cmake -S . -B build/trt -DTensorRT_INCLUDE_DIR=<TensorRT 11 include>")
+    return lib
+
+
+def _link_folder(tmp_path):
+    """A folder with the libtensorrt_rtx.so link the parser needs for plugin nodes (plugins/tensorrt/README.md)."""
+    from carafe_deploy.trt import rtx
+    from carafe_deploy.trt.runtime import import_tensorrt
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / rtx.CORE_LIBRARY).symlink_to(rtx._parser_folder(import_tensorrt(RTX)) / f"{rtx.CORE_LIBRARY}.1")
+    return shim
+
+
+def test_plugin_engines(modules, tmp_path):
+    """The CARAFE plugin (built against the TensorRT 11.1 headers) in TensorRT-RTX engines: both modes, fp32 and fp16,
+    dynamic. In a child process that starts with the libtensorrt_rtx.so link on LD_LIBRARY_PATH."""
+    lib = _plugin_or_skip()
+    paths = []
+    for mode in ("up", "down"):
+        for fp16 in (False, True):
+            paths.append(_export(modules[mode], tmp_path / f"{mode}{'_fp16' if fp16 else ''}.onnx", "plugin", fp16))
+    code = f"""
+        import json, sys
+        from carafe_deploy.trt.builder import BuildOptions, build_engine
+        out = []
+        for path in {[str(p) for p in paths]!r}:
+            r = build_engine(BuildOptions(onnx_path=path, plugin_path={str(lib)!r}, backend="tensorrt-rtx",
+                                          progress=False, **{PROFILE!r}))
+            out.append(r.sidecar)
+        print(json.dumps(out))
+        """
+    env = {**os.environ, "LD_LIBRARY_PATH": str(_link_folder(tmp_path))}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sidecars = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path, side in zip(paths, sidecars):
+        assert side["graph"]["carafe_form"] == "plugin" and side["plugin"]["used"], path
+        assert side["precision"]["mode"] == ("fp16" if "fp16" in path.name else "fp32")
+        engine = path.with_suffix(".engine").read_bytes()
+        assert engine[:4] == b"vtrt" and b"CARAFE" in engine  # the plugin's creator name is serialized with it
+
+
+def _export_and_build(tmp_path, model: str, *extra):
+    from carafe_deploy.cli import main
+
+    report = tmp_path / "report.json"
+    argv = ["export", "--model", model, "-o", str(tmp_path / f"{model}.onnx"), "--save-engine",
+            str(tmp_path / f"{model}.engine"), "--no-plugin", "--backend", RTX, "--save-report", str(report), *extra]
+    assert main(argv) == 0
+    return json.loads(report.read_text())
+
+
+def test_tiny_carafe_net(tmp_path):
+    data = _export_and_build(tmp_path, "tiny_carafe_net")
+    assert data["engine"]["runtime"] == {"name": RTX, "version": "1.7.1.116"}
+    assert data["engine"]["carafe_form"] == "unrolled"
+    side = json.loads((tmp_path / "tiny_carafe_net.engine.json").read_text())
+    assert side["graph"]["carafe_nodes"] == 2 and side["inputs"][0]["shape"] == [-1, 3, -1, -1]
+    checks = {c["backend"]: c for c in data["checks"]}
+    assert checks["onnxruntime"]["status"] == "passed"
+    assert checks["tensorrt"]["status"] == "skipped"  # no GPU to run it on: said so, not passed
+
+
+def test_detector_feature_network(tmp_path):
+    """Backbone + FPN_CARAFE (the detectors' four CARAFE ops): the part of Faster/Mask R-CNN that TensorRT-RTX can
+    build; RPN and RoI heads need NMS (refused, tests/tasks/test_detection.py)."""
+    from carafe_deploy import models
+    from carafe_deploy.models.detectors import TINY
+    from carafe_deploy.onnx import export
+    from carafe_deploy.onnx.files import save_model
+    from carafe_deploy.trt.builder import BuildOptions, build_engine
+
+    detector = models.build("faster_rcnn_r50_fpn_carafe", **TINY).eval()
+
+    class Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, image):
+            return self.detector.features(image)
+
+    image = torch.rand(1, 3, 320, 320) * 255
+    path = save_model(export(Features().eval(), (image,), None, mode="plugin", input_names=["image"],
+                             output_names=[f"p{i}" for i in range(2, 7)]), tmp_path / "features.onnx")
+    result = build_engine(BuildOptions(onnx_path=path, use_plugin=False, backend=RTX, progress=False))
+    side = result.sidecar
+    assert side["graph"]["carafe_nodes"] == 4 and side["graph"]["carafe_form"] == "unrolled"
+    assert [o["shape"] for o in side["outputs"]] == [[1, 32, 80 // 2 ** i, 80 // 2 ** i] for i in range(5)]
