@@ -21,8 +21,8 @@ from .errors import DeployError, MissingDependencyError
 from .files import atomic_path
 from .report import make_table, write_json as _write_json
 
-__all__ = ["BenchRow", "BenchReport", "time_callable", "summarize", "with_batch", "bench_runner", "render_table",
-           "write_json", "plot", "peak_rss_growth"]
+__all__ = ["BenchRow", "BenchReport", "time_callable", "paired_medians", "summarize", "with_batch", "bench_runner",
+           "render_table", "write_json", "plot", "peak_rss_growth"]
 
 
 @dataclass
@@ -60,6 +60,26 @@ def time_callable(fn: Callable[[], object], warmup: int, iters: int) -> list[flo
         fn()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def paired_medians(fns: Mapping[str, Callable[[], object]], repeat: int,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per call of each of ``fns``, run in turn ``repeat`` times after one warm-up call each.
+
+    Side by side, so a slow spell of a shared machine slows them all alike and their ratios hold; ``clock`` may be
+    ``time.process_time`` (CPU time, which other processes disturb less; a speed for one thread only).
+    """
+    if repeat < 1:
+        raise ValueError(f"need repeat >= 1, got {repeat}")
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_rss_growth(fn: Callable[[], object]) -> tuple[object, float]:

@@ -1,7 +1,7 @@
 """Model zoo: CARAFE detectors, segmenters and a tiny demo network, by name. Model code only: modules, builders and
 checkpoint import (the deploy pipelines that export, check and build these models are in :mod:`carafe_deploy.tasks`).
 
-Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, **overrides)``
+Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, resampling="carafe", **overrides)``
 creates the model (eval mode) and loads the checkpoint when one is given.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # the registry itself needs no torch: the families import it when they are loaded
     from torch import nn
 
-__all__ = ["ModelSpec", "register", "build", "available", "spec", "MODEL_NAMES"]
+__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "available", "spec", "MODEL_NAMES"]
 
 # The registered names, known without importing the families (which import torch): for --help. A test keeps it equal
 # to available().
@@ -73,9 +73,23 @@ def spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def build(name: str, checkpoint=None, **overrides) -> "nn.Module":
-    """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given."""
+RESAMPLING = ("carafe", "nearest")
+
+
+def build(name: str, checkpoint=None, resampling: str = "carafe", **overrides) -> "nn.Module":
+    """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given.
+
+    ``resampling="nearest"`` builds the papers' baseline twin: every CARAFE / CARAFE++ module replaced by nearest
+    resampling of the same scale (:func:`carafe_deploy.nn.with_nearest_resampling`), everything else identical; a
+    checkpoint is then the twin's own (it has no CARAFE parameters).
+    """
+    if resampling not in RESAMPLING:
+        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
     model = spec(name).builder(**overrides)
+    if resampling == "nearest":
+        from ..nn import with_nearest_resampling
+
+        with_nearest_resampling(model)
     if checkpoint is not None:
         from .checkpoint import load_checkpoint
 

@@ -27,7 +27,7 @@ def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
         try:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a corrupt or foreign file
-            raise DeployError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
+            raise DeployError(f"cannot read checkpoint {checkpoint}: {_why_unreadable(checkpoint, exc)}") from None
     if not isinstance(checkpoint, Mapping):
         raise DeployError(f"a checkpoint must be a mapping of tensors, got {type(checkpoint).__name__}")
     for wrapper in ("state_dict", "model"):  # mmengine/mmdet save {'meta': ..., 'state_dict': ...}
@@ -40,6 +40,19 @@ def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
             continue
         state[key[len("module."):] if key.startswith("module.") else key] = value
     return state
+
+
+def _why_unreadable(path, exc: Exception) -> str:
+    """One line: what the file is not, or the last line of torch's message for a real checkpoint it refused."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive; legacy files are pickles
+        return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refusal = [line for line in lines if line.startswith("WeightsUnpickler error:")]  # weights_only refused an object
+    if refusal:
+        return f"it holds more than tensors ({refusal[0].split('. ')[0]})"
+    return f"{type(exc).__name__}: {lines[0].split('. ')[0] if lines else 'unreadable'}"
 
 
 def _listed(keys) -> str:

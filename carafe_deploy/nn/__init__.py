@@ -1,5 +1,5 @@
-"""CARAFE modules: ``CARAFEUpsample`` (mmcv CARAFEPack) and ``CARAFEDownsample`` (CARAFE++)."""
+"""CARAFE modules: ``CARAFEUpsample`` (mmcv CARAFEPack), ``CARAFEDownsample`` (CARAFE++), the nearest baseline."""
 
-from .modules import CARAFEDownsample, CARAFEUpsample, normalize_kernels
+from .modules import CARAFEDownsample, CARAFEUpsample, NearestResample, normalize_kernels, with_nearest_resampling
 
-__all__ = ["CARAFEUpsample", "CARAFEDownsample", "normalize_kernels"]
+__all__ = ["CARAFEUpsample", "CARAFEDownsample", "NearestResample", "normalize_kernels", "with_nearest_resampling"]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..ops.carafe import _check_int, carafe
 
-__all__ = ["CARAFEUpsample", "CARAFEDownsample", "normalize_kernels"]
+__all__ = ["CARAFEUpsample", "CARAFEDownsample", "NearestResample", "normalize_kernels", "with_nearest_resampling"]
 
 
 def normalize_kernels(kernels: Tensor, kernel_size: int) -> Tensor:
@@ -94,7 +94,8 @@ class CARAFEUpsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         mask = self.content_encoder(self.channel_compressor(x))
         mask = self.kernel_normalizer(mask)
-        return carafe(x, mask, self.up_kernel, self.up_group, self.scale_factor, "up")
+        # under torch.autocast the encoder's output can be narrower or wider than x: reassemble in x's dtype
+        return carafe(x, mask.to(x.dtype), self.up_kernel, self.up_group, self.scale_factor, "up")
 
     def extra_repr(self) -> str:
         return (
@@ -171,10 +172,44 @@ class CARAFEDownsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = normalize_kernels(self.content_encoder(self.channel_compressor(x)), self.kernel_size)
-        return carafe(x, mask, self.kernel_size, self.group, self.scale_factor, "down")
+        return carafe(x, mask.to(x.dtype), self.kernel_size, self.group, self.scale_factor, "down")
 
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, scale_factor={self.scale_factor}, kernel_size={self.kernel_size}, "
             f"group={self.group}"
         )
+
+
+class NearestResample(nn.Module):
+    """The papers' baseline in place of a CARAFE module: nearest-neighbour ×s (``"up"``) or the top-left pixel of each
+    s×s cell (``"down"``, the CARAFE++ op with a one-tap kernel). Same output size as the module it replaces, no
+    parameters."""
+
+    def __init__(self, scale_factor: int, mode: str):
+        super().__init__()
+        _check_int("scale_factor", scale_factor, 1)
+        if mode not in ("up", "down"):
+            raise ValueError(f"mode must be 'up' or 'down', got {mode!r}")
+        self.scale_factor = scale_factor
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.scale_factor
+        if self.mode == "up":
+            return F.interpolate(x, scale_factor=float(s), mode="nearest")
+        return x[:, :, ::s, ::s]
+
+    def extra_repr(self) -> str:
+        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+
+
+def with_nearest_resampling(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``CARAFEUpsample``/``CARAFEDownsample`` inside ``model`` by :class:`NearestResample`."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, CARAFEUpsample):
+                setattr(parent, name, NearestResample(child.scale_factor, "up"))
+            elif isinstance(child, CARAFEDownsample):
+                setattr(parent, name, NearestResample(child.scale_factor, "down"))
+    return model

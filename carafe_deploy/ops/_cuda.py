@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import carafe as _carafe
+from . import torch_formulation
 
 __all__ = ["load_extension", "register", "cuda_forward", "cuda_backward", "SOURCES"]
 
@@ -103,25 +104,25 @@ def _extension_for(features: Tensor) -> ModuleType | None:
 
 def cuda_forward(features: Tensor, kernels: Tensor, kernel_size: int, group: int, scale_factor: int, mode: str):
     """``carafe_deploy::carafe`` for the CUDA dispatch key."""
+    _carafe.validate(features, kernels, kernel_size, group, scale_factor, mode)
     module = _extension_for(features)
     if module is not None:
         return module.forward(features, kernels, kernel_size, group, scale_factor, mode)
-    return _carafe._forward_impl(features.contiguous(), kernels.contiguous(), kernel_size, group, scale_factor, mode)
+    return torch_formulation.forward(features, kernels, kernel_size, group, scale_factor, mode)
 
 
 def cuda_backward(
     grad_output: Tensor, features: Tensor, kernels: Tensor, kernel_size: int, group: int, scale_factor: int, mode: str
 ):
     """``carafe_deploy::carafe_backward`` for the CUDA dispatch key."""
+    _carafe.validate_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
     module = _extension_for(features)
     if module is not None:
         grad_features, grad_kernels = module.backward(
             grad_output, features, kernels, kernel_size, group, scale_factor, mode
         )
         return grad_features, grad_kernels
-    return _carafe._backward_impl(
-        grad_output.contiguous(), features.contiguous(), kernels.contiguous(), kernel_size, group, scale_factor, mode
-    )
+    return torch_formulation.backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
 
 
 _registered = False

@@ -1,32 +1,35 @@
-"""The CARAFE / CARAFE++ reassembly operator, registered once with ``torch.library``.
+"""The CARAFE / CARAFE++ reassembly operator, ``carafe_deploy::carafe``, registered once with ``torch.library``.
 
-One op definition (``carafe_deploy::carafe``) carries everything: argument checks in the public wrapper, a fake
-(meta) kernel so ``torch.export`` and the ONNX exporter see output shapes, autograd through a second op
-(``carafe_deploy::carafe_backward``) so device backends can register a backward kernel too, and a default kernel
-written with PyTorch tensor ops that runs on every device.
-
-The default kernel never materializes a k²-times tensor. It loops over the k² kernel taps and accumulates
-``out += shifted(features) * kernels[tap]`` in place, with broadcasting doing the up-sampling (each source pixel
-feeds an s×s block of output pixels) or the strided slice doing the down-sampling. Channels are processed in
-chunks so that the output chunk stays in cache across the k² accumulations.
+- Kernels: the native CPU kernels (:mod:`._cpu`, falling back to :mod:`.torch_formulation` with a warning when they
+  cannot be built), the CUDA kernels (:mod:`._cuda`), the PyTorch formulation on any other device, and a fake (meta)
+  kernel for ``torch.export``, ``torch.compile`` and the ONNX exporter.
+- Every one of them validates the arguments first (:func:`validate`, ``torch._check`` semantics, so symbolic shapes
+  work too): a direct ``torch.ops.carafe_deploy.carafe`` call is checked like :func:`carafe`.
+- Autograd: the op is bilinear in (features, kernels), so every derivative is the op or its backward again: the
+  backward is ``carafe_deploy::carafe_backward``, itself differentiable (double backward, ``gradgradcheck``); forward
+  mode is ``carafe(dX, K) + carafe(X, dK)``; both ops have vmap rules, so ``torch.func`` (jvp, jacfwd, jacrev, vmap,
+  hessian) works.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad as _fw_ad
 
-__all__ = ["carafe", "carafe_output_size", "check_carafe_args", "MODES"]
+from . import _cpu, torch_formulation
+
+__all__ = ["carafe", "carafe_output_size", "check_carafe_args", "validate", "validate_backward", "MODES"]
 
 MODES = ("up", "down")
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-# Output bytes per channel chunk that should stay cache-resident across the k² accumulations.
-_CHUNK_BYTES = 1 << 20
+SCHEMA = "carafe(Tensor features, Tensor kernels, int kernel_size, int group, int scale_factor, str mode) -> Tensor"
+BACKWARD_SCHEMA = (
+    "carafe_backward(Tensor grad_output, Tensor features, Tensor kernels, int kernel_size, int group, "
+    "int scale_factor, str mode) -> (Tensor, Tensor)"
+)
 
 
 def carafe_output_size(height, width, scale_factor: int, mode: str):
@@ -43,46 +46,89 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def _require(error: type[Exception], cond, message) -> None:
+    """``torch._check_with``, with a plain-bool fast path: eager calls need neither sympy nor the symbolic machinery."""
+    if cond is True:
+        return
+    if cond is False:
+        raise error(message())
+    torch._check_with(error, cond, message)  # a SymBool: a guard or a runtime assertion under tracing
+
+
+def _value(cond, message) -> None:
+    _require(ValueError, cond, message)
+
+
+def _type(cond, message) -> None:
+    _require(TypeError, cond, message)
+
+
+def validate(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str) -> None:
+    """``TypeError``/``ValueError`` naming the problem for anything outside the contract (DESIGN §1).
+
+    Run by every kernel of the op, the fake one included. Symbolic values go to ``torch._check_with``: with dynamic
+    shapes a check becomes a guard or a runtime assertion instead of failing on an unknown size; under
+    ``torch.jit.trace`` no shape is turned into a Python bool.
+    """
+    for name, t in (("features", features), ("kernels", kernels)):
+        _value(t.dim() == 4, lambda: f"{name} must be 4-D (N, C, H, W), got {t.dim()}-D with shape "
+                                                 f"{tuple(t.shape)}")
+        _type(t.dtype in _FLOAT_DTYPES,
+                          lambda: f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    _type(features.dtype == kernels.dtype,
+                      lambda: f"features and kernels must have the same dtype, got {features.dtype} and "
+                              f"{kernels.dtype}")
+    _value(features.device == kernels.device,
+                       lambda: f"features and kernels must be on the same device, got {features.device} and "
+                               f"{kernels.device}")
+    _value(kernel_size >= 1, lambda: f"kernel_size must be >= 1, got {kernel_size}")
+    _value(kernel_size % 2 == 1, lambda: f"kernel_size must be odd, got {kernel_size}")
+    _value(group >= 1, lambda: f"group must be >= 1, got {group}")
+    _value(scale_factor >= 1, lambda: f"scale_factor must be >= 1, got {scale_factor}")
+    _value(mode in MODES, lambda: f"mode must be one of {MODES}, got {mode!r}")
+    n, c, h, w = features.shape
+    kn, kc, kh, kw = kernels.shape
+    _value(c % group == 0, lambda: f"features channels ({c}) must be divisible by group ({group})")
+    _value(kn == n, lambda: f"kernels batch ({kn}) must equal features batch ({n})")
+    expected_c = group * kernel_size * kernel_size
+    _value(kc == expected_c, lambda: f"kernels must have group*kernel_size**2 = {group}*{kernel_size}**2"
+                                                 f" = {expected_c} channels, got {kc}")
+    ho, wo = carafe_output_size(h, w, scale_factor, mode)
+    for got, want in ((kh, ho), (kw, wo)):
+        _value(got == want, lambda: f"kernels spatial size must be the {mode!r} output size {(ho, wo)} "
+                                                f"for features {(h, w)} and scale_factor {scale_factor}, got "
+                                                f"{(kh, kw)}")
+
+
+def validate_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode) -> None:
+    validate(features, kernels, kernel_size, group, scale_factor, mode)
+    n, c, h, w = features.shape
+    expected = (n, c, *carafe_output_size(h, w, scale_factor, mode))
+    _value(grad_output.dim() == 4, lambda: f"grad_output must be 4-D, got {tuple(grad_output.shape)}")
+    _type(grad_output.dtype in _FLOAT_DTYPES,
+                      lambda: f"grad_output must be a floating tensor, got {grad_output.dtype}")
+    _value(grad_output.device == features.device,
+                       lambda: f"grad_output must be on {features.device}, got {grad_output.device}")
+    for got, want in zip(grad_output.shape, expected):
+        _value(got == want, lambda: f"grad_output must have the output shape {expected}, got "
+                                                f"{tuple(grad_output.shape)}")
+
+
 def check_carafe_args(features, kernels, kernel_size, group, scale_factor, mode) -> None:
-    """Raise ``TypeError``/``ValueError`` naming the argument for anything outside the contract (DESIGN §1)."""
+    """The Python-type checks (a Tensor, an int that is not a bool, a str) then :func:`validate`."""
+    _check_python_types(features, kernels, kernel_size, group, scale_factor, mode)
+    validate(features, kernels, kernel_size, group, scale_factor, mode)
+
+
+def _check_python_types(features, kernels, kernel_size, group, scale_factor, mode) -> None:
     for name, t in (("features", features), ("kernels", kernels)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (N, C, H, W), got {t.dim()}-D with shape {tuple(t.shape)}")
-        if t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    if features.dtype != kernels.dtype:
-        raise TypeError(f"features and kernels must have the same dtype, got {features.dtype} and {kernels.dtype}")
-    if features.device != kernels.device:
-        raise ValueError(
-            f"features and kernels must be on the same device, got {features.device} and {kernels.device}"
-        )
     _check_int("kernel_size", kernel_size, 1)
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     _check_int("group", group, 1)
     _check_int("scale_factor", scale_factor, 1)
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-    n, c, h, w = features.shape
-    if c % group != 0:
-        raise ValueError(f"features channels ({c}) must be divisible by group ({group})")
-    kn, kc, kh, kw = kernels.shape
-    if kn != n:
-        raise ValueError(f"kernels batch ({kn}) must equal features batch ({n})")
-    expected_c = group * kernel_size * kernel_size
-    if kc != expected_c:
-        raise ValueError(
-            f"kernels must have group*kernel_size**2 = {group}*{kernel_size}**2 = {expected_c} channels, got {kc}"
-        )
-    ho, wo = carafe_output_size(h, w, scale_factor, mode)
-    if (kh, kw) != (ho, wo):
-        raise ValueError(
-            f"kernels spatial size must be the {mode!r} output size {(ho, wo)} for features {(h, w)} and "
-            f"scale_factor {scale_factor}, got {(kh, kw)}"
-        )
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, one of {MODES}, got {type(mode).__name__} ({mode!r})")
 
 
 def carafe(
@@ -98,133 +144,271 @@ def carafe(
     ``out[n, c, i', j'] = sum_{dy, dx in [-r, r]} kernels[n, g*k*k + (dy+r)*k + (dx+r), i', j'] * features[n, c, i+dy, j+dx]``
     with r = k // 2, g = c // (C / group), zero outside ``features``, and (i, j) = (i'//s, j'//s) for ``mode="up"``
     (output s·H × s·W, exactly mmcv's ``carafe``) or (s·i', s·j') for ``mode="down"`` (output ceil(H/s) × ceil(W/s),
-    CARAFE++). ``kernels`` must already be normalized; the op applies no softmax.
+    CARAFE++). ``kernels`` must already be normalized; the op applies no softmax. Works under ``torch.jit.script``.
     """
-    check_carafe_args(features, kernels, kernel_size, group, scale_factor, mode)
+    if not torch.jit.is_scripting():
+        _check_python_types(features, kernels, kernel_size, group, scale_factor, mode)
     return torch.ops.carafe_deploy.carafe(features, kernels, kernel_size, group, scale_factor, mode)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The reference formulation in PyTorch tensor ops (default kernel on every device).
+# Registration.
+
+# define + one impl per dispatch key (not torch.library.custom_op): the Autograd kernels below carry jvp rules
+_lib = torch.library.Library("carafe_deploy", "FRAGMENT")
+_lib.define(SCHEMA)
+_lib.define(BACKWARD_SCHEMA)
 
 
-def _geometry(features: Tensor, kernel_size: int, group: int, scale_factor: int, mode: str):
+def _cpu_forward(features, kernels, kernel_size, group, scale_factor, mode):
+    validate(features, kernels, kernel_size, group, scale_factor, mode)
+    native = _cpu.native_ops()
+    if native is not None:
+        return native.forward(features, kernels, kernel_size, group, scale_factor, mode)
+    return torch_formulation.forward(features, kernels, kernel_size, group, scale_factor, mode)
+
+
+def _cpu_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+    validate_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+    native = _cpu.native_ops()
+    if native is not None:
+        return native.backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+    return torch_formulation.backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+
+
+def _default_forward(features, kernels, kernel_size, group, scale_factor, mode):
+    validate(features, kernels, kernel_size, group, scale_factor, mode)
+    return torch_formulation.forward(features, kernels, kernel_size, group, scale_factor, mode)
+
+
+def _default_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+    validate_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+    return torch_formulation.backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+
+
+def _fake_forward(features, kernels, kernel_size, group, scale_factor, mode):
+    validate(features, kernels, kernel_size, group, scale_factor, mode)
     n, c, h, w = features.shape
-    up = mode == "up"
-    rep = scale_factor if up else 1  # each source pixel feeds a rep×rep block of outputs
-    step = 1 if up else scale_factor  # stride between the source pixels of neighbouring outputs
-    hs, ws = (h, w) if up else carafe_output_size(h, w, scale_factor, mode)
-    return n, c, c // group, hs, ws, rep, step
+    return features.new_empty((n, c, *carafe_output_size(h, w, scale_factor, mode)))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half types accumulate in float32: k² products summed in fp16 lose too much.
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _tap_window(padded: Tensor, ky: int, kx: int, hs: int, ws: int, step: int) -> Tensor:
-    """The (N, C, hs, ws) view of the padded features that tap (ky, kx) reads, without a copy."""
-    return padded[:, :, ky : ky + step * (hs - 1) + 1 : step, kx : kx + step * (ws - 1) + 1 : step]
-
-
-def _channel_chunks(cg: int, per_channel_elems: int, itemsize: int) -> Sequence[tuple[int, int]]:
-    chunk = max(1, min(cg, _CHUNK_BYTES // max(1, per_channel_elems * itemsize)))
-    return [(c0, min(cg, c0 + chunk)) for c0 in range(0, cg, chunk)]
-
-
-def _forward_impl(features: Tensor, kernels: Tensor, k: int, group: int, s: int, mode: str) -> Tensor:
-    n, c, cg, hs, ws, rep, step = _geometry(features, k, group, s, mode)
-    ho, wo = hs * rep, ws * rep
-    cdt = _compute_dtype(features.dtype)
-    r = k // 2
-    padded = F.pad(features.to(cdt), (r, r, r, r))
-    kern = kernels.to(cdt).reshape(n, group, k * k, hs, rep, ws, rep)
-    out = torch.zeros(n, group, cg, hs, rep, ws, rep, dtype=cdt, device=features.device)
-    if out.numel() == 0:
-        return out.reshape(n, c, ho, wo).to(features.dtype)
-    for c0, c1 in _channel_chunks(cg, n * group * ho * wo, out.element_size()):
-        acc = out[:, :, c0:c1]
-        for ky in range(k):
-            for kx in range(k):
-                src = _tap_window(padded, ky, kx, hs, ws, step).unflatten(1, (group, cg))[:, :, c0:c1]
-                acc.addcmul_(src[:, :, :, :, None, :, None], kern[:, :, None, ky * k + kx])
-    return out.reshape(n, c, ho, wo).to(features.dtype)
-
-
-def _backward_impl(grad_out: Tensor, features: Tensor, kernels: Tensor, k: int, group: int, s: int, mode: str):
-    n, c, cg, hs, ws, rep, step = _geometry(features, k, group, s, mode)
-    cdt = _compute_dtype(features.dtype)
-    r = k // 2
-    h, w = features.shape[2:]
-    padded = F.pad(features.to(cdt), (r, r, r, r))
-    kern = kernels.to(cdt).reshape(n, group, k * k, hs, rep, ws, rep)
-    gout = grad_out.to(cdt).reshape(n, group, cg, hs, rep, ws, rep)
-    grad_padded = torch.zeros_like(padded)
-    grad_kern = torch.zeros_like(kern)
-    if gout.numel() == 0:
-        return features.new_zeros(features.shape), kernels.new_zeros(kernels.shape)
-    for c0, c1 in _channel_chunks(cg, n * group * hs * rep * ws * rep, gout.element_size()):
-        g = gout[:, :, c0:c1]
-        for ky in range(k):
-            for kx in range(k):
-                tap = ky * k + kx
-                kt = kern[:, :, None, tap]
-                src = _tap_window(padded, ky, kx, hs, ws, step).unflatten(1, (group, cg))[:, :, c0:c1]
-                dst = _tap_window(grad_padded, ky, kx, hs, ws, step).unflatten(1, (group, cg))[:, :, c0:c1]
-                dst.add_((g * kt).sum(dim=(4, 6)))
-                grad_kern[:, :, tap].add_((g * src[:, :, :, :, None, :, None]).sum(dim=2))
-    grad_features = grad_padded[:, :, r : r + h, r : r + w]
-    return grad_features.to(features.dtype).contiguous(), grad_kern.reshape(kernels.shape).to(kernels.dtype)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# torch.library registration.
-
-
-@torch.library.custom_op("carafe_deploy::carafe", mutates_args=())
-def _carafe_op(features: Tensor, kernels: Tensor, kernel_size: int, group: int, scale_factor: int, mode: str) -> Tensor:
-    return _forward_impl(features.contiguous(), kernels.contiguous(), kernel_size, group, scale_factor, mode)
-
-
-@_carafe_op.register_fake
-def _carafe_fake(features, kernels, kernel_size, group, scale_factor, mode):
-    n, c, h, w = features.shape
-    ho, wo = carafe_output_size(h, w, scale_factor, mode)
-    return features.new_empty((n, c, ho, wo))
-
-
-@torch.library.custom_op("carafe_deploy::carafe_backward", mutates_args=())
-def _carafe_backward_op(
-    grad_output: Tensor, features: Tensor, kernels: Tensor, kernel_size: int, group: int, scale_factor: int, mode: str
-) -> tuple[Tensor, Tensor]:
-    return _backward_impl(
-        grad_output.contiguous(), features.contiguous(), kernels.contiguous(), kernel_size, group, scale_factor, mode
-    )
-
-
-@_carafe_backward_op.register_fake
-def _carafe_backward_fake(grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+def _fake_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+    validate_backward(grad_output, features, kernels, kernel_size, group, scale_factor, mode)
     return features.new_empty(features.shape), kernels.new_empty(kernels.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    features, kernels, kernel_size, group, scale_factor, mode = inputs
-    ctx.save_for_backward(features, kernels)
-    ctx.attrs = (kernel_size, group, scale_factor, mode)
+_lib.impl("carafe", _cpu_forward, "CPU")
+_lib.impl("carafe_backward", _cpu_backward, "CPU")
+_lib.impl("carafe", _default_forward, "CompositeExplicitAutograd")
+_lib.impl("carafe_backward", _default_backward, "CompositeExplicitAutograd")
+torch.library.register_fake("carafe_deploy::carafe", _fake_forward, lib=_lib)
+torch.library.register_fake("carafe_deploy::carafe_backward", _fake_backward, lib=_lib)
 
 
-def _backward(ctx, grad_output):
-    features, kernels = ctx.saved_tensors
-    grad_features, grad_kernels = torch.ops.carafe_deploy.carafe_backward(grad_output, features, kernels, *ctx.attrs)
-    return (
-        grad_features if ctx.needs_input_grad[0] else None,
-        grad_kernels if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-        None,
-        None,
+# --------------------------------------------------------------------------------------------------------------
+# Autograd. Each op's Autograd kernel applies an autograd.Function (setup_context style, so torch.func transforms
+# accept it) when a gradient or a tangent is wanted, and otherwise calls the kernels below autograd directly.
+
+
+def _below_autograd(op, *args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
+def _wants_autograd(*tensors: Tensor) -> bool:
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return _fw_ad._current_level >= 0 and any(_fw_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+class _Carafe(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(features, kernels, kernel_size, group, scale_factor, mode):
+        return _below_autograd(torch.ops.carafe_deploy.carafe.default, features, kernels, kernel_size, group,
+                               scale_factor, mode)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        features, kernels, *attrs = inputs
+        ctx.save_for_backward(features, kernels)
+        ctx.save_for_forward(features, kernels)
+        ctx.attrs = tuple(attrs)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        features, kernels = ctx.saved_tensors
+        need_features, need_kernels = ctx.needs_input_grad[:2]
+        grad_features = grad_kernels = None
+        if need_features or need_kernels:
+            grad_features, grad_kernels = torch.ops.carafe_deploy.carafe_backward(
+                grad_output, features, kernels, *ctx.attrs
+            )
+        return (
+            grad_features if need_features else None,
+            grad_kernels if need_kernels else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    @staticmethod
+    def jvp(ctx, features_tangent, kernels_tangent, *_):
+        features, kernels = ctx.saved_tensors
+        op = torch.ops.carafe_deploy.carafe
+        out = None
+        if features_tangent is not None:
+            out = op(features_tangent, kernels, *ctx.attrs)
+        if kernels_tangent is not None:
+            out = _add(out, op(features, kernels_tangent, *ctx.attrs))
+        return out
+
+
+class _CarafeBackward(torch.autograd.Function):
+    """(grad_features, grad_kernels) = (B_X(g, K), B_K(g, X)): each is linear in each of its two inputs."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+        return _below_autograd(torch.ops.carafe_deploy.carafe_backward.default, grad_output, features, kernels,
+                               kernel_size, group, scale_factor, mode)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_output, features, kernels, *attrs = inputs
+        ctx.save_for_backward(grad_output, features, kernels)
+        ctx.save_for_forward(grad_output, features, kernels)
+        ctx.attrs = tuple(attrs)
+
+    @staticmethod
+    def backward(ctx, d_grad_features, d_grad_kernels):
+        # L = <u, B_X(g, K)> + <v, B_K(g, X)> = <carafe(u, K), g> + <carafe(X, v), g>, so
+        # dL/dg = carafe(u, K) + carafe(X, v), and (dL/dX, dL/dK) = (B_X(g, v), B_K(g, u)) = carafe_backward(g, u, v)
+        grad_output, features, kernels = ctx.saved_tensors
+        need_g, need_x, need_k = ctx.needs_input_grad[:3]
+        u, v = d_grad_features, d_grad_kernels
+        op = torch.ops.carafe_deploy.carafe
+        dg = dx = dk = None
+        if need_g:
+            dg = _add(op(u, kernels, *ctx.attrs) if u is not None else None,
+                      op(features, v, *ctx.attrs) if v is not None else None)
+        if (need_x and v is not None) or (need_k and u is not None):
+            bx, bk = torch.ops.carafe_deploy.carafe_backward(
+                grad_output,
+                u if u is not None else torch.zeros_like(features),
+                v if v is not None else torch.zeros_like(kernels),
+                *ctx.attrs,
+            )
+            dx = bx if need_x and v is not None else None
+            dk = bk if need_k and u is not None else None
+        return dg, dx, dk, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, grad_output_tangent, features_tangent, kernels_tangent, *_):
+        # d(B_X(g, K), B_K(g, X)) = carafe_backward(dg, X, K) + carafe_backward(g, dX, dK)
+        grad_output, features, kernels = ctx.saved_tensors
+        op = torch.ops.carafe_deploy.carafe_backward
+        out_x = out_k = None
+        if grad_output_tangent is not None:
+            out_x, out_k = op(grad_output_tangent, features, kernels, *ctx.attrs)
+        if features_tangent is not None or kernels_tangent is not None:
+            tx, tk = op(
+                grad_output,
+                features_tangent if features_tangent is not None else torch.zeros_like(features),
+                kernels_tangent if kernels_tangent is not None else torch.zeros_like(kernels),
+                *ctx.attrs,
+            )
+            out_x, out_k = _add(out_x, tx), _add(out_k, tk)
+        return out_x, out_k
+
+
+class _CarafeAtLevel(_Carafe):
+    @staticmethod
+    def forward(*args):
+        # the lower transform levels reached from here must still see gradients wanted (as functorch's own
+        # single-level functions do it)
+        with torch.enable_grad(), _fw_ad._set_fwd_grad_enabled(True):
+            return _Carafe.forward(*args)
+
+
+class _CarafeBackwardAtLevel(_CarafeBackward):
+    @staticmethod
+    def forward(*args):
+        with torch.enable_grad(), _fw_ad._set_fwd_grad_enabled(True):
+            return _CarafeBackward.forward(*args)
+
+
+_AT_LEVEL = {_Carafe: _CarafeAtLevel, _CarafeBackward: _CarafeBackwardAtLevel}
+
+
+def _apply(function, *args):
+    # Function.apply under torch.func transforms would re-enter the transform machinery from inside this Autograd
+    # kernel, where functorch's front key is already excluded. The kernel is itself one transform level's autograd
+    # (as a C++ autograd kernel is): it applies the function at this level, and the op calls in forward, backward and
+    # jvp reach the lower levels.
+    if torch._C._are_functorch_transforms_active():
+        from torch._functorch.autograd_function import enable_single_level_autograd_function
+
+        with enable_single_level_autograd_function():
+            return super(torch.autograd.Function, _AT_LEVEL[function]).apply(*args)
+    return function.apply(*args)
+
+
+def _carafe_autograd(keyset, features, kernels, kernel_size, group, scale_factor, mode):
+    if _wants_autograd(features, kernels):
+        return _apply(_Carafe, features, kernels, kernel_size, group, scale_factor, mode)
+    return torch.ops.carafe_deploy.carafe.default.redispatch(
+        keyset & torch._C._after_autograd_keyset, features, kernels, kernel_size, group, scale_factor, mode
     )
 
 
-_carafe_op.register_autograd(_backward, setup_context=_setup_context)
+def _carafe_backward_autograd(keyset, grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+    if _wants_autograd(grad_output, features, kernels):
+        return _apply(_CarafeBackward, grad_output, features, kernels, kernel_size, group, scale_factor, mode)
+    return torch.ops.carafe_deploy.carafe_backward.default.redispatch(
+        keyset & torch._C._after_autograd_keyset, grad_output, features, kernels, kernel_size, group, scale_factor,
+        mode,
+    )
 
+
+_lib.impl("carafe", _carafe_autograd, "Autograd", with_keyset=True)
+_lib.impl("carafe_backward", _carafe_backward_autograd, "Autograd", with_keyset=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# vmap: the batch dimension joins N.
+
+
+def _with_batch(t: Tensor, dim: int | None, size: int) -> Tensor:
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def _carafe_vmap(info, in_dims, features, kernels, kernel_size, group, scale_factor, mode):
+    b = info.batch_size
+    x, k = _with_batch(features, in_dims[0], b), _with_batch(kernels, in_dims[1], b)
+    out = torch.ops.carafe_deploy.carafe(x.flatten(0, 1), k.flatten(0, 1), kernel_size, group, scale_factor, mode)
+    return out.unflatten(0, (b, x.shape[1])), 0
+
+
+def _carafe_backward_vmap(info, in_dims, grad_output, features, kernels, kernel_size, group, scale_factor, mode):
+    b = info.batch_size
+    g = _with_batch(grad_output, in_dims[0], b)
+    x, k = _with_batch(features, in_dims[1], b), _with_batch(kernels, in_dims[2], b)
+    gx, gk = torch.ops.carafe_deploy.carafe_backward(
+        g.flatten(0, 1), x.flatten(0, 1), k.flatten(0, 1), kernel_size, group, scale_factor, mode
+    )
+    n = x.shape[1]
+    return (gx.unflatten(0, (b, n)), gk.unflatten(0, (b, n))), (0, 0)
+
+
+torch.library.register_vmap("carafe_deploy::carafe", _carafe_vmap, lib=_lib)
+torch.library.register_vmap("carafe_deploy::carafe_backward", _carafe_backward_vmap, lib=_lib)

@@ -101,40 +101,50 @@ def nms_keep(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshol
 # RoI Align
 
 
-def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, size: int) -> Tensor:
-    """(K, pooled, size) weights: bin p of RoI k averages ``grid[k]`` bilinear samples along one axis.
+def _axis_samples(start: Tensor, bin_size: Tensor, grid: int, pooled: int, size: int):
+    """Bilinear taps along one axis for the ``grid`` samples of each of ``pooled`` bins: (low, high, w_low, w_high).
 
-    Bilinear sampling with ORT's border rules (a sample beyond [-1, size] is zero; below 0 it clamps to 0; at or past
-    size - 1 it clamps to the last row) is a product of one weight per axis, so RoI Align with "avg" is
-    ``Wy @ features @ Wx^T``: the 2-D sum over samples factorizes into these two 1-D sums. The zero rule is a product
-    of per-axis indicators too.
+    Each is (K, pooled, grid); ORT's border rules (a sample beyond [-1, size] weighs zero; below 0 it clamps to 0; at
+    or past size - 1 it reads the last row only) and ORT's float32 arithmetic for the sample position
+    ``start + p * bin + (i + .5) * bin / grid``. A 2-D sample's four weights are products of these (ORT's w1..w4),
+    and so is its "outside" rule.
     """
-    k = start.shape[0]
-    gmax = max(int(grid.max().item()) if k else 0, 1)
     dev = start.device
     p = torch.arange(pooled, device=dev, dtype=torch.float32)[None, :, None]
-    i = torch.arange(gmax, device=dev, dtype=torch.float32)[None, None, :]
-    g = grid.to(torch.float32)[:, None, None]
-    # ORT: start + p * bin + (i + .5f) * bin / grid, in float32
-    pos = start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / g.clamp(min=1)
-    used = (i < g).expand_as(pos)
-    inside = (pos >= -1.0) & (pos <= size) & used
+    i = torch.arange(grid, device=dev, dtype=torch.float32)[None, None, :]
+    b = bin_size[:, None, None]
+    pos = start[:, None, None] + p * b + (i + 0.5) * b / grid
+    inside = (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0)
     low = pos.floor().to(torch.int64)  # truncation == floor for pos >= 0
     last = low >= size - 1
     low = torch.where(last, torch.full_like(low, size - 1), low)
     high = torch.where(last, low, low + 1)
-    pos = torch.where(last, low.to(pos.dtype), pos)
-    frac = pos - low.to(pos.dtype)
-    w_low = torch.where(inside, 1.0 - frac, torch.zeros_like(frac))
-    w_high = torch.where(inside, frac, torch.zeros_like(frac))
-    weights = torch.zeros(k, pooled, size, dtype=torch.float32, device=dev)
-    weights.scatter_add_(2, low.reshape(k, pooled, -1), w_low.reshape(k, pooled, -1))
-    weights.scatter_add_(2, high.reshape(k, pooled, -1), w_high.reshape(k, pooled, -1))
-    return weights
+    frac = torch.where(last, torch.zeros_like(pos), pos - low.to(pos.dtype))
+    zero = torch.zeros_like(frac)
+    return low, high, torch.where(inside, 1.0 - frac, zero), torch.where(inside, frac, zero)
 
 
-_ROI_CHUNK = 64  # RoIs per chunk: bounds the (chunk, C, pooled_h, W) intermediate
+# Gathered values per chunk of RoIs (C · K · pooled_h · pooled_w · 4 · grid_h · grid_w floats), about 32 MB
+_ROI_GATHER_ELEMS = 1 << 23
+
+
+def _pool_group(feat: Tensor, y0, bin_h, x0, bin_w, gh: int, gw: int, oh: int, ow: int) -> Tensor:
+    """(K, C, oh, ow) for RoIs of one image that share the sample grid (gh, gw): the 4·gh·gw bilinear taps of each
+    bin are gathered from ``feat`` (C, H, W) and averaged; nothing else of the feature map is read."""
+    c, h, w = feat.shape
+    ylo, yhi, wylo, wyhi = _axis_samples(y0, bin_h, gh, oh, h)
+    xlo, xhi, wxlo, wxhi = _axis_samples(x0, bin_w, gw, ow, w)
+    rows = torch.stack([ylo, yhi], -1).reshape(-1, oh, 1, 2 * gh, 1)  # (K, oh, 1, taps_y, 1)
+    cols = torch.stack([xlo, xhi], -1).reshape(-1, 1, ow, 1, 2 * gw)  # (K, 1, ow, 1, taps_x)
+    # the average over the bin's samples folded into the weights; ORT's w1..w4 are these products
+    wy = (torch.stack([wylo, wyhi], -1) / (gh * gw)).reshape(-1, oh, 1, 2 * gh, 1)
+    wx = torch.stack([wxlo, wxhi], -1).reshape(-1, 1, ow, 1, 2 * gw)
+    k = rows.shape[0]
+    taps = 4 * gh * gw
+    flat = (rows * w + cols).reshape(-1)  # (K, oh, ow, taps_y, taps_x): each bin's taps last
+    vals = feat.reshape(c, h * w).index_select(1, flat).reshape(c, k, oh, ow, taps)
+    return vals.mul_((wy * wx).reshape(k, oh, ow, taps)).sum(-1).permute(1, 0, 2, 3)
 
 
 @torch.library.custom_op("carafe_deploy::roi_align", mutates_args=())
@@ -150,7 +160,7 @@ def _roi_align_op(
     n, c, h, w = features.shape
     k = rois.shape[0]
     out = features.new_zeros((k, c, output_height, output_width))
-    if k == 0:
+    if k == 0 or c == 0:
         return out
     r = rois.to(torch.float32)
     scale = torch.tensor(spatial_scale, dtype=torch.float32)
@@ -167,22 +177,21 @@ def _roi_align_op(
     else:  # adaptive, as ORT and mmcv: ceil(roi_size / pooled_size)
         grid_w = torch.ceil(roi_w / output_width).to(torch.int64).clamp(min=0)
         grid_h = torch.ceil(roi_h / output_height).to(torch.int64).clamp(min=0)
-    # RoIs without samples (empty boxes) pool to 0: out is zero-initialised, so only the others are computed
-    act = torch.nonzero((grid_h > 0) & (grid_w > 0)).flatten()
-    if act.numel() == 0:
-        return out
-    wy = _axis_weights(y0[act], bin_h[act], grid_h[act], output_height, h)
-    wx = _axis_weights(x0[act], bin_w[act], grid_w[act], output_width, w)
-    count = (grid_h[act] * grid_w[act]).to(torch.float32)
-    wy = wy / count[:, None, None]  # the average over the grid_h·grid_w samples, folded into one factor
+    # RoIs without samples (empty boxes: the detectors' RoIs of other FPN levels) pool to 0 and cost nothing
     feats = features.to(torch.float32)
-    bidx = batch_indices.to(torch.int64)[act]
-    for b in range(n):  # RoIs of one image share its feature map: no per-RoI copy of it
-        sel = torch.nonzero(bidx == b).flatten()
-        for s in range(0, sel.numel(), _ROI_CHUNK):
-            part = sel[s : s + _ROI_CHUNK]
-            t = torch.einsum("kph,chw->kcpw", wy[part], feats[b])
-            out[act[part]] = torch.einsum("kcpw,kqw->kcpq", t, wx[part]).to(out.dtype)
+    bidx = batch_indices.to(torch.int64)
+    active = (grid_h > 0) & (grid_w > 0)
+    # one pass per (image, sample grid): the RoIs of a group share their tensor shapes
+    keys = torch.stack([bidx, grid_h, grid_w], 1)[active]
+    for b, gh, gw in torch.unique(keys, dim=0).tolist():
+        sel = torch.nonzero(active & (bidx == b) & (grid_h == gh) & (grid_w == gw)).flatten()
+        per_roi = c * output_height * output_width * 4 * gh * gw
+        step = max(1, _ROI_GATHER_ELEMS // per_roi)
+        for s in range(0, sel.numel(), step):
+            part = sel[s : s + step]
+            pooled = _pool_group(feats[b], y0[part], bin_h[part], x0[part], bin_w[part], gh, gw, output_height,
+                                 output_width)
+            out[part] = pooled.to(out.dtype)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from carafe_deploy.errors import DeployError
 from carafe_deploy.models.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from carafe_deploy.models.resnet import ResNet, load_backbone_weights
 from carafe_deploy.nn import CARAFEUpsample
@@ -51,6 +52,21 @@ def test_missing_and_foreign_files(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="cannot read checkpoint"):
         load_checkpoint(CARAFEUpsample(8), bad)
+
+
+def test_random_bytes_give_one_line_naming_the_file(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(DeployError) as info:
+        load_checkpoint(CARAFEUpsample(8), noise)
+    msg = str(info.value)
+    assert msg == f"cannot read checkpoint {noise}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+    truncated = tmp_path / "truncated.pth"
+    torch.save(CARAFEUpsample(8).state_dict(), tmp_path / "whole.pth")
+    truncated.write_bytes((tmp_path / "whole.pth").read_bytes()[:200])
+    with pytest.raises(DeployError, match=f"cannot read checkpoint {truncated}: RuntimeError") as info:
+        load_checkpoint(CARAFEUpsample(8), truncated)
+    assert "\n" not in str(info.value)
 
 
 def test_resnet50_names_and_torchvision_layout():

@@ -128,3 +128,30 @@ def test_bad_module_arguments(cls, kwargs, words):
         cls(**kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_nearest_resample_is_the_one_tap_carafe():
+    # nearest x s is carafe with a 1x1 kernel of ones ("up"); the top-left pixel of each cell is its "down" form
+    from carafe_deploy.nn import NearestResample
+    from carafe_deploy.ops import carafe
+
+    x = torch.randn(2, 3, 5, 7)
+    for mode, s in (("up", 2), ("up", 3), ("down", 2), ("down", 3)):
+        out = NearestResample(s, mode)(x)
+        ho, wo = out.shape[2:]
+        torch.testing.assert_close(out, carafe(x, torch.ones(2, 1, ho, wo), 1, 1, s, mode), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="mode must be 'up' or 'down'"):
+        NearestResample(2, "sideways")
+
+
+def test_with_nearest_resampling_replaces_every_carafe_module():
+    from carafe_deploy.nn import NearestResample, with_nearest_resampling
+
+    net = torch.nn.Sequential(CARAFEDownsample(4, compressed_channels=4),
+                              torch.nn.Sequential(CARAFEUpsample(4, scale_factor=3, compressed_channels=4)))
+    x = torch.randn(1, 4, 9, 9)
+    shape = net(x).shape
+    with_nearest_resampling(net)
+    assert [type(m) for m in net.modules() if isinstance(m, (CARAFEUpsample, CARAFEDownsample))] == []
+    assert (net[0].mode, net[0].scale_factor, net[1][0].mode, net[1][0].scale_factor) == ("down", 2, "up", 3)
+    assert isinstance(net[0], NearestResample) and net(x).shape == shape and list(net.parameters()) == []

@@ -118,13 +118,7 @@ def test_large_kernel_bigger_than_image():
 # Gradients.
 
 
-@pytest.mark.parametrize("mode", ["up", "down"])
-@pytest.mark.parametrize("n,c,h,w,k,group,s", [(1, 4, 3, 4, 3, 2, 2), (2, 3, 3, 2, 5, 1, 3), (1, 2, 4, 4, 1, 1, 1)])
-def test_gradcheck(mode, n, c, h, w, k, group, s):
-    x, kern = _random_inputs(n, c, h, w, k, group, s, mode)
-    x.requires_grad_()
-    kern.requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: carafe(a, b, k, group, s, mode), (x, kern))
+# gradcheck, gradgradcheck, jvp and torch.func: test_autograd.py
 
 
 def test_gradient_of_one_input_only():
@@ -178,44 +172,7 @@ def test_empty_batch(mode):
     assert x.grad.shape == x.shape and kern.grad.shape == kern.shape
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Bad input: each error names the argument and what was expected.
-
-
-def _ok():
-    return torch.zeros(1, 4, 3, 3), torch.zeros(1, 9, 6, 6)
-
-
-@pytest.mark.parametrize(
-    "mutate,exc,words",
-    [
-        (lambda a: {**a, "kernel_size": 4}, ValueError, ["kernel_size", "odd"]),
-        (lambda a: {**a, "kernel_size": 0}, ValueError, ["kernel_size", ">= 1"]),
-        (lambda a: {**a, "kernel_size": 3.0}, TypeError, ["kernel_size", "int"]),
-        (lambda a: {**a, "scale_factor": 0}, ValueError, ["scale_factor", ">= 1"]),
-        (lambda a: {**a, "scale_factor": 2.0}, TypeError, ["scale_factor", "int"]),
-        (lambda a: {**a, "group": 0}, ValueError, ["group", ">= 1"]),
-        (lambda a: {**a, "group": 3, "kernels": torch.zeros(1, 27, 6, 6)}, ValueError, ["channels (4)", "group (3)"]),
-        (lambda a: {**a, "kernels": torch.zeros(1, 10, 6, 6)}, ValueError, ["kernels", "9", "got 10"]),
-        (lambda a: {**a, "kernels": torch.zeros(1, 9, 6, 5)}, ValueError, ["kernels spatial size", "(6, 6)"]),
-        (lambda a: {**a, "kernels": torch.zeros(2, 9, 6, 6)}, ValueError, ["batch", "2", "1"]),
-        (lambda a: {**a, "features": torch.zeros(4, 3, 3)}, ValueError, ["features", "4-D", "3-D"]),
-        (lambda a: {**a, "kernels": torch.zeros(1, 1, 9, 6, 6)}, ValueError, ["kernels", "4-D", "5-D"]),
-        (lambda a: {**a, "features": torch.zeros(1, 4, 3, 3, dtype=torch.int64)}, TypeError, ["features", "int64"]),
-        (lambda a: {**a, "kernels": torch.zeros(1, 9, 6, 6, dtype=torch.float64)}, TypeError, ["same dtype"]),
-        (lambda a: {**a, "mode": "sideways"}, ValueError, ["mode", "'up'", "sideways"]),
-        (lambda a: {**a, "features": [[0.0]]}, TypeError, ["features", "torch.Tensor"]),
-        (lambda a: {**a, "mode": "down"}, ValueError, ["'down' output size", "(2, 2)"]),
-        (lambda a: {**a, "features": torch.zeros(1, 4, 3, 3, device="meta")}, ValueError, ["same device"]),
-    ],
-)
-def test_bad_input(mutate, exc, words):
-    x, kern = _ok()
-    args = mutate({"features": x, "kernels": kern, "kernel_size": 3, "group": 1, "scale_factor": 2, "mode": "up"})
-    with pytest.raises(exc) as info:
-        carafe(**args)
-    for word in words:
-        assert word in str(info.value), (word, str(info.value))
+# Bad input: test_bad_input_op.py
 
 
 def test_cpu_kernel_never_builds_a_k2_times_tensor():

@@ -88,7 +88,8 @@ def test_available_extension_is_used_for_every_kernel_dtype(fresh_state, monkeyp
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         x, kern = _inputs(1, 2, 3, 3, 3, 1, 2, "down", dtype=dtype)
         assert _cuda.cuda_forward(x, kern, 3, 1, 2, "down") == "kernel result"
-        assert _cuda.cuda_backward(x, x, kern, 3, 1, 2, "down") == ("gx", "gk")
+        gout = torch.zeros(1, 2, 2, 2, dtype=dtype)
+        assert _cuda.cuda_backward(gout, x, kern, 3, 1, 2, "down") == ("gx", "gk")
     assert [c[1] for c in calls if c[0] == "forward"] == [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 

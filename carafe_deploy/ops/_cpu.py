@@ -1,0 +1,191 @@
+"""The native CPU kernels (``carafe_deploy/csrc/carafe_cpu.cpp``) behind ``carafe_deploy::carafe`` on the CPU.
+
+Built on first use with ``torch.utils.cpp_extension.load`` into a cache folder (torch's extension root, which
+``TORCH_EXTENSIONS_DIR`` moves, under a name that carries the torch version and the instruction set), so the compiled
+library always matches the torch it is loaded into; the build prints one line and takes a few tens of seconds once,
+later processes load the cached library. ``pip install -e .`` therefore needs no torch at install time.
+
+When it cannot be had (no C++ compiler, a failed build, a non-GCC/Clang toolchain) the op warns once and runs the
+PyTorch formulation instead. ``CARAFE_DEPLOY_NO_CPU_EXT=1`` disables the kernels without a warning;
+``CARAFE_DEPLOY_REQUIRE_CPU_EXT=1`` turns an unavailable kernel into an error (CI sets it, so a silent fallback fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["DISABLE_ENV", "REQUIRE_ENV", "SOURCES", "available", "load", "native_ops", "status"]
+
+DISABLE_ENV = "CARAFE_DEPLOY_NO_CPU_EXT"
+REQUIRE_ENV = "CARAFE_DEPLOY_REQUIRE_CPU_EXT"
+_CSRC = Path(__file__).resolve().parents[1] / "csrc"
+SOURCE = _CSRC / "carafe_cpu.cpp"
+SOURCES = (SOURCE, _CSRC / "carafe_cpu_kernels.h")  # what the build depends on (its folder name hashes them)
+_NAME = "carafe_deploy_cpu"
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"loaded": False, "error": None, "warned": False}
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _isa() -> str:
+    """"avx2" (with FMA and F16C) when this CPU has them, else "base" (the compiler's default for the platform)."""
+    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "f16c"} <= _cpu_flags():
+        return "avx2"
+    return "base"
+
+
+def _cflags(isa: str) -> list[str]:
+    # -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch already
+    # loaded (same soname), so there is one OpenMP runtime and torch.set_num_threads applies. torch adds its -std.
+    return ["-O3", "-ffp-contract=fast", "-fopenmp", *(["-mavx2", "-mfma", "-mf16c"] if isa == "avx2" else [])]
+
+
+def _build_directory(isa: str) -> Path:
+    """One folder per (sources, torch, Python, instruction set): a changed source or torch never loads a stale build.
+
+    Under torch's extension root (``TORCH_EXTENSIONS_DIR``, else the user cache), as torch's own JIT builds are.
+    """
+    from torch import _appdirs
+
+    default = os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions"))
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or default
+    digest = hashlib.sha256(" ".join(_cflags(isa)).encode())
+    for path in SOURCES:
+        digest.update(path.read_bytes())
+    version = torch.__version__.replace("+", "_")
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / f"{_NAME}-{digest.hexdigest()[:12]}-torch{version}-{py}-{isa}"
+
+
+def _why_disabled() -> str | None:
+    if _flag(DISABLE_ENV):
+        return f"disabled by {DISABLE_ENV}"
+    missing = [str(p) for p in SOURCES if not p.is_file()]
+    if missing:
+        return f"kernel sources not found ({', '.join(missing)})"
+    return None
+
+
+def load() -> str | None:
+    """Build (once) and load the kernels; ``None`` when ``torch.ops.carafe_deploy_cpu`` is ready, else the reason."""
+    with _lock:
+        if _state["loaded"]:
+            return None
+        if _state["error"] is not None:
+            return _state["error"]  # type: ignore[return-value]
+        reason = _why_disabled()
+        if reason is None:
+            try:
+                reason = _build_and_load()
+            except Exception as exc:  # whatever goes wrong, the op must still run (on the fallback)
+                reason = f"loading the CPU kernels failed: {type(exc).__name__}: {exc}"
+        if reason is None:
+            _state["loaded"] = True
+        else:
+            _state["error"] = reason
+        return reason
+
+
+def _build_and_load() -> str | None:
+    isa = _isa()
+    build_dir = _build_directory(isa)
+    library = build_dir / f"{_NAME}.so"
+    if library.is_file():  # built before from these very sources (the folder name says so): no build tools needed
+        try:
+            torch.ops.load_library(str(library))
+            return None
+        except Exception:  # e.g. a half-written file from an interrupted build: build again below
+            pass
+    try:
+        from torch.utils.cpp_extension import load as cpp_load
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        print(f"carafe_deploy: compiling the CPU kernels once into {build_dir} (about a minute)...",
+              file=sys.stderr, flush=True)
+        cpp_load(
+            name=_NAME,
+            sources=[str(SOURCE)],
+            build_directory=str(build_dir),
+            extra_cflags=_cflags(isa),
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=_flag("CARAFE_DEPLOY_VERBOSE_BUILD"),
+        )
+    except Exception as exc:  # a failed build must never break the op: fall back instead
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        return f"building the CPU kernels failed: {type(exc).__name__}: {lines[0] if lines else ''}"
+    if not hasattr(torch.ops, _NAME) or not hasattr(getattr(torch.ops, _NAME), "forward"):
+        return "the CPU kernel library loaded but registered no ops"
+    return None
+
+
+def native_ops():
+    """``torch.ops.carafe_deploy_cpu`` when the native kernels run CPU calls, else ``None`` (see fallback_reason)."""
+    if _state["loaded"]:
+        return torch.ops.carafe_deploy_cpu
+    return torch.ops.carafe_deploy_cpu if fallback_reason() is None else None
+
+
+def available() -> bool:
+    """True when the native kernels run this process's CPU calls (builds them on the first call)."""
+    return load() is None
+
+
+def status() -> str:
+    """One line for reports: which CPU implementation the op uses and why."""
+    reason = load()
+    if reason is None:
+        return f"native ({_isa()}, {_build_directory(_isa())})"
+    return f"PyTorch formulation ({reason})"
+
+
+def fallback_reason() -> str | None:
+    """``None`` when the native kernels are to be used; otherwise the reason, after warning once (or raising)."""
+    reason = load()
+    if reason is None:
+        return None
+    if _flag(REQUIRE_ENV):
+        raise RuntimeError(f"carafe_deploy: the native CPU kernels are required ({REQUIRE_ENV}) but {reason}")
+    if reason.startswith("disabled by"):
+        return reason  # asked for: no warning
+    with _lock:
+        warn = not _state["warned"]
+        _state["warned"] = True
+    if warn:
+        warnings.warn(
+            f"carafe_deploy: native CPU kernels unavailable ({reason}); using the slower PyTorch formulation",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return reason
+
+
+def _reset_for_tests() -> None:
+    with _lock:
+        if not _state["loaded"]:
+            _state.update(error=None, warned=False)
+        else:
+            _state.update(warned=False)
