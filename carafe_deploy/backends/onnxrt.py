@@ -12,7 +12,8 @@ from ..errors import DeployError, MissingDependencyError
 from ..onnx.forms import carafe_nodes
 from .base import Runner, TensorMeta
 
-__all__ = ["OnnxrtRunner", "make_session", "check_providers", "input_specs", "random_feeds", "run_onnxruntime"]
+__all__ = ["OnnxrtRunner", "make_session", "check_providers", "input_specs", "random_feeds", "run_onnxruntime",
+           "tensor_shapes"]
 
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -158,3 +159,18 @@ def run_onnxruntime(model: onnx.ModelProto | str, feeds: Mapping[str, np.ndarray
     """Run ``model`` once on ``feeds``."""
     with OnnxrtRunner(model, providers) as runner:
         return runner.infer(feeds)
+
+
+def tensor_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str],
+                  providers: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes the tensors ``names`` of ``model``'s main graph take when it runs on ``feeds`` (a copy of the model
+    with them as extra outputs, run once): for checks that shape inference cannot make."""
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
+    session = make_session(probe, providers)
+    values = session.run(list(names), dict(feeds))
+    return {name: tuple(v.shape) for name, v in zip(names, values)}

@@ -87,11 +87,11 @@ def _load_reference(path: Path):
 
 def run(args: argparse.Namespace) -> int:
     from ..backends import OnnxrtRunner, TrtRunner
-    from ..backends.onnxrt import check_providers
+    from ..backends.onnxrt import check_providers, tensor_shapes
     from ..compare import render_table, report_dict, run_comparison
     from ..files import refuse_overwriting_inputs
     from ..onnx.files import load_model
-    from ..onnx.validate import validate_carafe_nodes, validate_mmcv_nodes
+    from ..onnx.validate import unresolved_carafe_inputs, validate_carafe_nodes, validate_mmcv_nodes
     from ..report import console, write_json
 
     source = SOURCE.parse(args)
@@ -105,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
     rtol = args.rtol if args.rtol is not None else (1e-2 if args.fp16 else 1e-4)
     atol = args.atol if args.atol is not None else (1e-2 if args.fp16 else 1e-5)
     feeds, reference = _reference(args, model)
-    # again at the shapes it will run with: a dynamic-shape model's symbolic dims hid a mode that does not fit
-    validate_carafe_nodes(model, input_shapes={name: value.shape for name, value in feeds.items()})
+    # again at the shapes it runs with: a dynamic-shape model's symbolic dims hid a mode that does not fit (ONNX
+    # Runtime computes the right answer regardless, reading the mode from the shapes; the plugin would not)
+    input_shapes = {name: value.shape for name, value in feeds.items()}
+    unresolved = unresolved_carafe_inputs(model, input_shapes)
+    measured = tensor_shapes(model, feeds, unresolved, args.providers) if unresolved else None
+    validate_carafe_nodes(model, input_shapes=input_shapes, tensor_shapes=measured)
     runners = [OnnxrtRunner(model, args.providers)]
     if args.engine:
         runners.append(TrtRunner(args.engine, backend=args.backend))

@@ -232,3 +232,26 @@ def test_a_failed_write_keeps_the_previous_file(command, files):
     assert "Traceback" not in p.stderr
     assert target.read_text() == PRECIOUS
     assert not [q for q in files.iterdir() if q.name.startswith(f".{target.name}.")]  # no temporary left
+
+
+def test_check_holds_a_dynamic_export_at_the_shapes_it_runs_with(tmp_path, capsys):
+    """The default export is dynamic (N, 3, H, W) and its kernels pass through Reshapes of run-time shapes, so shape
+    inference cannot see a mode edited the wrong way; check measures the CARAFE inputs' shapes in a run and refuses.
+    (ONNX Runtime itself computes the right numbers from the shapes: only the plugin would be wrong.)"""
+    good = tmp_path / "tiny.onnx"
+    assert main(["export", "--model", "tiny_carafe_net", "-o", str(good)]) == 0
+    model = onnx.load(good)
+    carafes = [n for n in model.graph.node if n.op_type == "CARAFE"]
+    assert any(d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim)  # dynamic by default
+    for node in carafes:
+        for a in node.attribute:
+            if a.name == "mode":
+                a.s = b"down" if a.s == b"up" else b"up"
+    flipped = tmp_path / "flipped.onnx"
+    onnx.save(model, flipped)
+    capsys.readouterr()
+    assert main(["check", str(flipped), "--model", "tiny_carafe_net"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("carafe-deploy check: error: node 'node_carafe' (carafe::CARAFE): "
+                                               "kernels height is"), err
+    assert main(["check", str(good), "--model", "tiny_carafe_net"]) == 0
