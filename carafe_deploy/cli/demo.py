@@ -118,7 +118,8 @@ def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
     rows = [(c["backend"], c["status"], c.get("summary") or c.get("reason", "")) for c in report["checks"]]
     engine = report["engine"]
     skipped = engine.get("skipped")
-    notes = [f"TensorRT engine: skipped ({skipped})" if skipped else
+    # "skipped: reason", not "skipped (reason)": the reason may end on a URL, which must not run into punctuation
+    notes = [f"TensorRT engine: skipped: {skipped}" if skipped else
              f"TensorRT engine: wrote {engine['path']} ({engine['runtime']['name']} {engine['runtime']['version']}, "
              f"CARAFE {engine['carafe_form']})"]
     out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))

@@ -243,7 +243,7 @@ def _check_backend(report, task: Task, runner, input_names, sets, references, fp
         runner.activate()
     except MissingDependencyError as exc:
         report["checks"].append({"backend": runner.name, "status": "skipped", "reason": str(exc), "gated": True})
-        log(f"{runner.name}: skipped ({exc})")
+        log(f"{runner.name}: skipped: {exc}")
         return
     try:
         for tensors, reference in zip(sets, references):
@@ -289,7 +289,7 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
             reason = str(exc)
     if reason is not None:
         report["engine"] = {"skipped": reason}
-        log(f"TensorRT engine: skipped ({reason})")
+        log(f"TensorRT engine: skipped: {reason}")
         return
     report["engine"] = {"path": str(result.engine_path), "sidecar": str(result.sidecar_path),
                         "runtime": result.sidecar["runtime"], "carafe_form": result.sidecar["graph"]["carafe_form"]}
@@ -299,7 +299,7 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
     why_not = run_unavailable()
     if why_not is not None:
         report["checks"].append({"backend": "tensorrt", "status": "skipped", "reason": why_not, "gated": True})
-        log(f"tensorrt: skipped ({why_not})")
+        log(f"tensorrt: skipped: {why_not}")
         return
     from ..backends import TrtRunner
 

@@ -311,7 +311,7 @@ def rich_table(results: dict, said=()):
         rows.append((k, f"{v:.2f}", f"{v - ref:+.3f}", "-" if agree is None else f"{agree * 100:.3f}%",
                      "-" if diff is None else f"{diff:.2e}"))
     rows += [(k, "[yellow]skipped[/]", "", "", "") for k in results["skipped"]]
-    notes = [f"{k}: skipped ({'the reason above' if reason in said else reason})"
+    notes = [f"{k}: skipped: {'the reason above' if reason in said else reason}"
              for k, reason in results["skipped"].items()]
     return make_table("UperNet-CARAFE on held-out synthetic images: mIoU per backend",
                       ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"), rows, notes)
