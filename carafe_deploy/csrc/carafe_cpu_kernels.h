@@ -101,6 +101,25 @@ struct Geometry
     {
         return (kx % phases) * len + (kx / phases) * colStep;
     }
+    std::vector<int64_t> tapOffsets() const // tapOffset(kx) for every kx
+    {
+        std::vector<int64_t> off(static_cast<size_t>(k));
+        for (int64_t kx = 0; kx < k; ++kx)
+        {
+            off[kx] = tapOffset(kx);
+        }
+        return off;
+    }
+    // output row o's centre source row, and the kernel rows [kyLo, kyHi) that fall inside the image
+    struct TapRows
+    {
+        int64_t yb, kyLo, kyHi;
+    };
+    TapRows tapRows(int64_t o) const
+    {
+        int64_t const yb = base(o);
+        return {yb, std::max<int64_t>(0, r - yb), std::min(k, h - yb + r)};
+    }
     int64_t expandedSize() const
     {
         return phases * len;
@@ -297,6 +316,13 @@ struct Rows
     int64_t planeBegin = 0, rowBegin = 0, rowEnd = 0;
 
     static constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
+
+    void attach(scalar_t const* planes, int64_t rowCount, int64_t width)
+    {
+        data = planes;
+        rows = rowCount;
+        wo = width;
+    }
 
     void select(int64_t p0, int64_t p1, int64_t r0, int64_t r1)
     {
@@ -626,11 +652,7 @@ template <typename scalar_t, typename acc_t, typename Runner>
 void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, scalar_t const* kern, scalar_t* out)
 {
     Schedule const sch = makeSchedule(g, runner.threads());
-    std::vector<int64_t> tapOff(g.k);
-    for (int64_t kx = 0; kx < g.k; ++kx)
-    {
-        tapOff[kx] = g.tapOffset(kx);
-    }
+    std::vector<int64_t> const tapOff = g.tapOffsets();
     int64_t const plane = g.ho * g.wo, esz = g.expandedSize();
 
     runItems(runner, sch,
@@ -642,9 +664,7 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
             {
                 Band const b = bandOf(g, sch, item);
                 int64_t const ny = b.yhi - b.ylo;
-                kernels.data = kern + b.ng * g.taps * plane;
-                kernels.rows = g.ho;
-                kernels.wo = g.wo;
+                kernels.attach(kern + b.ng * g.taps * plane, g.ho, g.wo);
                 kernels.select(0, g.taps, b.o0, b.o1);
                 expanded.resize(static_cast<size_t>(kChannelBlock * ny * esz));
 
@@ -656,9 +676,8 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                     for (int64_t o = b.o0; o < b.o1;)
                     {
                         int64_t const rows = rowsAt(g, o, b.o1);
-                        int64_t const yb = g.base(o);
-                        int64_t const kyLo = std::max<int64_t>(0, g.r - yb);
-                        int64_t const kyHi = std::min(g.k, g.h - yb + g.r);
+                        Geometry::TapRows const tr = g.tapRows(o); // plain names: lambdas below capture them
+                        int64_t const yb = tr.yb, kyLo = tr.kyLo, kyHi = tr.kyHi;
                         for (int64_t t = 0; t < g.taps; ++t)
                         {
                             kRow[t] = kernels.row(t, o);
@@ -747,11 +766,7 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
     scalar_t const* kern, scalar_t* gradX, scalar_t* gradK)
 {
     Schedule const sch = makeSchedule(g, runner.threads());
-    std::vector<int64_t> tapOff(g.k);
-    for (int64_t kx = 0; kx < g.k; ++kx)
-    {
-        tapOff[kx] = g.tapOffset(kx);
-    }
+    std::vector<int64_t> const tapOff = g.tapOffsets();
     int64_t const plane = g.ho * g.wo, esz = g.expandedSize();
 
     runItems(runner, sch,
@@ -782,14 +797,10 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
                 oc1 = std::max(oc1, b.o1);
                 int64_t const ny = b.yhi - b.ylo, nO = b.o1 - b.o0;
 
-                kernels.data = kern + b.ng * g.taps * plane;
-                kernels.rows = g.ho;
-                kernels.wo = g.wo;
+                kernels.attach(kern + b.ng * g.taps * plane, g.ho, g.wo);
                 kernels.select(0, g.taps, oc0, oc1);
                 int64_t const kTapStep = kernels.planeStride();
-                grads.data = gout + (b.ni * g.c + b.gi * g.cg) * plane;
-                grads.rows = g.ho;
-                grads.wo = g.wo;
+                grads.attach(gout + (b.ni * g.c + b.gi * g.cg) * plane, g.ho, g.wo);
                 expanded.resize(static_cast<size_t>(kChannelBlock * ny * esz));
                 tapGrad.resize(static_cast<size_t>(2 * g.k * g.wo));
                 contractTmp.resize(static_cast<size_t>(std::max(g.w, g.s * g.len)));
@@ -807,9 +818,8 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
                     for (int64_t o = b.o0; o < b.o1;)
                     {
                         int64_t const rows = rowsAt(g, o, b.o1);
-                        int64_t const yb = g.base(o);
-                        int64_t const kyLo = std::max<int64_t>(0, g.r - yb);
-                        int64_t const kyHi = std::min(g.k, g.h - yb + g.r);
+                        Geometry::TapRows const tr = g.tapRows(o); // plain names: lambdas below capture them
+                        int64_t const yb = tr.yb, kyLo = tr.kyLo, kyHi = tr.kyHi;
                         acc_t const* gRow = grads.row(c0, o);
                         for (int64_t jc = 0; jc < g.wo; jc += kColumnChunk)
                         {
