@@ -132,11 +132,12 @@ def make_dir(path: str | os.PathLike, option: str | None = None) -> Path:
         raise DeployError(f"{label}{str(path)!r} exists and is not a directory") from None
     except OSError as exc:
         raise DeployError(f"{label}cannot create directory {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        check_writable(path / ".carafe_deploy_write_test", None)
-    except DeployError as exc:  # named after the folder the user gave, not the probe
-        raise DeployError(f"{label}cannot write files in {str(path)!r}: "
-                          f"{str(exc).rsplit(': ', 1)[-1]}") from None
+    try:  # tried for real: root passes the permission bits
+        fd, probe = tempfile.mkstemp(prefix=".carafe_deploy_write_test.", dir=path)
+    except OSError as exc:
+        raise DeployError(f"{label}cannot write files in {str(path)!r}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

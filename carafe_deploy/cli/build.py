@@ -83,22 +83,9 @@ def options_from_args(args: argparse.Namespace):
 def _missing_for_a_build(plan, backend: str | None) -> list[str]:
     """What a real build on this machine would stop on, the most fundamental first; found without importing
     TensorRT (a dry run never does)."""
-    import importlib.util
-    import sys
+    from ..trt.runtime import INSTALL_HINT, runtime_installed
 
-    from ..trt.runtime import INSTALL_HINT, RUNTIMES
-
-    def present(module: str) -> bool:
-        if module in sys.modules:  # None there: imports of it are blocked
-            return sys.modules[module] is not None
-        try:
-            return importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            return False
-
-    wanted = [RUNTIMES[backend]] if backend else list(RUNTIMES.values())
-    found = any(present(m) for m in wanted)
-    return ([] if found else [INSTALL_HINT]) + ([plan.plugin_missing] if plan.plugin_missing else [])
+    return ([] if runtime_installed(backend) else [INSTALL_HINT]) + ([plan.plugin_missing] if plan.plugin_missing else [])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report import console
     from ..trt.builder import build_engine, plan_build
     from ..trt.runtime import RUNTIME_LABELS
-    from ..trt.sidecar import sidecar_path
+    from ..trt import sidecar_path
 
     options = options_from_args(args)
     engine = Path(options.engine_path or args.onnx.with_suffix(".engine"))

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..compare import render_table, report_dict, run_comparison
     from ..files import refuse_overwriting_inputs
     from ..onnx.files import load_model
-    from ..onnx.validate import unresolved_carafe_inputs, validate_carafe_nodes, validate_mmcv_nodes
+    from ..onnx.validate import validate_carafe_nodes, validate_mmcv_nodes
     from ..report import console, write_json
 
     source = SOURCE.parse(args)
@@ -107,10 +107,8 @@ def run(args: argparse.Namespace) -> int:
     feeds, reference = _reference(args, model)
     # again at the shapes it runs with: a dynamic-shape model's symbolic dims hid a mode that does not fit (ONNX
     # Runtime computes the right answer regardless, reading the mode from the shapes; the plugin would not)
-    input_shapes = {name: value.shape for name, value in feeds.items()}
-    unresolved = unresolved_carafe_inputs(model, input_shapes)
-    measured = tensor_shapes(model, feeds, unresolved, args.providers) if unresolved else None
-    validate_carafe_nodes(model, input_shapes=input_shapes, tensor_shapes=measured)
+    validate_carafe_nodes(model, input_shapes={name: value.shape for name, value in feeds.items()},
+                          measure=lambda names: tensor_shapes(model, feeds, names, args.providers))
     runners = [OnnxrtRunner(model, args.providers)]
     if args.engine:
         runners.append(TrtRunner(args.engine, backend=args.backend))

@@ -25,9 +25,9 @@ from onnx import helper
 from ..errors import DeployError
 from .forms import _default_opset, _set_carafe_import, carafe_nodes, to_decomposed, to_plugin, to_portable
 from .function import MIN_OPSET
-from .mmcv import MMCV_DOMAIN, MMCV_OP_TYPES, _carafe_to_mmcv, _import_carafe_in_functions, _mmcv_to_carafe
+from .mmcv import MMCV_DOMAIN, MMCV_OP_TYPES, _carafe_to_mmcv, rewrite_mmcv_nodes
 from .schema import DOMAIN, OP_TYPE, register_schema
-from .validate import validate_carafe_nodes, validate_mmcv_nodes, walk_nodes
+from .validate import validate_carafe_nodes, walk_nodes
 
 __all__ = ["FORMS", "ConvertResult", "convert", "IR_VERSION"]
 
@@ -49,14 +49,6 @@ class ConvertResult:
 def _mmcv_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Every mmcv CARAFE node, in subgraphs and model-local functions too."""
     return [n for n, _ in walk_nodes(model) if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
-
-
-def _drop_unused_domain(model: onnx.ModelProto, domain: str) -> None:
-    if any(n.domain == domain for n, _ in walk_nodes(model)):
-        return
-    kept = [imp for imp in model.opset_import if imp.domain != domain]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
 
 
 def _element_types(model: onnx.ModelProto):
@@ -122,14 +114,9 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
         notes.append(f"no {DOMAIN}::{OP_TYPE} or {MMCV_DOMAIN}::MMCVCARAFE node: the model is unchanged{inlined}")
         return ConvertResult(model, to, 0, _default_opset_or_none(model), notes)
 
-    if n_mmcv:
-        validate_mmcv_nodes(model)  # before the rewrite, which takes mmcv's attributes as ints
     out = copy.deepcopy(model)
-    for node in _mmcv_nodes(out):
-        _mmcv_to_carafe(node)
     if n_mmcv:
-        _import_carafe_in_functions(out)
-        _drop_unused_domain(out, MMCV_DOMAIN)
+        rewrite_mmcv_nodes(out)
         notes.append(f"{n_mmcv} {MMCV_DOMAIN}::MMCVCARAFE node(s) -> {DOMAIN}::{OP_TYPE}")
     to_plugin(out)  # the function comes off before any opset change, and is written afresh for the new opset
     validate_carafe_nodes(out)

@@ -20,7 +20,7 @@ from .forms import _set_carafe_import, carafe_nodes, to_plugin, to_portable
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
 from .validate import MMCV_DOMAIN, MMCV_OP_TYPES, validate_carafe_nodes, validate_mmcv_nodes, walk_nodes
 
-__all__ = ["convert_mmcv", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
+__all__ = ["convert_mmcv", "rewrite_mmcv_nodes", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -81,6 +81,22 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from exc
 
 
+def rewrite_mmcv_nodes(model: onnx.ModelProto) -> int:
+    """Validate, then rewrite in place every ``mmcv::MMCVCARAFE`` / ``MMCVCARAFENaive`` node (subgraphs and
+    model-local functions included) as ``carafe::CARAFE``; the mmcv import goes when nothing uses it. Returns the
+    number of nodes rewritten."""
+    validate_mmcv_nodes(model)  # first: the rewrite takes mmcv's attributes as ints
+    nodes = [n for n, _ in walk_nodes(model) if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
+    for node in nodes:
+        _mmcv_to_carafe(node)
+    _import_carafe_in_functions(model)
+    if not any(n.domain == MMCV_DOMAIN for n, _ in walk_nodes(model)):
+        kept = [imp for imp in model.opset_import if imp.domain != MMCV_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return len(nodes)
+
+
 def convert_mmcv(model: onnx.ModelProto | str, to: str = "carafe") -> onnx.ModelProto:
     """Convert a model's CARAFE nodes between mmcv's and this package's form; returns a new model.
 
@@ -99,17 +115,9 @@ def convert_mmcv(model: onnx.ModelProto | str, to: str = "carafe") -> onnx.Model
         raise ValueError(f"to must be 'carafe' or 'mmcv', got {to!r}")
     model = copy.deepcopy(model)
     if to == "carafe":
-        validate_mmcv_nodes(model)
-        nodes = [n for n, _ in walk_nodes(model) if n.domain == MMCV_DOMAIN and n.op_type in MMCV_OP_TYPES]
-        for node in nodes:
-            _mmcv_to_carafe(node)
-        _import_carafe_in_functions(model)
-        if not any(n.domain == MMCV_DOMAIN for n, _ in walk_nodes(model)):
-            kept = [imp for imp in model.opset_import if imp.domain != MMCV_DOMAIN]
-            del model.opset_import[:]
-            model.opset_import.extend(kept)
+        converted = rewrite_mmcv_nodes(model)
         _set_carafe_import(model, bool(carafe_nodes(model)))
-        return to_portable(_upgrade_opset(model)) if nodes or carafe_nodes(model) else model
+        return to_portable(_upgrade_opset(model)) if converted or carafe_nodes(model) else model
     validate_carafe_nodes(model)
     for node in [n for n, _ in walk_nodes(model) if n.domain == DOMAIN and n.op_type == OP_TYPE]:
         _carafe_to_mmcv(node)

@@ -25,7 +25,7 @@ from ..errors import DeployError
 from .contract import PLUGIN_LIMITS, attribute_problem, lenient, output_extent, shape_problem
 from .schema import DOMAIN, OP_TYPE, carafe_schema, register_schema
 
-__all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "unresolved_carafe_inputs", "walk_nodes", "attribute_problem", "shape_problem",
+__all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "walk_nodes", "attribute_problem", "shape_problem",
            "output_extent", "PLUGIN_LIMITS", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
 
 MMCV_DOMAIN = "mmcv"
@@ -214,12 +214,13 @@ def _carafe_attribute_types() -> dict[str, tuple[int, ...]]:
 
 
 def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shapes: bool = True,
-                          input_shapes: dict | None = None, tensor_shapes: dict | None = None) -> None:
+                          input_shapes: dict | None = None, measure=None) -> None:
     """``DeployError`` naming the node and the attribute for the first ``carafe::CARAFE`` node outside the schema or
     the contract (module docstring); ``plugin``: also the TensorRT plugin's limits; ``shapes``: check the input
     shapes that shape inference knows; ``input_shapes`` (graph input name -> dims): infer them from these concrete
     inputs, so a dynamic-shape model is checked at the shapes it will run with (a symbolic H proves nothing);
-    ``tensor_shapes`` (tensor name -> dims, e.g. measured by running the model) take precedence over inference."""
+    ``measure(names) -> {name: dims}`` (e.g. one run of the model) is asked for the main graph's CARAFE inputs whose
+    dims inference still cannot tell (``Reshape``s of run-time shapes hide them)."""
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"validate_carafe_nodes expects an onnx.ModelProto, got {type(model).__name__}")
     register_schema()
@@ -247,7 +248,7 @@ def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shape
         if not in_function:
             found.append((node, what, values))
     if shapes and found:
-        _check_shapes(model, found, input_shapes, tensor_shapes)
+        _check_shapes(model, found, input_shapes, measure)
 
 
 def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
@@ -283,19 +284,15 @@ def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
         _check_shapes(model, found)
 
 
-def unresolved_carafe_inputs(model: onnx.ModelProto, input_shapes: dict | None = None) -> list[str]:
-    """The inputs of the main graph's ``carafe::CARAFE`` nodes whose dims inference cannot tell, even from these
-    concrete graph inputs (a ``Reshape`` to a shape computed at run time hides them): what only a run shows."""
+def _check_shapes(model: onnx.ModelProto, found, input_shapes: dict | None = None, measure=None) -> None:
     shapes = _known_shapes(model, inferred=True, input_shapes=input_shapes)
-    names = [i for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE for i in n.input[:2]]
-    return [name for name in dict.fromkeys(names)
-            if shapes.get(name) is None or any(d is None for d in shapes[name])]
-
-
-def _check_shapes(model: onnx.ModelProto, found, input_shapes: dict | None = None,
-                  tensor_shapes: dict | None = None) -> None:
-    shapes = _known_shapes(model, inferred=True, input_shapes=input_shapes)
-    shapes.update({name: [int(d) for d in dims] for name, dims in (tensor_shapes or {}).items()})
+    if measure is not None:
+        graph = model.graph
+        main = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}  # a run can output these
+        unknown = [name for node, _, _ in found for name in node.input[:2]
+                   if name in main and (shapes.get(name) is None or None in shapes[name])]
+        if unknown:
+            shapes.update({name: [int(d) for d in dims] for name, dims in measure(list(dict.fromkeys(unknown))).items()})
     for node, what, v in found:
         problem = shape_problem(v["kernel_size"], v["group"], v["scale_factor"], v["mode"],
                                 shapes.get(node.input[0]), shapes.get(node.input[1]))

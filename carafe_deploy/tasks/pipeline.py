@@ -196,7 +196,7 @@ def output_paths(export: ExportOptions, check: CheckOptions, engine: EngineOptio
     :func:`carafe_deploy.files.refuse_overwriting_inputs`."""
     paths = {"-o/--output": export.output, "--save-reference": check.save_reference, "--save-engine": engine.path}
     if engine.path is not None:
-        from ..trt.sidecar import sidecar_path
+        from ..trt import sidecar_path
 
         paths["--save-engine (its sidecar)"] = sidecar_path(Path(engine.path))
     return {**paths, **(other_outputs or {})}

@@ -36,6 +36,7 @@ _EXPORTS = {
     "parse_shape_specs": "profiles",
     "make_profile": "profiles",
     "read_sidecar": "sidecar",
+    "sidecar_path": "sidecar",
     "load_onnx": "graph",
     "onnx_input_dims": "graph",
     "prepare_onnx": "graph",

@@ -18,7 +18,7 @@ from types import ModuleType
 from ..errors import MissingDependencyError
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "import_tensorrt", "tensorrt_available", "runtime_name",
-           "runtime_label", "is_rtx", "trt_major", "check_backend", "cuda_device_count", "make_logger", "dtype_name"]
+           "runtime_label", "is_rtx", "trt_major", "check_backend", "runtime_installed", "cuda_device_count", "make_logger", "dtype_name"]
 
 # runtime name (as --backend and the sidecar write it) -> Python module, in the order of automatic choice
 RUNTIMES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -73,6 +73,23 @@ def tensorrt_available(backend: str | None = None) -> bool:
     except MissingDependencyError:
         return False
     return True
+
+
+def runtime_installed(backend: str | None = None) -> bool:
+    """Whether the runtime (``None``: either) is installed, found without importing it (a dry run never imports
+    TensorRT); a module blocked in ``sys.modules`` counts as absent."""
+    import importlib.util
+    import sys
+
+    def found(module: str) -> bool:
+        if module in sys.modules:
+            return sys.modules[module] is not None
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return any(found(RUNTIMES[name]) for name in ([check_backend(backend)] if backend else RUNTIMES))
 
 
 def runtime_name(trt: ModuleType) -> str:
