@@ -4,7 +4,7 @@ The package root imports nothing heavy, so that the engine tools (``carafe_deplo
 without torch. The op lives in :mod:`carafe_deploy.ops`; ``carafe_deploy.carafe`` is the same function, loaded on
 first use.
 
-Importing the package also makes the user's own exports work, whatever the order of imports (DESIGN §2): the moment
+Importing the package also makes the user's own exports work, whatever the order of imports (CONTRACT §2): the moment
 ``torch`` is imported (or at once, if it already is) the op is registered, so TorchScript files and ExportedPrograms
 that call ``torch.ops.carafe_deploy.carafe`` load; when ``torch.onnx`` is, the TorchScript exporter's symbolic; when
 onnxscript's torchlib registry is (torch's dynamo exporter loads it at its first export), the dynamo translation.

@@ -2,7 +2,7 @@
 // registered as carafe_deploy_cpu::forward / carafe_deploy_cpu::backward. The Python op (carafe_deploy/ops/carafe.py)
 // validates the arguments with messages for the user; the checks here only keep the memory accesses in bounds.
 //
-// Layout of the work (DESIGN §1 semantics; N C H W, kernels N (G k k) Ho Wo):
+// Layout of the work (CONTRACT §1 semantics; N C H W, kernels N (G k k) Ho Wo):
 // - Output rows are split into bands; one band of one (image, group) is one work item. The items are taken from an
 //   atomic counter inside a single at::parallel_for region, so a descheduled thread never holds up the others and a
 //   call opens exactly one parallel section (torch's own thread pool: torch.set_num_threads applies).

@@ -1,4 +1,4 @@
-"""The ``carafe::CARAFE`` contract (DESIGN §1-2) as pure functions: the modes, the output size, what is outside the
+"""The ``carafe::CARAFE`` contract (CONTRACT §1-2) as pure functions: the modes, the output size, what is outside the
 contract in a node's attributes and input shapes, and the TensorRT plugin's limits. The schema's shape inference
 (:mod:`.schema`) and the node validation (:mod:`.validate`) both hold nodes against these; this module imports
 neither.

@@ -1,4 +1,4 @@
-"""``convert``: any file with CARAFE nodes to any form (DESIGN §2), whoever wrote it and at whatever opset.
+"""``convert``: any file with CARAFE nodes to any form (CONTRACT §2), whoever wrote it and at whatever opset.
 
 Forms: ``plugin``, ``portable``, ``decomposed`` (:mod:`.forms`) and ``mmcv`` (``mmcv::MMCVCARAFE``, as mmcv and
 mmdeploy export it). Inputs: files of :func:`carafe_deploy.onnx.export`, of a user's plain ``torch.onnx.export``

@@ -1,5 +1,5 @@
 """``export``: any ``nn.Module`` that uses the CARAFE op (or its modules) to ONNX in one of the three forms of
-:mod:`.forms` (``plugin``, ``portable``, ``decomposed``; DESIGN §2).
+:mod:`.forms` (``plugin``, ``portable``, ``decomposed``; CONTRACT §2).
 
 Both of torch's exporters translate ``torch.ops.carafe_deploy.carafe`` through the registrations of
 :mod:`.symbolic` (the same ones a user's plain ``torch.onnx.export`` gets); the default (``dynamo=True``) one is

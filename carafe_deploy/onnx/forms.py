@@ -1,4 +1,4 @@
-"""The three forms of a model's CARAFE nodes (DESIGN §2), and turning one into another; no torch needed.
+"""The three forms of a model's CARAFE nodes (CONTRACT §2), and turning one into another; no torch needed.
 
 * ``plugin``: each op is one ``carafe::CARAFE`` node (for TensorRT with the plugin, or any runtime with a kernel);
 * ``portable``: the same nodes plus the model-local function ``carafe::CARAFE`` in standard ops

@@ -1,4 +1,4 @@
-"""mmcv interop: ``mmcv::MMCVCARAFE`` / ``mmcv::MMCVCARAFENaive`` <-> ``carafe::CARAFE`` (DESIGN §2).
+"""mmcv interop: ``mmcv::MMCVCARAFE`` / ``mmcv::MMCVCARAFENaive`` <-> ``carafe::CARAFE`` (CONTRACT §2).
 
 mmcv's ``CARAFEFunction.symbolic`` (and mmdeploy, which reuses it) emits
 ``mmcv::MMCVCARAFE(features, masks; kernel_size:int, group_size:int, scale_factor:float)``, an up-sampling CARAFE

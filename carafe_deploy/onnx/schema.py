@@ -1,4 +1,4 @@
-"""The ``carafe::CARAFE`` operator schema (DESIGN §2), registered with ``onnx.defs`` on import.
+"""The ``carafe::CARAFE`` operator schema (CONTRACT §2), registered with ``onnx.defs`` on import.
 
 With the schema registered, ``onnx.checker.check_model(full_check=True)`` accepts the node and
 ``onnx.shape_inference.infer_shapes(strict_mode=True)`` gives its output a type and a shape: (N, C) from the

@@ -3,7 +3,7 @@
 attribute, never a silent result (ONNX Runtime ignores ``mode``; TensorRT would only fail deep in its build).
 
 ``carafe::CARAFE`` is held against its schema (:mod:`.schema`: the attribute names and types, ``kernel_size``
-required, each attribute once, two inputs and one output) and its contract (DESIGN §1-2: odd ``kernel_size`` >= 1,
+required, each attribute once, two inputs and one output) and its contract (CONTRACT §1-2: odd ``kernel_size`` >= 1,
 ``group`` and ``scale_factor`` >= 1, ``mode`` exactly ``"up"`` or ``"down"``; where the shapes are known, features
 channels divisible by ``group``, kernels with ``group * kernel_size**2`` channels and the spatial size that ``mode``
 and ``scale_factor`` give). ``plugin=True`` adds the TensorRT plugin's limits (plugins/common/carafe_params.cpp).

@@ -64,7 +64,7 @@ def _type(cond, message) -> None:
 
 
 def validate(features, kernels, kernel_size: int, group: int, scale_factor: int, mode: str) -> None:
-    """``TypeError``/``ValueError`` naming the problem for anything outside the contract (DESIGN §1).
+    """``TypeError``/``ValueError`` naming the problem for anything outside the contract (CONTRACT §1).
 
     Run by every kernel of the op, the fake one included. Symbolic values go to ``torch._check_with``: with dynamic
     shapes a check becomes a guard or a runtime assertion instead of failing on an unknown size; under

@@ -1,7 +1,7 @@
 """Prepare an ONNX model for TensorRT's ONNX parser.
 
 The parser resolves a node by builtin importer first, then a model-local function of the same domain/name, then the
-plugin registry (onnx-tensorrt ModelImporter, DESIGN §2). So a ``portable`` export, which carries a ``carafe::CARAFE``
+plugin registry (onnx-tensorrt ModelImporter, CONTRACT §2). So a ``portable`` export, which carries a ``carafe::CARAFE``
 local function, would be parsed through the standard-op body and never reach the plugin. When the plugin is wanted,
 the function is dropped here. With ``--no-plugin`` every CARAFE node is unrolled into its own standard-op subgraph
 (:mod:`carafe_deploy.onnx.unrolled`): independent layers in place of the generic function's ``Loop``, which ONNX

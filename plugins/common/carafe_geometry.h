@@ -1,4 +1,4 @@
-// Index math of the CARAFE / CARAFE++ operator (DESIGN.md §1), shared by the CUDA kernels and the host reference so
+// Index math of the CARAFE / CARAFE++ operator (CONTRACT §1), shared by the CUDA kernels and the host reference so
 // that CPU tests exercise exactly the arithmetic the GPU runs. Every flattened offset is int64_t: a (8, 256, 400, 672)
 // float tensor already has 550M elements, and products of extents overflow int32 well before memory runs out.
 #pragma once

@@ -38,7 +38,7 @@ constexpr int kUpThreads = 128; // see tiledBlock
 constexpr int kChannelsPerRound = 4; // channels staged in shared memory between two barriers
 constexpr size_t kMaxSharedBytes = 48 * 1024;
 
-// Arithmetic type: float32 for the float types (DESIGN §1: fp32 accumulation), float64 for double (used by gradcheck).
+// Arithmetic type: float32 for the float types (CONTRACT §1: fp32 accumulation), float64 for double (used by gradcheck).
 template <typename T>
 struct Cvt;
 

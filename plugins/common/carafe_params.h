@@ -19,7 +19,7 @@ struct Params
     Mode mode{Mode::kUp};
 };
 
-// The attribute flavours the two node types carry (DESIGN §2-3).
+// The attribute flavours the two node types carry (CONTRACT §2-3).
 enum class FieldSet
 {
     kCarafe, // carafe::CARAFE: kernel_size:int, group:int, scale_factor:int, mode:string

@@ -1,4 +1,4 @@
-// TensorRT IPluginV3 plugin of the CARAFE / CARAFE++ operator (DESIGN.md §3).
+// TensorRT IPluginV3 plugin of the CARAFE / CARAFE++ operator (CONTRACT §3).
 //
 // One class serves both node types: "CARAFE" (carafe domain: kernel_size, group, scale_factor, mode) and
 // "MMCVCARAFE" (mmcv's export: kernel_size, group_size, scale_factor as float, always "up"). The creator validates

@@ -1,5 +1,5 @@
 // The host reference (carafe_reference.cpp, over carafe_geometry.h) against the operator written out as plain loops
-// straight from DESIGN.md §1, and its gradients against the adjoint identity on unit inputs.
+// straight from CONTRACT §1, and its gradients against the adjoint identity on unit inputs.
 #include "carafe_reference.h"
 #include "check.h"
 

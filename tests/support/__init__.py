@@ -4,4 +4,4 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
-SHARED = REPO.parent / "shared"
+DATA = TESTS / "data"

@@ -1,4 +1,4 @@
-"""Independent float64 reference of the CARAFE op, written as plain loops straight from DESIGN.md §1.
+"""Independent float64 reference of the CARAFE op, written as plain loops straight from CONTRACT §1.
 
 Shares no code with carafe_deploy: it is what the package is checked against.
 """
