@@ -162,9 +162,13 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
         log(f"wrote {check.save_reference} (inputs and PyTorch outputs)")
     if check.enabled:
         from ..backends import OnnxrtRunner
+        from ..onnxruntime import available as custom_op_library_available
 
-        # a plugin-form graph runs in ONNX Runtime with the standard-op function attached (the same nodes)
-        checked = to_portable(_copy(proto)) if export.mode == "plugin" else proto
+        # a plugin-form graph runs as written with the custom-op library; where it cannot be built, with the
+        # standard-op function attached (the same nodes)
+        checked = proto
+        if export.mode == "plugin" and not custom_op_library_available():
+            checked = to_portable(_copy(proto))
         runner = OnnxrtRunner(checked, name="onnxruntime")
         _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
 
