@@ -181,3 +181,20 @@ def test_detector_feature_network(tmp_path):
     side = result.sidecar
     assert side["graph"]["carafe_nodes"] == 4 and side["graph"]["carafe_form"] == "unrolled"
     assert [o["shape"] for o in side["outputs"]] == [[1, 32, 80 // 2 ** i, 80 // 2 ** i] for i in range(5)]
+
+
+def test_no_plugin_build_raises_an_old_opset_as_convert_does(tmp_path, capsys):
+    """An opset-11 plugin-form file (as mmdeploy and old TorchScript exports write them) builds without the plugin:
+    the opset is raised to what the unrolled form needs (13), and a note says so."""
+    from support.onnx_graphs import single_node_model
+
+    from carafe_deploy.cli import main
+    from carafe_deploy.onnx.files import save_model
+
+    path = save_model(single_node_model(5, 1, 2, "up", opset=11, function=False,
+                                        dims=([1, C, 8, 8], [1, 25, 16, 16])), tmp_path / "opset11.onnx")
+    engine = tmp_path / "opset11.engine"
+    assert main(["build", str(path), "--no-plugin", "--backend", RTX, "-o", str(engine), "--no-progress"]) == 0
+    assert engine.read_bytes()[:4] == b"vtrt"
+    out = capsys.readouterr()
+    assert "ONNX opset 11 -> 13" in out.out + out.err
