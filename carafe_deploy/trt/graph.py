@@ -126,7 +126,7 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
         prepared.function_dropped = bool(fn_index)
         prepared.carafe_form = "unrolled"
         prepared.notes.append(f"unrolled {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) into "
-                              "standard ops, one subgraph per node (--no-plugin)")
+                              "standard ops, one subgraph per node")
     return prepared
 
 

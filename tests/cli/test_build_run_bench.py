@@ -96,6 +96,21 @@ def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monk
     assert not any("CARAFE_DEPLOY_PLUGIN" in line for line in lines)
 
 
+def test_build_without_a_plugin_library_builds_unrolled_and_says_so(toy, fake_trt, capsys, monkeypatch, tmp_path):
+    """The one engine choice: no library found (and none named) -> the unrolled form, in one line; --plugin forces
+    the plugin and then stops on the missing library."""
+    from carafe_deploy.trt import plugin
+
+    monkeypatch.delenv("CARAFE_DEPLOY_PLUGIN", raising=False)
+    monkeypatch.setattr(plugin, "_candidates", lambda: [tmp_path / "nowhere.so"])
+    assert main(["build", str(toy), "-o", str(tmp_path / "auto.engine")]) == 0
+    lines = _err(capsys)
+    assert sum("CARAFE built from standard ops (unrolled)" in line for line in lines) == 1
+    assert json.loads((tmp_path / "auto.engine.json").read_text())["graph"]["carafe_form"] == "unrolled"
+    assert main(["build", str(toy), "--plugin", "-o", str(tmp_path / "forced.engine")]) == 1
+    assert "libcarafe_trt_plugin.so not found" in _err(capsys)[-1]
+
+
 def test_build_with_tensorrt_but_no_plugin_library(toy, fake_trt, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy)]) == 1
