@@ -271,10 +271,13 @@ CARAFE_EXPORT nvinfer1::IPluginRegistry* getPluginRegistry() noexcept
     return real();
 }
 
-CARAFE_EXPORT void* createInferBuilder_INTERNAL(void* logger, int32_t version) noexcept
+namespace
+{
+// createInferBuilder_INTERNAL / createInferRuntime_INTERNAL: register, then TensorRT's own
+void* createThroughTensorRt(char const* symbol, void* caller, void* logger, int32_t version) noexcept
 {
     using Fn = void* (*) (void*, int32_t);
-    auto real = realEntry<Fn>("createInferBuilder_INTERNAL", __builtin_return_address(0));
+    auto real = realEntry<Fn>(symbol, caller);
     if (real == nullptr)
     {
         return nullptr;
@@ -282,15 +285,14 @@ CARAFE_EXPORT void* createInferBuilder_INTERNAL(void* logger, int32_t version) n
     registerWithLoadedTensorRt();
     return real(logger, version);
 }
+} // namespace
+
+CARAFE_EXPORT void* createInferBuilder_INTERNAL(void* logger, int32_t version) noexcept
+{
+    return createThroughTensorRt("createInferBuilder_INTERNAL", __builtin_return_address(0), logger, version);
+}
 
 CARAFE_EXPORT void* createInferRuntime_INTERNAL(void* logger, int32_t version) noexcept
 {
-    using Fn = void* (*) (void*, int32_t);
-    auto real = realEntry<Fn>("createInferRuntime_INTERNAL", __builtin_return_address(0));
-    if (real == nullptr)
-    {
-        return nullptr;
-    }
-    registerWithLoadedTensorRt();
-    return real(logger, version);
+    return createThroughTensorRt("createInferRuntime_INTERNAL", __builtin_return_address(0), logger, version);
 }
