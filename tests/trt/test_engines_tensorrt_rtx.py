@@ -155,6 +155,22 @@ def test_tiny_carafe_net(tmp_path):
     assert checks["tensorrt"]["status"] == "skipped"  # no GPU to run it on: said so, not passed
 
 
+def test_export_save_engine_without_the_plugin_library_builds_unrolled(tmp_path, monkeypatch):
+    """The one engine choice: `export --save-engine` with no plugin library found builds the unrolled form (it used
+    to skip the engine), and the report says why."""
+    from carafe_deploy.cli import main
+    from carafe_deploy.trt import plugin
+
+    monkeypatch.delenv(plugin.ENV_VAR, raising=False)
+    monkeypatch.setattr(plugin, "_candidates", lambda: [tmp_path / "nowhere.so"])
+    report = tmp_path / "report.json"
+    assert main(["export", "--model", "tiny_carafe_net", "-o", str(tmp_path / "tiny.onnx"), "--save-engine",
+                 str(tmp_path / "tiny.engine"), "--backend", RTX, "--save-report", str(report)]) == 0
+    engine = json.loads(report.read_text())["engine"]
+    assert engine["carafe_form"] == "unrolled" and "plugin library libcarafe_trt_plugin.so is not built" in engine["note"]
+    assert (tmp_path / "tiny.engine").read_bytes()[:4] == b"vtrt"
+
+
 def test_detector_feature_network(tmp_path):
     """Backbone + FPN_CARAFE (the detectors' four CARAFE ops): the part of Faster/Mask R-CNN that TensorRT-RTX can
     build; RPN and RoI heads need NMS (refused, tests/tasks/test_detection.py)."""
