@@ -17,20 +17,22 @@ ALLOWED = {
     "files": {"errors"},
     "report": {"errors", "files"},
     "imaging": set(),  # numpy and PIL only: copied as it stands into Triton repositories
-    "ops": {"errors"},
+    "native": set(),  # the instruction set native builds target
+    "ops": {"errors", "native"},
+    "onnxruntime": {"errors", "files", "native"},  # the custom-op library (no torch, no onnx)
     "nn": {"ops", "errors"},
     "compat": {"ops", "nn", "onnx", "errors"},
     "onnx": {"ops", "nn", "errors", "files"},
     "trt": {"onnx", "errors", "files"},
-    "backends": {"onnx", "trt", "errors", "files"},
+    "backends": {"onnx", "onnxruntime", "trt", "errors", "files"},
     "compare": {"backends", "errors", "report"},
     "bench": {"backends", "errors", "files", "report"},
     "models": {"ops", "nn", "errors", "files", "imaging"},
-    "tasks": {"models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "compat", "errors", "files",
-              "report", "imaging"},
-    "serving": {"tasks", "backends", "trt", "onnx", "models", "errors", "files", "report", "imaging"},
-    "cli": {"serving", "tasks", "models", "backends", "compare", "bench", "onnx", "trt", "nn", "ops", "compat",
-            "errors", "files", "report", "imaging"},
+    "tasks": {"models", "backends", "compare", "bench", "onnx", "onnxruntime", "trt", "nn", "ops", "compat",
+              "errors", "files", "report", "imaging", "native"},
+    "serving": {"tasks", "backends", "trt", "onnx", "onnxruntime", "models", "errors", "files", "report", "imaging"},
+    "cli": {"serving", "tasks", "models", "backends", "compare", "bench", "onnx", "onnxruntime", "trt", "nn", "ops",
+            "compat", "errors", "files", "report", "imaging", "native"},
 }
 # third-party modules model code must not touch: it is model definitions, builders and checkpoint import only
 NOT_IN_MODELS = {"onnx", "onnxruntime", "onnxscript", "tensorrt", "tensorrt_rtx", "argparse", "rich", "tqdm"}

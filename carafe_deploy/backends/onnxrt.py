@@ -12,7 +12,7 @@ from ..errors import DeployError, MissingDependencyError
 from ..onnx.forms import carafe_nodes
 from .base import Runner, TensorMeta
 
-__all__ = ["OnnxrtRunner", "make_session", "check_providers", "input_specs", "random_feeds", "run_onnxruntime",
+__all__ = ["OnnxrtRunner", "make_session", "needs_custom_op_library", "PORTABLE_HINT", "check_providers", "input_specs", "random_feeds", "run_onnxruntime",
            "tensor_shapes"]
 
 _NP_TYPES = {
@@ -49,13 +49,23 @@ def check_providers(providers: Sequence[str] | None) -> list[str]:
     return providers
 
 
+PORTABLE_HINT = "`carafe-deploy convert MODEL.onnx --to portable -o OUT.onnx` writes a form any ONNX Runtime runs"
+
+
+def needs_custom_op_library(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has ``carafe::CARAFE`` nodes without their function (the plugin form, or a plain
+    ``torch.onnx.export`` that could not attach it): ONNX Runtime runs it with the custom-op library only."""
+    return bool(carafe_nodes(model)) and not any(f.domain == "carafe" and f.name == "CARAFE" for f in model.functions)
+
+
 def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None):
     """An ``onnxruntime.InferenceSession`` for ``model`` (a ModelProto or a path).
 
-    ``DeployError`` for a plugin-form model (CARAFE nodes without their function: ONNX Runtime cannot run it) and
-    for a requested provider this onnxruntime does not have (a silent fallback to the CPU would pass for a test of
-    the requested one).
+    A plugin-form model (CARAFE nodes without their function) gets the custom-op library
+    (:func:`carafe_deploy.onnxruntime.library_path`); where it cannot be built, ``DeployError`` with the reason and
+    the ``convert --to portable`` command. ``DeployError`` too for a requested provider this onnxruntime does not
+    have (a silent fallback to the CPU would pass for a test of the requested one).
     """
     ort = _import_ort()
     proto = model if isinstance(model, onnx.ModelProto) else None
@@ -63,21 +73,26 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
         from ..onnx.files import load_model
 
         proto = load_model(model)
-    if carafe_nodes(proto) and not any(f.domain == "carafe" and f.name == "CARAFE" for f in proto.functions):
-        raise DeployError(
-            "the model has carafe::CARAFE nodes without their function (a plugin-form export); ONNX Runtime cannot "
-            "run it: convert it with `carafe-deploy convert MODEL.onnx --to portable` or export with --mode portable"
-        )
     providers = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
+    if needs_custom_op_library(proto):
+        from ..onnxruntime import register_library
+
+        try:
+            register_library(options)
+        except MissingDependencyError as exc:
+            raise DeployError(f"the model has carafe::CARAFE nodes without their function (the plugin form), which "
+                              f"ONNX Runtime runs with carafe-deploy's custom-op library, and {exc}; "
+                              f"{PORTABLE_HINT}") from None
     try:
         return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         text = " ".join(str(exc).split())
-        raise DeployError(f"ONNX Runtime cannot load the model: {text}") from None
+        hint = f"; {PORTABLE_HINT}" if "CARAFE" in text else ""
+        raise DeployError(f"ONNX Runtime cannot load the model: {text}{hint}") from None
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, list[int | str], np.dtype]]:
@@ -117,7 +132,8 @@ def random_feeds(
 
 
 class OnnxrtRunner(Runner):
-    """ONNX Runtime on a portable / decomposed model (a ModelProto or a path)."""
+    """ONNX Runtime on a model of any form (a ModelProto or a path): portable / decomposed as they are, the plugin
+    form with the custom-op library."""
 
     name = "onnxruntime"
 

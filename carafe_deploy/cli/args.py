@@ -215,6 +215,26 @@ class ProfileArgs:
         return tuple(parse_shape_specs(getattr(args, kind), f"--{kind}") for kind in ("min", "opt", "max"))
 
 
+def add_plugin_choice(group) -> None:
+    """--plugin [LIB.so] / --no-plugin: the engine choice of every command that builds one (trt.choose_plugin)."""
+    group.add_argument("--plugin", nargs="?", const=True, default=None, type=Path, metavar="LIB.so",
+                       help="build CARAFE with the TensorRT plugin, from LIB.so if given (default: the plugin where its "
+                            "library is found -- $CARAFE_DEPLOY_PLUGIN or the CMake build folder --, else standard ops)")
+    group.add_argument("--no-plugin", action="store_true",
+                       help="build CARAFE from standard ops (each node unrolled) even where the plugin is found")
+
+
+def parse_plugin_choice(args: argparse.Namespace) -> tuple[bool | None, Path | None]:
+    """(use_plugin: True, False or None for the automatic choice, the library's path or None)."""
+    if args.no_plugin and args.plugin:
+        raise ValueError("--plugin and --no-plugin contradict each other")
+    if args.no_plugin:
+        return False, None
+    if args.plugin is None:
+        return None, None
+    return True, (None if args.plugin is True else args.plugin)
+
+
 class EngineArgs:
     """The engine built after export -> :class:`carafe_deploy.tasks.EngineOptions`."""
 
@@ -223,18 +243,14 @@ class EngineArgs:
     def add(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("TensorRT engine (built when TensorRT is installed, else skipped with the reason)")
         g.add_argument("--save-engine", type=Path, metavar="ENGINE", help="also build this engine (+ ENGINE.json)")
-        g.add_argument("--no-plugin", action="store_true",
-                       help="build CARAFE from standard ops instead of the plugin (each node unrolled)")
-        g.add_argument("--plugin", type=Path, metavar="LIB.so",
-                       help="the plugin library (default: $CARAFE_DEPLOY_PLUGIN or the CMake build folder)")
+        add_plugin_choice(g)
         add_backend(g, building=True)
         self.profile.add(parser)
 
     def parse(self, args: argparse.Namespace):
         from ..tasks.pipeline import EngineOptions
 
-        if args.no_plugin and args.plugin:
-            raise ValueError("--plugin and --no-plugin contradict each other")
+        use_plugin, plugin_path = parse_plugin_choice(args)
         mins, opts, maxs = self.profile.parse(args)
         return EngineOptions(path=args.save_engine, min_shapes=mins, opt_shapes=opts, max_shapes=maxs,
-                             use_plugin=not args.no_plugin, plugin_path=args.plugin, backend=args.backend)
+                             use_plugin=use_plugin, plugin_path=plugin_path, backend=args.backend)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ProfileArgs, add_backend
+from .args import HelpFormatter, ProfileArgs, add_backend, add_plugin_choice, parse_plugin_choice
 
 PROFILE = ProfileArgs("optimization profile (trtexec syntax; default: the ONNX's static shapes)")
 
@@ -24,10 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ONNX model (plugin or portable export; mmcv exports are converted)")
     p.add_argument("-o", "--output", type=Path, metavar="ENGINE", help="engine path (default: MODEL.engine)")
     PROFILE.add(p)
-    p.add_argument("--no-plugin", action="store_true",
-                   help="build CARAFE from standard ops (each node unrolled; any export form) instead of the plugin")
-    p.add_argument("--plugin", type=Path, metavar="LIB.so",
-                   help="plugin library (default: $CARAFE_DEPLOY_PLUGIN, else found in build/)")
+    add_plugin_choice(p)
     add_backend(p, building=True)
     p.add_argument("--fp16", action="store_true",
                    help="TensorRT 10 only: FP16 builder flag. TensorRT 11 and TensorRT-RTX build the ONNX's types: "
@@ -55,8 +52,7 @@ def options_from_args(args: argparse.Namespace):
     """The command line as the builder's BuildOptions."""
     from ..trt.builder import BuildOptions, parse_size
 
-    if args.no_plugin and args.plugin:
-        raise ValueError("--plugin and --no-plugin contradict each other")
+    use_plugin, plugin_path = parse_plugin_choice(args)
     mins, opts, maxs = PROFILE.parse(args)
     return BuildOptions(
         onnx_path=args.onnx,
@@ -64,8 +60,8 @@ def options_from_args(args: argparse.Namespace):
         min_shapes=mins,
         opt_shapes=opts,
         max_shapes=maxs,
-        use_plugin=not args.no_plugin,
-        plugin_path=args.plugin,
+        use_plugin=use_plugin,
+        plugin_path=plugin_path,
         backend=args.backend,
         fp16=args.fp16,
         bf16=args.bf16,
@@ -104,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = {"--save-prepared": args.save_prepared}
     if engine.parent.is_dir():  # a dry run too: "ready to build" includes a place to write the engine
         outputs.update({"-o/--output": engine, "-o/--output (its sidecar)": sidecar_path(engine)})
-    refuse_overwriting_inputs(outputs, [args.onnx, args.plugin])
+    refuse_overwriting_inputs(outputs, [args.onnx, options.plugin_path])
     out = console(stderr=True)
     plan = plan_build(options)
     for note in plan.prepared.notes:

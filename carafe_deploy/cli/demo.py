@@ -1,6 +1,7 @@
 """carafe-deploy demo: the main job. Builds a small CARAFE / CARAFE++ network, runs it, exports it to a portable
 ONNX file (dynamic batch, height and width) and compares ONNX Runtime with PyTorch, builds and checks a TensorRT
-engine when TensorRT and the plugin are here, then trains a small UperNet-CARAFE on synthetic shapes and deploys it
+engine when a TensorRT is here (with the plugin where its library is found, else from standard ops; --plugin and
+--no-plugin force either), then trains a small UperNet-CARAFE on synthetic shapes and deploys it
 (mIoU per backend and a picture)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .args import HelpFormatter
+from .args import HelpFormatter, add_plugin_choice, parse_plugin_choice
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-images", type=int, nargs=2, default=(800, 48), metavar=("TRAIN", "TEST"),
                    help="synthetic images to train on and to evaluate on")
     p.add_argument("--no-sample", action="store_true", help="skip the segmentation sample")
+    add_plugin_choice(p.add_argument_group("TensorRT engine (built when TensorRT is installed)"))
     p.set_defaults(func=run)
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")
+    plugin_choice = parse_plugin_choice(args)
     if not args.no_onnx:
         from ..files import make_dir
 
@@ -89,28 +92,27 @@ def run(args: argparse.Namespace) -> int:
               f"{bool(torch.isfinite(y).all())}")
     if args.no_onnx:
         return 0
-    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output)
+    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output, *plugin_choice)
     if code or args.no_sample:
         return code
     return _segmentation_sample(out, args.output / "segmentation", args.sample_steps, args.sample_size,
                                 *args.sample_images, threads=args.threads, said=[engine_skipped])
 
 
-def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
+def _deploy_tiny(out, loaded, shape, out_dir: Path, use_plugin: bool | None = None,
+                 plugin_path: Path | None = None) -> tuple[int, str | None]:
     """Export (portable, dynamic), compare ONNX Runtime with PyTorch, and build + check an engine when TensorRT is
     here (with the plugin when its library is built, else from the unrolled standard ops): the deploy pipeline every
     model goes through. Returns (exit status, why the engine was skipped or None)."""
     from ..files import make_dir
     from ..report import make_table
     from ..tasks import CheckOptions, EngineOptions, ExportOptions, deploy
-    from ..trt.plugin import plugin_library
-
     make_dir(out_dir, "-o/--output")
     onnx_path = out_dir / "tiny_carafe_net.onnx"
     with out.status("exporting to ONNX (portable) and checking it in ONNX Runtime"):
         report = deploy(loaded, ExportOptions(output=onnx_path, mode="portable", input_shapes=[shape], dynamic=True),
-                        CheckOptions(), EngineOptions(path=onnx_path.with_suffix(".engine"),
-                                                    use_plugin=plugin_library(required=False) is not None),
+                        CheckOptions(), EngineOptions(path=onnx_path.with_suffix(".engine"), use_plugin=use_plugin,
+                                                    plugin_path=plugin_path),
                         log=lambda _m: None)
     onnx_info = report["onnx"]
     out.print(f"exported {onnx_path} in {onnx_info['export_s']:.1f} s: {onnx_info['carafe_nodes']} carafe::CARAFE "
@@ -121,7 +123,7 @@ def _deploy_tiny(out, loaded, shape, out_dir: Path) -> tuple[int, str | None]:
     # "skipped: reason", not "skipped (reason)": the reason may end on a URL, which must not run into punctuation
     notes = [f"TensorRT engine: skipped: {skipped}" if skipped else
              f"TensorRT engine: wrote {engine['path']} ({engine['runtime']['name']} {engine['runtime']['version']}, "
-             f"CARAFE {engine['carafe_form']})"]
+             f"CARAFE {engine['carafe_form']})"] + ([engine["note"]] if engine.get("note") else [])
     out.print(make_table("backends vs PyTorch", ("backend", "result", "details"), rows, notes))
     repo = out_dir / "triton"
     out.print(f"serve it with Triton (docs/SERVING.md): carafe-deploy triton {onnx_path} -o {repo} && "

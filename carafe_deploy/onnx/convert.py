@@ -5,9 +5,12 @@ mmdeploy export it). Inputs: files of :func:`carafe_deploy.onnx.export`, of a us
 (either exporter, opset 11 and up), of mmcv/mmdeploy, and of this command. Every input is first brought to the
 plugin form (mmcv nodes renamed, the function dropped), its nodes checked, and then put into the asked form:
 
-* the standard-op function needs ONNX opset >= ``function.MIN_OPSET``: older files are raised with
-  ``onnx.version_converter`` (the function is not there while it runs, so it cannot be lost on the way; it is
-  written afresh at the new opset), and a note says so;
+* the lowest ONNX opset that holds the graph (:mod:`.opsets`): a file whose ops are all defined alike at a lower
+  opset is written at that one (a dynamo export at opset 20 whose newest op is Reshape-19 becomes opset 19), one
+  that needs more than ONNX Runtime 1.16 reads (19) is converted down with ``onnx.version_converter`` where it can;
+  the standard-op function needs ONNX opset >= ``function.MIN_OPSET``: older files are raised (the function is not
+  there while it runs, so it cannot be lost on the way; it is written afresh at the new opset). Notes say what
+  changed; ``opset=`` chooses the opset instead;
 * IR version 9 (what ONNX Runtime 1.16 and 1.17 read) unless the file's opsets or types need a newer one;
 * a file with no CARAFE node comes back unchanged, with a note -- a decomposed file included: its nodes were
   inlined into standard ops and cannot be found again.
@@ -25,6 +28,7 @@ from onnx import helper
 from ..errors import DeployError
 from .forms import _default_opset, _set_carafe_import, carafe_nodes, to_decomposed, to_plugin, to_portable
 from .function import MIN_OPSET
+from .opsets import ORT_LOWEST_MAX_OPSET, lowest_opset, set_opset
 from .mmcv import MMCV_DOMAIN, MMCV_OP_TYPES, _carafe_to_mmcv, rewrite_mmcv_nodes
 from .schema import DOMAIN, OP_TYPE, register_schema
 from .validate import validate_carafe_nodes, walk_nodes
@@ -72,23 +76,6 @@ def _ir_version_needed(model: onnx.ModelProto) -> int:
     return need
 
 
-def _set_opset(model: onnx.ModelProto, opset: int, notes: list[str], why: str) -> onnx.ModelProto:
-    from onnx import version_converter
-
-    current = _default_opset(model)
-    if current == opset:
-        return model
-    try:
-        converted = version_converter.convert_version(model, opset)
-    except Exception as exc:  # noqa: BLE001 -- the converter raises several types
-        raise DeployError(
-            f"the model uses ONNX opset {current}; {why}, and onnx.version_converter could not convert it to "
-            f"{opset}: {exc}"
-        ) from exc
-    notes.append(f"ONNX opset {current} -> {opset} ({why}; onnx.version_converter)")
-    return converted
-
-
 def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int | None = None) -> ConvertResult:
     """Convert ``model`` (a ``ModelProto``, not changed, or a path) to the form ``to``; see the module docstring.
 
@@ -121,17 +108,15 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
     to_plugin(out)  # the function comes off before any opset change, and is written afresh for the new opset
     validate_carafe_nodes(out)
 
-    target = opset
-    if to in ("portable", "decomposed") and (target or _default_opset(out)) < MIN_OPSET:
-        if target is not None:
-            raise DeployError(f"the {to} form needs ONNX opset >= {MIN_OPSET}, got --opset {target}")
-        target = MIN_OPSET
-        why = f"the standard-op CARAFE function needs opset >= {MIN_OPSET}"
+    need = MIN_OPSET if to in ("portable", "decomposed") else 1
+    if opset is not None:
+        if opset < need:
+            raise DeployError(f"the {to} form needs ONNX opset >= {MIN_OPSET}, got --opset {opset}")
+        out = set_opset(out, opset, notes, "asked for")
+    elif _default_opset(out) < need:
+        out = set_opset(out, need, notes, f"the standard-op CARAFE function needs opset >= {need}")
     else:
-        why = "asked for"
-    if target is not None:
-        out = _set_opset(out, target, notes, why)
-
+        out = _lowest_that_holds(out, need, notes)
     if to == "portable":
         out = to_portable(out)
     elif to == "decomposed":
@@ -144,6 +129,22 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
             out.opset_import.append(helper.make_opsetid(MMCV_DOMAIN, 1))
     out.ir_version = _ir_version_needed(out)
     return ConvertResult(out, to, n_mmcv + n_carafe, _default_opset(out), notes)
+
+
+def _lowest_that_holds(model: onnx.ModelProto, need: int, notes: list[str]) -> onnx.ModelProto:
+    """The lowest opset that holds the graph (and the function's ``need``); a graph that needs more than ONNX
+    Runtime 1.16 reads is first converted down to its newest, where onnx.version_converter can."""
+    low = lowest_opset(model)
+    if low is not None and low > ORT_LOWEST_MAX_OPSET >= need:
+        try:
+            model = set_opset(model, ORT_LOWEST_MAX_OPSET, notes,
+                              f"ONNX Runtime 1.16 reads opsets up to {ORT_LOWEST_MAX_OPSET}")
+        except DeployError as exc:
+            notes.append(f"kept ONNX opset {_default_opset(model)}, which ONNX Runtime 1.16 does not read: {exc}")
+        low = lowest_opset(model)
+    if low is not None and max(low, need) < _default_opset(model):
+        model = set_opset(model, max(low, need), notes, "the lowest opset that holds the graph")
+    return model
 
 
 def _default_opset_or_none(model: onnx.ModelProto) -> int | None:

@@ -67,18 +67,12 @@ def _carafe_to_mmcv(node: onnx.NodeProto) -> None:
 
 def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """mmcv/mmdeploy files are often opset 11; the CARAFE function needs MIN_OPSET. Upgrade the default domain."""
-    from onnx import version_converter
+    from .opsets import default_opset, set_opset
 
-    current = next((imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), None)
+    current = default_opset(model)
     if current is None or current >= MIN_OPSET:
         return model
-    try:
-        return version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # noqa: BLE001 -- the converter raises several types
-        raise DeployError(
-            f"the model uses ONNX opset {current}, the CARAFE function needs >= {MIN_OPSET}, and "
-            f"onnx.version_converter could not upgrade it: {exc}"
-        ) from exc
+    return set_opset(model, MIN_OPSET, [], f"the CARAFE function needs >= {MIN_OPSET}")
 
 
 def rewrite_mmcv_nodes(model: onnx.ModelProto) -> int:

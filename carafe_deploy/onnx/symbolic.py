@@ -7,11 +7,15 @@ either exporter, at every opset, whatever the order of imports and calls (see ``
   is registered as an ONNX-function op, the exporter's own mechanism for custom nodes with a body
   (``GraphContext.onnxscript_op`` registers the same way), so the file runs in ONNX Runtime as written.
 * dynamo exporter (the default): a translation in onnxscript's torchlib registry, which torch reads into every
-  export's registry. The file holds the node without the function (the plugin form): the exporter's optimizer
-  (``optimize=True``, torch's default) inlines every model-local function, which would replace the node by its
-  standard-op body, and at opsets above 18 fails on the function's opset (it inlines before the model's opset is
-  raised). ``carafe-deploy convert --to portable`` adds the function afterwards; ``carafe_deploy.onnx.export``
-  does it in one step.
+  export's registry. The translation writes the node alone: the exporter's optimizer (``optimize=True``, torch's
+  default) inlines every model-local function, which would replace the node by its standard-op body. So the
+  function is attached to the ``torch.onnx.ONNXProgram`` afterwards, at the program's final opset: ``optimize``,
+  ``save`` and ``model_proto`` are wrapped (``_hook_onnx_program``) to take it off before the optimizer runs and to
+  attach it after, and before the model is saved or handed out. A plain dynamo export then runs in ONNX Runtime as
+  written, at every opset from ``MIN_OPSET`` (torch's dynamo exporter writes 18 and newer unless told otherwise).
+* Below ``MIN_OPSET`` (either exporter) the function's ops do not exist (Shape with start/end, CastLike; Constant
+  with value_int before 12), so the file is the plugin form and the export warns, naming what runs it: ONNX Runtime
+  with ``carafe_deploy.onnxruntime.library_path()`` registered, or ``carafe-deploy convert --to portable``.
 
 Everything here needs torch; ``carafe_deploy/__init__`` calls ``register_torchscript`` once ``torch.onnx`` is
 imported and ``register_dynamo`` once onnxscript's torchlib registry is, so importing the package costs nothing
@@ -25,7 +29,8 @@ import types
 from .function import MIN_OPSET, carafe_function
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
 
-__all__ = ["TORCH_OP", "register", "register_torchscript", "register_dynamo", "dynamo_translation"]
+__all__ = ["TORCH_OP", "register", "register_torchscript", "register_dynamo", "dynamo_translation", "attach_function",
+           "warn_without_function"]
 
 TORCH_OP = "carafe_deploy::carafe"
 _TORCHSCRIPT_BASE_OPSET = 9  # torch.onnx._constants.ONNX_BASE_OPSET: registrations here serve every opset above
@@ -57,10 +62,30 @@ class _FunctionForTorchScript:
 _FUNCTION_FOR_TORCHSCRIPT = _FunctionForTorchScript()
 
 
+_warned_opsets: set[int] = set()
+
+
+def warn_without_function(opset: int | None) -> None:
+    """Once per opset: this export's CARAFE nodes cannot carry their function, and what runs the file instead."""
+    if opset in _warned_opsets:
+        return
+    _warned_opsets.add(opset)
+    import warnings
+
+    warnings.warn(
+        f"carafe_deploy: ONNX opset {opset} cannot hold the standard-op function of {DOMAIN}::{OP_TYPE} (it needs "
+        f">= {MIN_OPSET}), so this file has the node alone (the plugin form): ONNX Runtime runs it with the custom-op "
+        "library registered (SessionOptions.register_custom_ops_library(carafe_deploy.onnxruntime.library_path())) "
+        "or after `carafe-deploy convert FILE.onnx --to portable -o OUT.onnx`; export at opset "
+        f">= {MIN_OPSET} for a file that runs as written", stacklevel=2)
+
+
 def torchscript_symbolic(g, features, kernels, kernel_size, group, scale_factor, mode):
     from torch.onnx import symbolic_helper as sh
 
     _FUNCTION_FOR_TORCHSCRIPT.opset = g.opset
+    if g.opset < MIN_OPSET:
+        warn_without_function(g.opset)
     out = g.op(
         f"{DOMAIN}::{OP_TYPE}",
         features,
@@ -103,10 +128,67 @@ def dynamo_translation(features, kernels, kernel_size: int, group: int, scale_fa
     )
 
 
+_FUNCTION_KEY = (DOMAIN, OP_TYPE, "")
+
+
+def attach_function(program) -> None:
+    """Attach the CARAFE function to a ``torch.onnx.ONNXProgram`` whose model has CARAFE nodes and lacks it, at the
+    model's opset (a warning instead where the opset is below ``MIN_OPSET``)."""
+    import onnx_ir as ir
+
+    model = program.model
+    if _FUNCTION_KEY in model.functions:
+        return
+    if not any(n.domain == DOMAIN and n.op_type == OP_TYPE for n in ir.traversal.RecursiveGraphIterator(model.graph)):
+        return
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+    if opset is None or opset < MIN_OPSET:
+        warn_without_function(opset)
+        return
+    model.functions[_FUNCTION_KEY] = ir.serde.deserialize_function(carafe_function(opset))
+    model.opset_imports.setdefault(DOMAIN, OPSET_VERSION)
+
+
+def _hook_onnx_program() -> None:
+    """Wrap ``torch.onnx.ONNXProgram``'s ``optimize`` (the function off while the optimizer runs, which would inline
+    it, and on again after), ``save`` and ``model_proto`` (on before the model leaves), once."""
+    import functools
+
+    import torch.onnx
+
+    cls = getattr(torch.onnx, "ONNXProgram", None)
+    if cls is None or getattr(cls, "_carafe_deploy_hooked", False):
+        return
+    optimize, save, model_proto = cls.optimize, cls.save, cls.model_proto
+
+    @functools.wraps(optimize)
+    def optimize_keeping_the_node(self, *args, **kwargs):
+        self.model.functions.pop(_FUNCTION_KEY, None)
+        result = optimize(self, *args, **kwargs)
+        attach_function(self)
+        return result
+
+    @functools.wraps(save)
+    def save_with_function(self, *args, **kwargs):
+        attach_function(self)
+        return save(self, *args, **kwargs)
+
+    def proto_with_function(self):
+        attach_function(self)
+        return model_proto.fget(self)
+
+    cls.optimize = optimize_keeping_the_node
+    cls.save = save_with_function
+    cls.model_proto = property(proto_with_function, doc=model_proto.__doc__)
+    cls._carafe_deploy_hooked = True
+
+
 def register_dynamo() -> None:
-    """Put the translation in onnxscript's torchlib registry (which torch's exporter reads at every export)."""
+    """Put the translation in onnxscript's torchlib registry (which torch's exporter reads at every export), and hook
+    ``torch.onnx.ONNXProgram`` so that its files carry the function."""
     if "dynamo" in _registered:
         return
+    _hook_onnx_program()
     from onnxscript.function_libs.torch_lib import registration
 
     if TORCH_OP not in registration.default_registry:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import sys
 import threading
 import warnings
 from pathlib import Path
 
 import torch
+
+from .. import native
 
 __all__ = ["DISABLE_ENV", "REQUIRE_ENV", "SOURCES", "available", "load", "native_ops", "status"]
 
@@ -39,28 +40,14 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _isa() -> str:
-    """"avx2" (with FMA and F16C) when this CPU has them, else "base" (the compiler's default for the platform)."""
-    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "f16c"} <= _cpu_flags():
-        return "avx2"
-    return "base"
+    return native.isa()
 
 
 def _cflags(isa: str) -> list[str]:
     # -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch already
     # loaded (same soname), so there is one OpenMP runtime and torch.set_num_threads applies. torch adds its -std.
-    return ["-O3", "-ffp-contract=fast", "-fopenmp", *(["-mavx2", "-mfma", "-mf16c"] if isa == "avx2" else [])]
+    return ["-O3", "-ffp-contract=fast", "-fopenmp", *native.isa_flags(isa)]
 
 
 def _build_directory(isa: str) -> Path:

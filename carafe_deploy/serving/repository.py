@@ -70,16 +70,24 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
     """Write the repository (into a temporary folder beside ``options.output``, renamed into place when complete).
 
     ``DeployError`` for a model or engine that cannot be served as asked, before anything is written."""
-    from ..backends.onnxrt import make_session
-    from ..onnx import carafe_nodes, load_model, to_portable
+    from ..backends.onnxrt import make_session, needs_custom_op_library
+    from ..onnx import load_model, to_portable
 
     onnx_path = Path(onnx_path)
     out = Path(options.output)
     model_config_module()  # tritonclient (the serve extra) before any work
     _check_options(options, onnx_path, out)
     model = load_model(onnx_path)
-    if carafe_nodes(model) and not any(f.domain == "carafe" and f.name == "CARAFE" for f in model.functions):
-        model = to_portable(model)  # a plugin-form export: ONNX Runtime needs the nodes' standard-op function
+    library, notes = None, []
+    if needs_custom_op_library(model):  # a plugin-form export: served as it is, with the custom-op library
+        from ..errors import MissingDependencyError
+        from ..onnxruntime import library_path
+
+        try:
+            library = Path(library_path())
+        except MissingDependencyError as exc:  # else with the nodes' standard-op function
+            model = to_portable(model)
+            notes.append(f"the plugin-form graph is served as the portable form: {exc}")
     make_session(model)  # the graph must load in ONNX Runtime here before it is served by it
     props = {p.key: p.value for p in model.metadata_props}
     task = props.get("carafe_deploy.task", "generic")
@@ -91,10 +99,10 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
     if options.ensemble_backend == "tensorrt" and engine is None:
         raise DeployError("--ensemble-backend tensorrt needs --engine")
 
-    result = Repository(out, name, task, {})
+    result = Repository(out, name, task, {}, notes=notes)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_onnx_models(tmp, name, model, inputs, outputs, options, result)
+        _write_onnx_models(tmp, name, model, inputs, outputs, options, result, library, out)
         if engine is not None:
             _write_tensorrt_model(tmp, name, engine, options, result)
         if task in ("detection", "segmentation"):
@@ -152,7 +160,11 @@ def _python_model(dst: Path, source: str, with_imaging: bool) -> None:
         shutil.copyfile(imaging.__file__, version / IMAGING_MODULE)
 
 
-def _write_onnx_models(root: Path, name: str, model, inputs, outputs, options, result: Repository) -> None:
+def _write_onnx_models(root: Path, name: str, model, inputs, outputs, options, result: Repository,
+                       library: Path | None = None, final: Path | None = None) -> None:
+    """The Python-backend and ONNX Runtime-backend models of the graph; a plugin-form graph with the custom-op
+    library (``library``) copied into each version folder: the Python model registers it by name, the ONNX Runtime
+    backend through ``model_operations`` by its absolute path in the final repository (``final``)."""
     from ..onnx.files import save_model
 
     batch = options.max_batch_size if _batching(inputs, outputs) else 0
@@ -160,18 +172,31 @@ def _write_onnx_models(root: Path, name: str, model, inputs, outputs, options, r
     py = root / f"{name}_python"
     _python_model(py, "onnx_model.py", with_imaging=False)
     save_model(model, py / "1" / "model.onnx")
+    params = {"ONNX_FILE": "model.onnx", "ORT_THREADS": "1"}
+    if library is not None:
+        _link_or_copy(library, py / "1" / library.name)
+        params["CUSTOM_OP_LIBRARY"] = library.name
     write_config(py, model_config(py.name, inputs=inputs, outputs=outputs, max_batch_size=batch, backend="python",
                                   instance_kind="KIND_CPU", instance_count=options.instances, queue_delay_us=delay,
-                                  parameters={"ONNX_FILE": "model.onnx", "ORT_THREADS": "1"}))
+                                  parameters=params))
     ort = root / f"{name}_onnxruntime"
     _link_or_copy(py / "1" / "model.onnx", ort / "1" / "model.onnx")
     for extra in (py / "1").glob("model.onnx.data"):  # weights over 2 GB live beside the graph
         _link_or_copy(extra, ort / "1" / extra.name)
-    write_config(ort, model_config(ort.name, inputs=inputs, outputs=outputs, max_batch_size=batch,
-                                   platform="onnxruntime_onnx", instance_kind="KIND_AUTO", queue_delay_us=delay))
+    config = model_config(ort.name, inputs=inputs, outputs=outputs, max_batch_size=batch,
+                          platform="onnxruntime_onnx", instance_kind="KIND_AUTO", queue_delay_us=delay)
+    if library is not None:
+        _link_or_copy(library, ort / "1" / library.name)
+        config.model_operations.op_library_filename.append(
+            str(Path(os.path.realpath(final or root)) / ort.name / "1" / library.name))
+        result.notes.append(f"{ort.name} names its custom-op library by absolute path (Triton's model_operations): "
+                            "move the repository and it must be written again")
+    write_config(ort, config)
     what = f"max_batch_size {batch}" + (", dynamic batching" if batch else "")
-    result.models[py.name] = f"Python backend: the portable graph in ONNX Runtime (CPU x{options.instances}), {what}"
-    result.models[ort.name] = f"ONNX Runtime backend (onnxruntime_onnx), {what}"
+    form = "the plugin-form graph with the custom-op library" if library is not None else "the portable graph"
+    result.models[py.name] = f"Python backend: {form} in ONNX Runtime (CPU x{options.instances}), {what}"
+    result.models[ort.name] = f"ONNX Runtime backend (onnxruntime_onnx), {what}" + (
+        ", custom-op library" if library is not None else "")
 
 
 @dataclass
@@ -248,8 +273,8 @@ def _write_tensorrt_model(root: Path, name: str, engine: _Engine, options, resul
                                      f"built with TensorRT {side['runtime']['version']} on {gpu}"
                                      + ("; loads the plugin library beside it" if engine.plugin else ""))
     if engine.plugin is not None:
-        result.notes.append(f"{model_dir.name} needs the plugin's creators registered, which loading the library in "
-                            "Triton does not do: prefer an engine built with --no-plugin or --version-compatible "
+        result.notes.append(f"{model_dir.name} loads the plugin library beside it (tritonserver.sh passes it to "
+                            "the TensorRT backend, whose dlopen registers the creators); not run here: no GPU "
                             "(docs/SERVING.md)")
     result.notes.append(f"{model_dir.name} runs only in a Triton whose TensorRT is {side['runtime']['version']}"
                         + (" or later (version-compatible engine)" if side["version_compatible"] else "")
@@ -338,12 +363,10 @@ def _write_launcher(root: Path, result: Repository, engine: _Engine | None) -> N
              'here=$(cd "$(dirname "$0")" && pwd)']
     args = ['--model-repository="$here"']
     if engine is not None and engine.plugin is not None:
-        lines += [f"# {result.name}_tensorrt needs the CARAFE plugin library beside it. CAUTION: Triton's TensorRT "
-                  "backend only dlopens",
-                  "# the libraries named here; libcarafe_trt_plugin.so registers its creators through getCreators(), "
-                  "which that",
-                  "# does not call. docs/SERVING.md: build the engine with --no-plugin or --version-compatible "
-                  "instead."]
+        lines += [f"# {result.name}_tensorrt needs the CARAFE plugin library beside it. Triton's TensorRT backend "
+                  "dlopens the",
+                  "# libraries named here, and libcarafe_trt_plugin.so registers its creators when it is loaded",
+                  "# (docs/SERVING.md says what has and has not run)."]
         args.append(f'--backend-config=tensorrt,plugins="$here/{result.name}_tensorrt/{PLUGIN_FILE}"')
     if engine is not None and engine.sidecar["version_compatible"]:
         args.append("--backend-config=tensorrt,version-compatible=true")

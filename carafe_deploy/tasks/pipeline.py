@@ -56,7 +56,7 @@ class EngineOptions:
     min_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # default: the task's profile
     opt_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    use_plugin: bool = True
+    use_plugin: bool | None = None  # None: the plugin where its library is found, else unrolled (trt.choose_plugin)
     plugin_path: Path | None = None
     backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
     progress: bool = True
@@ -162,9 +162,13 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
         log(f"wrote {check.save_reference} (inputs and PyTorch outputs)")
     if check.enabled:
         from ..backends import OnnxrtRunner
+        from ..onnxruntime import available as custom_op_library_available
 
-        # a plugin-form graph runs in ONNX Runtime with the standard-op function attached (the same nodes)
-        checked = to_portable(_copy(proto)) if export.mode == "plugin" else proto
+        # a plugin-form graph runs as written with the custom-op library; where it cannot be built, with the
+        # standard-op function attached (the same nodes)
+        checked = proto
+        if export.mode == "plugin" and not custom_op_library_available():
+            checked = to_portable(_copy(proto))
         runner = OnnxrtRunner(checked, name="onnxruntime")
         _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
 
@@ -271,10 +275,13 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
                  dynamic: bool, sets, references, check: CheckOptions, log) -> None:
     from ..errors import MissingDependencyError
     from ..onnx import carafe_nodes
-    from ..trt.availability import build_unavailable, run_unavailable
+    from ..trt.availability import build_unavailable, choose_plugin, run_unavailable
 
-    use_plugin = engine.use_plugin and bool(carafe_nodes(proto))
+    use_plugin, fallback = choose_plugin(engine.use_plugin, engine.plugin_path, engine.backend)
+    use_plugin = use_plugin and bool(carafe_nodes(proto))
     reason = build_unavailable(use_plugin, engine.backend)
+    if reason is None and fallback and carafe_nodes(proto):
+        log(f"TensorRT engine: {fallback}")
     if reason is None:
         from ..trt import BuildOptions, build_engine
 
@@ -283,7 +290,7 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
             result = build_engine(BuildOptions(
                 onnx_path=export.output, engine_path=engine.path, min_shapes={**mins, **engine.min_shapes},
                 opt_shapes={**opts, **engine.opt_shapes}, max_shapes={**maxs, **engine.max_shapes},
-                use_plugin=engine.use_plugin, plugin_path=engine.plugin_path, backend=engine.backend,
+                use_plugin=use_plugin, plugin_path=engine.plugin_path, backend=engine.backend,
                 progress=engine.progress))
         except MissingDependencyError as exc:  # e.g. an op the runtime at hand cannot build
             reason = str(exc)
@@ -292,7 +299,8 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
         log(f"TensorRT engine: skipped: {reason}")
         return
     report["engine"] = {"path": str(result.engine_path), "sidecar": str(result.sidecar_path),
-                        "runtime": result.sidecar["runtime"], "carafe_form": result.sidecar["graph"]["carafe_form"]}
+                        "runtime": result.sidecar["runtime"], "carafe_form": result.sidecar["graph"]["carafe_form"],
+                        **({"note": fallback} if fallback and carafe_nodes(proto) else {})}
     log(f"wrote {result.engine_path} and {result.sidecar_path}")
     if not check.enabled:
         return
@@ -303,5 +311,6 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
         return
     from ..backends import TrtRunner
 
-    runner = TrtRunner(result.engine_path, plugin=engine.plugin_path or True, backend=engine.backend)
+    runner = TrtRunner(result.engine_path, plugin=(engine.plugin_path or True) if use_plugin else False,
+                       backend=engine.backend)
     _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)

@@ -3,7 +3,8 @@
 ``run(out_dir, ...)`` does it all and returns a results dict; ``main(argv)`` is the command line
 (``python samples/segmentation/synthetic.py --help``). Export and engine go through the deploy pipeline
 (:func:`carafe_deploy.tasks.deploy`); every backend runs through :mod:`carafe_deploy.backends`. Backends: PyTorch eager (the reference), ONNX Runtime on the
-``portable`` and ``decomposed`` exports, and TensorRT (plugin engine) when TensorRT and the plugin library load;
+``portable`` and ``decomposed`` exports, and TensorRT when an engine can be built and run here (with the plugin
+where its library is found, else unrolled: ``trt.choose_plugin``);
 otherwise TensorRT is reported as skipped with the reason.
 
 The model is ``upernet_r50_carafe_pp`` at reduced width and depth (one block per stage), so both CARAFE (10 modules in
@@ -31,7 +32,7 @@ from ..models.segmenters import count_carafe_modules
 from ..onnx import to_decomposed
 from ..onnx.files import load_model, save_model
 from ..report import make_table, write_json
-from ..trt.availability import plugin_engine_unavailable
+from ..trt.availability import choose_plugin, engine_unavailable
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, PALETTE, make_set, mean_iou
@@ -252,18 +253,20 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
             logits, pred = predict(OnnxrtRunner(path, threads=torch.get_num_threads()), test_x)
             key = f"ORT {backend}"
         else:
-            reason = plugin_engine_unavailable()
+            use_plugin, _ = choose_plugin(None)  # the one engine choice: the plugin where it is found, else unrolled
+            reason = engine_unavailable(use_plugin)
             if reason:
                 results["skipped"]["TensorRT"] = reason
                 continue
             from ..backends import TrtRunner  # pragma: no cover -- needs TensorRT and a GPU
 
-            path = os.path.join(out_dir, "segmenter_plugin.onnx")
+            form = "plugin" if use_plugin else "portable"
+            path = os.path.join(out_dir, f"segmenter_{form}.onnx")
             files["engine"] = os.path.join(out_dir, "segmenter.engine")
             shape = lambda n: (n, 3, cfg.size, cfg.size)  # noqa: E731
-            _export(model, example, path, "plugin", EngineOptions(
+            _export(model, example, path, form, EngineOptions(
                 path=files["engine"], min_shapes={"image": shape(1)}, opt_shapes={"image": shape(16)},
-                max_shapes={"image": shape(16)}, progress=False))
+                max_shapes={"image": shape(16)}, use_plugin=use_plugin, progress=False))
             logits, pred = predict(TrtRunner(files["engine"]), test_x)
             key = "TensorRT"
         preds[key] = pred

@@ -49,7 +49,7 @@ class BuildOptions:
     min_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     opt_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    use_plugin: bool = True
+    use_plugin: bool | None = None  # None: the plugin where its library is found, else unrolled (choose_plugin)
     plugin_path: Path | None = None  # default: carafe_deploy.trt.plugin.plugin_library()
     backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
     fp16: bool = False  # TensorRT 10 builder flag; TensorRT 11 and TensorRT-RTX build what the ONNX types say
@@ -95,11 +95,16 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     onnx_path = Path(options.onnx_path)
     check_backend(options.backend)
     model = load_onnx(onnx_path)
-    prepared = prepare_onnx(model, use_plugin=options.use_plugin)
+    from .availability import choose_plugin
+
+    use_plugin, fallback = choose_plugin(options.use_plugin, options.plugin_path, options.backend)
+    prepared = prepare_onnx(model, use_plugin=use_plugin)
+    if fallback and prepared.carafe_nodes:
+        prepared.notes.insert(0, fallback)
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
                            options.max_shapes)
     plugin_path = plugin_missing = None
-    if options.use_plugin and prepared.carafe_nodes:
+    if use_plugin and prepared.carafe_nodes:
         if options.plugin_path is not None:
             plugin_path = Path(options.plugin_path)
             if not plugin_path.is_file():

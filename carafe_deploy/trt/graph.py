@@ -116,13 +116,17 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
         else:
             prepared.notes.append(f"the model has no {CARAFE_DOMAIN}::{CARAFE_OP} node; the plugin is not used")
     elif prepared.carafe_nodes:
-        from ..onnx.unrolled import unroll_carafe_nodes
+        from ..onnx.opsets import default_opset, set_opset
+        from ..onnx.unrolled import MIN_OPSET, unroll_carafe_nodes
 
+        if (default_opset(out) or MIN_OPSET) < MIN_OPSET:  # as convert raises them
+            out = set_opset(out, MIN_OPSET, prepared.notes, f"unrolling for TensorRT needs >= {MIN_OPSET}")
+            prepared.model = out
         unroll_carafe_nodes(out)
         prepared.function_dropped = bool(fn_index)
         prepared.carafe_form = "unrolled"
         prepared.notes.append(f"unrolled {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) into "
-                              "standard ops, one subgraph per node (--no-plugin)")
+                              "standard ops, one subgraph per node")
     return prepared
 
 

@@ -75,7 +75,7 @@ def options_unsupported(trt: ModuleType, *, version_compatible: bool, timing_cac
     return None
 
 
-def _parser_folder(trt: ModuleType) -> Path | None:
+def _parser_folder(trt: ModuleType | None = None) -> Path | None:
     """The folder of the loaded ONNX parser library: its ``$ORIGIN``, where it looks for the core library first."""
     try:
         with open("/proc/self/maps") as maps:
@@ -91,6 +91,19 @@ def _parser_folder(trt: ModuleType) -> Path | None:
     return None
 
 
+def core_link_missing() -> bool:
+    """Whether TensorRT-RTX's ONNX parser would fail to open the unversioned ``libtensorrt_rtx.so`` (see
+    ``plugin_unusable``); found without importing TensorRT-RTX."""
+    folder = _parser_folder(None)
+    if folder is not None and (folder / CORE_LIBRARY).exists():
+        return False
+    try:
+        ctypes.CDLL(CORE_LIBRARY)
+        return False
+    except OSError:
+        return True
+
+
 def plugin_unusable(trt: ModuleType) -> str | None:
     """``None`` when the runtime's ONNX parser can import a plugin node, else one line with the reason and the fix.
 
@@ -100,16 +113,9 @@ def plugin_unusable(trt: ModuleType) -> str | None:
     ``LD_LIBRARY_PATH`` from inside a running process changes nothing, and the project does not write into the
     installed wheel, so the fix is the user's (plugins/tensorrt/README.md).
     """
-    if not is_rtx(trt):
+    if not is_rtx(trt) or not core_link_missing():
         return None
     folder = _parser_folder(trt)
-    if folder is not None and (folder / CORE_LIBRARY).exists():
-        return None
-    try:
-        ctypes.CDLL(CORE_LIBRARY)
-        return None
-    except OSError:
-        pass
     where = folder if folder is not None else Path("<the folder of libtensorrt_rtx.so.1>")
     return (f"{runtime_label(trt)} cannot use the CARAFE plugin here: its ONNX parser opens {CORE_LIBRARY} to import "
             f"a plugin node and aborts the process without it, and the wheel ships only {CORE_LIBRARY}.1; fix: "

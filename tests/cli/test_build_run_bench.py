@@ -96,6 +96,21 @@ def test_build_without_tensorrt_or_plugin_names_tensorrt_first(toy, capsys, monk
     assert not any("CARAFE_DEPLOY_PLUGIN" in line for line in lines)
 
 
+def test_build_without_a_plugin_library_builds_unrolled_and_says_so(toy, fake_trt, capsys, monkeypatch, tmp_path):
+    """The one engine choice: no library found (and none named) -> the unrolled form, in one line; --plugin forces
+    the plugin and then stops on the missing library."""
+    from carafe_deploy.trt import plugin
+
+    monkeypatch.delenv("CARAFE_DEPLOY_PLUGIN", raising=False)
+    monkeypatch.setattr(plugin, "_candidates", lambda: [tmp_path / "nowhere.so"])
+    assert main(["build", str(toy), "-o", str(tmp_path / "auto.engine")]) == 0
+    lines = _err(capsys)
+    assert sum("CARAFE built from standard ops (unrolled)" in line for line in lines) == 1
+    assert json.loads((tmp_path / "auto.engine.json").read_text())["graph"]["carafe_form"] == "unrolled"
+    assert main(["build", str(toy), "--plugin", "-o", str(tmp_path / "forced.engine")]) == 1
+    assert "libcarafe_trt_plugin.so not found" in _err(capsys)[-1]
+
+
 def test_build_with_tensorrt_but_no_plugin_library(toy, fake_trt, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "gone.so"))
     assert main(["build", str(toy)]) == 1
@@ -277,14 +292,31 @@ def test_bench_runs_onnxruntime_and_pytorch(dyn, tmp_path, capsys):
     assert "onnxruntime" in capsys.readouterr().out
 
 
-def test_bench_with_nothing_runnable_fails(tmp_path, capsys):
+def test_bench_with_nothing_runnable_fails(tmp_path, capsys, monkeypatch):
+    from support.ort_library import without_library
+
+    without_library(monkeypatch, tmp_path)  # a plugin-form file then has nothing to run on
     path = tmp_path / "plugin_only.onnx"
     onnx.save(carafe_model(function=False, hw=4), path)
     out_json = tmp_path / "b.json"
     assert main(["bench", str(path), "-o", str(out_json), "--plot", str(tmp_path / "b.png"),
                  "--iters", "1", "--warmup", "0"]) == 1
     assert "no backend produced a timing" in _err(capsys)[-1]
-    assert "without their function" in json.loads(out_json.read_text())["skipped"]["onnxruntime"]
+    skipped = json.loads(out_json.read_text())["skipped"]["onnxruntime"]
+    assert "without their function" in skipped and "--to portable" in skipped
+
+
+def test_bench_runs_a_plugin_form_file_with_the_custom_op_library(tmp_path, capsys):
+    from support.ort_library import library_or_skip
+
+    library_or_skip()
+    path = tmp_path / "plugin_only.onnx"
+    onnx.save(carafe_model(function=False, hw=4), path)
+    out_json = tmp_path / "b.json"
+    assert main(["bench", str(path), "-o", str(out_json), "--plot", str(tmp_path / "b.png"),
+                 "--iters", "2", "--warmup", "0", "--batch", "1"]) == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [("onnxruntime", 1)] and rows[0]["median_ms"] > 0
 
 
 def test_run_engine_without_tensorrt_raises_missing_dependency(tmp_path, no_trt):

@@ -4,8 +4,7 @@ import re
 import subprocess
 import sys
 
-from carafe_deploy.trt.plugin import plugin_library
-from carafe_deploy.trt.availability import build_unavailable
+from carafe_deploy.trt.availability import build_unavailable, choose_plugin
 
 
 def test_demo_runs_and_reports(tmp_path):
@@ -27,11 +26,14 @@ def test_demo_runs_and_reports(tmp_path):
     # an estimate of the training time before the bar runs its course
     assert proc.stdout.count("training time estimate: ") == 1
     # the engine step: built by the TensorRT at hand (TensorRT-RTX in CI: its builder needs no GPU), with the plugin
-    # when its library is built and usable, else from the unrolled standard ops; or skipped with the reason, said
-    # once (the sample refers back to it)
-    reason = build_unavailable(use_plugin=plugin_library(required=False) is not None)
+    # when its library is built and usable, else from the unrolled standard ops, said in one line; or skipped with
+    # the reason, said once (the sample refers back to it)
+    use_plugin, fallback = choose_plugin(None)
+    reason = build_unavailable(use_plugin)
     if reason is None:
         assert proc.stdout.count("TensorRT engine: wrote") == 1 and (tmp_path / "tiny_carafe_net.engine").is_file()
+        assert f"CARAFE {'plugin' if use_plugin else 'unrolled'})" in proc.stdout
+        assert proc.stdout.count("CARAFE built from standard ops (unrolled)") == (1 if fallback else 0)
     else:
         assert proc.stdout.count("TensorRT engine: skipped: ") == 1
         assert proc.stdout.count(reason.split(":")[0]) == 1

@@ -119,13 +119,28 @@ def test_registered_model_and_fp16(tmp_path, capsys):
         models._REGISTRY.pop("test-tiny")
 
 
-def test_plugin_file_is_an_error_row_not_a_pass(model_py, tmp_path, capsys):
+def test_plugin_file_without_the_custom_op_library_is_an_error_row_not_a_pass(model_py, tmp_path, capsys,
+                                                                             monkeypatch):
+    from support.ort_library import without_library
+
     out = tmp_path / "plugin.onnx"
     assert main(["export", "--python", str(model_py), "--class", "Net", "--input-shape", "1,8,6,6",
                  "--mode", "plugin", "-o", str(out)]) == 0
+    without_library(monkeypatch, tmp_path)
     rc = main(["check", str(out), "--python", str(model_py), "--class", "Net"])
-    text = capsys.readouterr().out
-    assert rc == 1 and "without their function" in text.replace("\n", " ")
+    text = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "without their function" in text and "--to portable" in text
+
+
+def test_plugin_file_is_checked_with_the_custom_op_library(model_py, tmp_path, capsys):
+    from support.ort_library import library_or_skip
+
+    library_or_skip()
+    out = tmp_path / "plugin.onnx"
+    assert main(["export", "--python", str(model_py), "--class", "Net", "--input-shape", "1,8,6,6",
+                 "--mode", "plugin", "-o", str(out)]) == 0
+    assert main(["check", str(out), "--python", str(model_py), "--class", "Net"]) == 0
+    assert "passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

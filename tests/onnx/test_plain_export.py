@@ -18,6 +18,7 @@ import carafe_deploy  # noqa: F401  -- all a user imports
 from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
 from carafe_deploy.onnx.convert import convert
 from carafe_deploy.onnx.function import MIN_OPSET
+from carafe_deploy.onnx.opsets import ORT_LOWEST_MAX_OPSET, lowest_opset
 from support import REPO
 from support.onnx_graphs import rel_err
 
@@ -81,8 +82,8 @@ def test_plain_export_then_convert_runs_in_onnxruntime(user_net, tmp_path, dynam
     assert ("carafe", 1) in {(i.domain, i.version) for i in written.opset_import}
     written_opset = next(i.version for i in written.opset_import if i.domain == "")
 
-    # as written: the TorchScript exporter adds the function where the opset allows, so ONNX Runtime runs it
-    if not dynamo and written_opset >= MIN_OPSET:
+    # as written: both exporters add the function where the opset allows, so ONNX Runtime runs it
+    if written_opset >= MIN_OPSET:
         assert [(f.domain, f.name) for f in written.functions] == [("carafe", "CARAFE")]
         assert rel_err(_run_ort(written, x.numpy()), ref) < 1e-5
     else:
@@ -91,10 +92,59 @@ def test_plain_export_then_convert_runs_in_onnxruntime(user_net, tmp_path, dynam
     result = convert(written, "portable")
     portable = result.model
     assert portable.ir_version == 9
-    assert next(i.version for i in portable.opset_import if i.domain == "") == max(written_opset, MIN_OPSET)
-    assert any("opset 11 -> 15" in note for note in result.notes) == (written_opset < MIN_OPSET)
+    # the lowest opset that holds the graph and the function (15), never above what ONNX Runtime 1.16 reads (19)
+    out_opset = next(i.version for i in portable.opset_import if i.domain == "")
+    assert out_opset == max(MIN_OPSET, lowest_opset(written) or 0) or out_opset == MIN_OPSET
+    assert MIN_OPSET <= out_opset <= min(max(written_opset, MIN_OPSET), ORT_LOWEST_MAX_OPSET)
+    assert any(f"opset {written_opset} -> {out_opset}" in note for note in result.notes) == (written_opset != out_opset)
     onnx.checker.check_model(portable, full_check=True)
     assert rel_err(_run_ort(portable, x.numpy()), ref) < 1e-5
+
+
+TORCHSCRIPT_OPSETS = list(range(11, 21))
+DYNAMO_OPSETS = [11, 18, 19, 20, 21, 22, 23]  # dynamo writes 18 at least: 11 stands for every lower request
+
+
+@pytest.mark.parametrize("dynamo, opset", [(False, o) for o in TORCHSCRIPT_OPSETS] + [(True, o) for o in DYNAMO_OPSETS],
+                         ids=lambda v: {False: "torchscript", True: "dynamo"}.get(v, f"opset{v}"))
+def test_plain_export_runs_in_onnxruntime_as_written_at_every_opset(user_net, tmp_path, dynamo, opset):
+    """Every opset from 11: the file as written runs in a plain ONNX Runtime session where its opset holds the
+    function; below that the export warns naming what runs it, and it runs with the custom-op library (which is
+    also what carafe-deploy's own sessions do with such a file)."""
+    from support.ort_library import library_or_skip
+
+    from carafe_deploy.backends.onnxrt import make_session
+
+    model, x, ref = user_net
+    path = tmp_path / "user.onnx"
+    kwargs = {"opset_version": opset}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(model, (x,), str(path), dynamo=dynamo, input_names=["x"], output_names=["y"], **kwargs)
+    written = onnx.load(str(path))
+    written_opset = next(i.version for i in written.opset_import if i.domain == "")
+    ours = [str(w.message) for w in caught if str(w.message).startswith("carafe_deploy")]
+    if written_opset >= MIN_OPSET:
+        assert not ours and [(f.domain, f.name) for f in written.functions] == [("carafe", "CARAFE")]
+        assert rel_err(_run_ort(written, x.numpy()), ref) < 1e-5
+        return
+    assert not written.functions
+    assert len(ours) <= 1 and all("carafe-deploy convert FILE.onnx --to portable" in w and "library_path()" in w
+                                  for w in ours)
+    with pytest.raises(Exception, match="carafe:CARAFE"):
+        _run_ort(written, x.numpy())
+    library_or_skip()
+    session = make_session(written)
+    assert rel_err(session.run(None, {"x": x.numpy()})[0], ref) < 1e-5
+
+
+def test_low_opset_torchscript_export_warns(user_net, tmp_path):
+    from carafe_deploy.onnx import symbolic
+
+    model, x, _ = user_net
+    symbolic._warned_opsets.discard(12)
+    with pytest.warns(UserWarning, match=r"opset 12 cannot hold the standard-op function .* --to portable"):
+        torch.onnx.export(model, (x,), str(tmp_path / "u.onnx"), dynamo=False, opset_version=12)
 
 
 def test_carafe_deploy_export_leaves_plain_exports_alone(user_net, tmp_path):
@@ -148,3 +198,57 @@ def test_package_import_stays_light():
             "assert any(type(f).__name__ == '_AfterImportFinder' for f in sys.meta_path)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+_LOWER_SCRIPT = """
+import sys, numpy as np, onnxruntime as ort
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.save(path + ".npy", y)
+print("onnxruntime", ort.__version__)
+"""
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("CARAFE_DEPLOY_ORT_LOWER_PYTHON"),
+                    reason="set CARAFE_DEPLOY_ORT_LOWER_PYTHON to a Python with onnxruntime 1.16 (.ci/run makes one)")
+def test_convert_output_of_plain_exports_runs_in_onnxruntime_1_16(user_net, tmp_path):
+    """convert writes IR 9 at the lowest opset that holds the graph: dynamo files (opset 20, 23) and an opset-11
+    TorchScript file come out as files ONNX Runtime 1.16 runs, as portable and as decomposed."""
+    import os
+
+    model, x, ref = user_net
+    paths = []
+    for dynamo, opset in ((True, 20), (True, 23), (False, 11)):
+        written = _plain_export(model, x, tmp_path / f"in_{opset}.onnx", dynamo, opset)
+        for form in ("portable", "decomposed"):
+            out = convert(written, form).model
+            assert out.ir_version == 9
+            assert next(i.version for i in out.opset_import if i.domain == "") <= ORT_LOWEST_MAX_OPSET
+            path = tmp_path / f"{form}_{opset}.onnx"
+            onnx.save(out, path)
+            paths.append(path)
+    np.save(tmp_path / "x.npy", x.numpy())
+    proc = subprocess.run([os.environ["CARAFE_DEPLOY_ORT_LOWER_PYTHON"], "-c", _LOWER_SCRIPT, str(tmp_path / "x.npy"),
+                           *map(str, paths)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("onnxruntime 1.16")
+    for path in paths:
+        assert rel_err(np.load(f"{path}.npy"), ref) < 1e-5, path.name
+
+
+def test_polygraphy_onnxrt_runs_a_plain_dynamo_export(user_net, tmp_path):
+    """`polygraphy run FILE --onnxrt` (which takes no custom-op library) on a user's plain default export: it carries
+    the function, so polygraphy's ONNX Runtime session runs it."""
+    import os
+    import shutil
+
+    model, x, _ = user_net
+    path = tmp_path / "user.onnx"
+    _plain_export(model, x, path, True, None)
+    exe = shutil.which("polygraphy") or os.path.join(os.path.dirname(sys.executable), "polygraphy")
+    if not os.path.exists(exe):
+        pytest.fail("polygraphy is not installed (the test extra installs it: pip install -e '.[test]')")
+    proc = subprocess.run([exe, "run", str(path), "--onnxrt", "--input-shapes", f"x:{list(x.shape)}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "PASSED" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

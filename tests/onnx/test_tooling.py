@@ -55,7 +55,7 @@ def test_symbolic_shape_infer_runs_on_portable(tmp_path):
 
 
 def test_version_converter_drops_the_function_and_convert_restores_it():
-    portable = convert(single_node_model(3, 1, 2, "up", opset=17, function=False), "portable").model
+    portable = convert(single_node_model(3, 1, 2, "up", opset=17, function=False), "portable", opset=17).model
     assert len(portable.functions) == 1
     assert not version_converter.convert_version(portable, 19).functions  # what onnx does on its own
     raised = convert(portable, "portable", opset=19)

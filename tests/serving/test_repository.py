@@ -148,16 +148,36 @@ def test_an_ensemble_needs_a_graph_that_takes_one_image(tmp_path, tritonclient):
     assert not (tmp_path / "repo").exists()
 
 
-def test_plugin_form_export_is_served_portable(tmp_path, tritonclient):
+def test_plugin_form_export_without_the_custom_op_library_is_served_portable(tmp_path, tritonclient, monkeypatch):
     from support.onnx_graphs import single_node_model
+    from support.ort_library import without_library
 
     from carafe_deploy.serving import RepositoryOptions, write_repository
 
+    without_library(monkeypatch, tmp_path)
     src = tmp_path / "plugin.onnx"
     onnx.save(single_node_model(3, 1, 2, "up", function=False), src)
     repo = write_repository(src, RepositoryOptions(output=tmp_path / "repo"))
     served = onnx.load(repo.path / "plugin_python/1/model.onnx")
     assert [(f.domain, f.name) for f in served.functions] == [("carafe", "CARAFE")]
+    assert any("served as the portable form" in note for note in repo.notes)
+    assert not list(repo.path.rglob("libcarafe_ort.so"))
+
+
+def test_plugin_form_export_is_served_with_the_custom_op_library(tmp_path, tritonclient):
+    from support.onnx_graphs import single_node_model
+    from support.ort_library import library_or_skip
+
+    from carafe_deploy.serving import RepositoryOptions, write_repository
+
+    library_or_skip()
+    src = tmp_path / "plugin.onnx"
+    onnx.save(single_node_model(3, 1, 2, "up", function=False), src)
+    repo = write_repository(src, RepositoryOptions(output=tmp_path / "repo"))
+    served = onnx.load(repo.path / "plugin_python/1/model.onnx")
+    assert not served.functions
+    assert (repo.path / "plugin_python/1/libcarafe_ort.so").is_file()
+    assert 'CUSTOM_OP_LIBRARY' in (repo.path / "plugin_python/config.pbtxt").read_text()
 
 
 def test_refusals(tmp_path, tritonclient):

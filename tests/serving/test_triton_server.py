@@ -62,6 +62,10 @@ def served(tmp_path_factory, triton_install):
         onnx.save(standin_detector(canvas, masks=canvas is None, name=name), path)
         repos.append(write_repository(path, RepositoryOptions(output=tmp / f"repo_{name}", instances=1)))
     models = [f"{TINY}_python", f"{SEG}_segment", f"{SEG}_python", "standin_det_detect", "standin_fixed_detect"]
+    plugin_repo = _plugin_form_repository(tmp, tiny_onnx)
+    if plugin_repo is not None:
+        repos.append(plugin_repo)
+        models.append(f"{plugin_repo.name}_python")
     t1 = time.perf_counter()
     with TritonServer([r.path for r in repos], install=triton_install, models=models, timeout=180) as server:
         print(f"\nexports {exported:.1f} s; server ready in {time.perf_counter() - t1:.1f} s "
@@ -70,6 +74,23 @@ def served(tmp_path_factory, triton_install):
                "repos": {r.name: r for r in repos}, "tmp": tmp}
         t2 = time.perf_counter()
     print(f"server stopped in {time.perf_counter() - t2:.1f} s")
+
+
+def _plugin_form_repository(tmp, portable_onnx):
+    """The tiny net in the plugin form, served with the ONNX Runtime custom-op library; None where the library
+    cannot be built here (test_plugin_form_with_the_custom_op_library says why)."""
+    from carafe_deploy import onnxruntime as custom_ops
+    from carafe_deploy.errors import MissingDependencyError
+    from carafe_deploy.onnx.convert import convert
+    from carafe_deploy.serving import RepositoryOptions, write_repository
+
+    try:
+        custom_ops.library_path()
+    except MissingDependencyError:
+        return None
+    path = tmp / f"{TINY}_plugin.onnx"
+    onnx.save(convert(portable_onnx, "plugin").model, path)
+    return write_repository(path, RepositoryOptions(output=tmp / "repo_plugin", name=f"{TINY}_plugin", instances=1))
 
 
 def _clients(server):
@@ -116,6 +137,32 @@ def test_carafe_model_over_http_and_grpc_matches_pytorch(served):
           f"{diff32:.3e}, vs PyTorch fp64 {diff64:.3e} (max |ref| {scale:.3f})")
     np.testing.assert_allclose(http, ref32, rtol=1e-4, atol=1e-5)  # the generic task's fp32 tolerance
     assert diff64 <= 1e-5 * max(scale, 1.0)
+
+
+def test_plugin_form_with_the_custom_op_library(served):
+    """The plugin form (carafe::CARAFE nodes, no function) in Triton's Python backend, computed by the custom-op
+    library copied into the repository; the ONNX Runtime backend's config names the same library
+    (model_operations), which this Triton cannot load (no ONNX Runtime backend): parsed, not run."""
+    from support.ort_library import library_or_skip
+
+    from carafe_deploy.serving.config import read_config
+
+    library_or_skip()
+    repo = served["repos"][f"{TINY}_plugin"]
+    folder = repo.path / f"{TINY}_plugin_python" / "1"
+    model = onnx.load(folder / "model.onnx")
+    assert not model.functions and any(n.domain == "carafe" for n in model.graph.node)
+    assert (folder / "libcarafe_ort.so").is_file()
+    ort_config = read_config(repo.path / f"{TINY}_plugin_onnxruntime")
+    assert list(ort_config.model_operations.op_library_filename) == [
+        str(repo.path.resolve() / f"{TINY}_plugin_onnxruntime" / "1" / "libcarafe_ort.so")]
+    x = np.random.default_rng(2).uniform(-2, 2, (2, 3, 19, 30)).astype(np.float32)
+    with torch.no_grad():
+        ref = served["tiny"](torch.from_numpy(x)).numpy()
+    (http, client), _ = _clients(served["server"])
+    with client:
+        got = _infer(http, client, f"{TINY}_plugin_python", {"image": x}, ["logits"])["logits"]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_malformed_requests_get_triton_errors_and_the_server_keeps_serving(served):

@@ -51,9 +51,9 @@ def test_training_converges_and_exports_keep_miou(tmp_path):
 
 
 def test_tensorrt_backend_is_reported_skipped_when_absent(tmp_path):
-    from carafe_deploy.trt import plugin_engine_unavailable
+    from carafe_deploy.trt.availability import engine_unavailable
 
-    reason = plugin_engine_unavailable()
+    reason = engine_unavailable()
     if reason is None:
         pytest.skip("TensorRT is usable here: test_tensorrt_keeps_miou covers it")
     res = run(str(tmp_path), steps=2, batch=2, size=32, train_count=4, test_count=2, backends=("tensorrt",),
@@ -65,11 +65,11 @@ def test_tensorrt_backend_is_reported_skipped_when_absent(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.cuda
 def test_tensorrt_keeps_miou(tmp_path):
-    from carafe_deploy.trt import plugin_engine_unavailable
+    from carafe_deploy.trt.availability import engine_unavailable
 
-    reason = plugin_engine_unavailable()
+    reason = engine_unavailable()
     if reason is not None:
-        pytest.skip(f"needs TensorRT, the plugin and a CUDA device: {reason}")
+        pytest.skip(f"needs TensorRT and a CUDA device: {reason}")
     res = run(str(tmp_path), steps=80, batch=8, size=48, train_count=160, test_count=16, backends=("tensorrt",),
               progress=False, log=lambda *a: None)
     assert abs(res["miou"]["TensorRT"] - res["miou"]["PyTorch"]) <= 0.1

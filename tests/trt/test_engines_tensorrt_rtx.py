@@ -155,6 +155,22 @@ def test_tiny_carafe_net(tmp_path):
     assert checks["tensorrt"]["status"] == "skipped"  # no GPU to run it on: said so, not passed
 
 
+def test_export_save_engine_without_the_plugin_library_builds_unrolled(tmp_path, monkeypatch):
+    """The one engine choice: `export --save-engine` with no plugin library found builds the unrolled form (it used
+    to skip the engine), and the report says why."""
+    from carafe_deploy.cli import main
+    from carafe_deploy.trt import plugin
+
+    monkeypatch.delenv(plugin.ENV_VAR, raising=False)
+    monkeypatch.setattr(plugin, "_candidates", lambda: [tmp_path / "nowhere.so"])
+    report = tmp_path / "report.json"
+    assert main(["export", "--model", "tiny_carafe_net", "-o", str(tmp_path / "tiny.onnx"), "--save-engine",
+                 str(tmp_path / "tiny.engine"), "--backend", RTX, "--save-report", str(report)]) == 0
+    engine = json.loads(report.read_text())["engine"]
+    assert engine["carafe_form"] == "unrolled" and "plugin library libcarafe_trt_plugin.so is not built" in engine["note"]
+    assert (tmp_path / "tiny.engine").read_bytes()[:4] == b"vtrt"
+
+
 def test_detector_feature_network(tmp_path):
     """Backbone + FPN_CARAFE (the detectors' four CARAFE ops): the part of Faster/Mask R-CNN that TensorRT-RTX can
     build; RPN and RoI heads need NMS (refused, tests/tasks/test_detection.py)."""
@@ -181,3 +197,20 @@ def test_detector_feature_network(tmp_path):
     side = result.sidecar
     assert side["graph"]["carafe_nodes"] == 4 and side["graph"]["carafe_form"] == "unrolled"
     assert [o["shape"] for o in side["outputs"]] == [[1, 32, 80 // 2 ** i, 80 // 2 ** i] for i in range(5)]
+
+
+def test_no_plugin_build_raises_an_old_opset_as_convert_does(tmp_path, capsys):
+    """An opset-11 plugin-form file (as mmdeploy and old TorchScript exports write them) builds without the plugin:
+    the opset is raised to what the unrolled form needs (13), and a note says so."""
+    from support.onnx_graphs import single_node_model
+
+    from carafe_deploy.cli import main
+    from carafe_deploy.onnx.files import save_model
+
+    path = save_model(single_node_model(5, 1, 2, "up", opset=11, function=False,
+                                        dims=([1, C, 8, 8], [1, 25, 16, 16])), tmp_path / "opset11.onnx")
+    engine = tmp_path / "opset11.engine"
+    assert main(["build", str(path), "--no-plugin", "--backend", RTX, "-o", str(engine), "--no-progress"]) == 0
+    assert engine.read_bytes()[:4] == b"vtrt"
+    out = capsys.readouterr()
+    assert "ONNX opset 11 -> 13" in out.out + out.err

@@ -1,6 +1,8 @@
-"""Triton Python-backend model: an ONNX graph (the portable CARAFE export) in ONNX Runtime on the CPU.
+"""Triton Python-backend model: an ONNX graph (a portable CARAFE export, or the plugin form with carafe-deploy's
+custom-op library) in ONNX Runtime on the CPU.
 
-Config parameters: ``ONNX_FILE`` (in the version folder), ``ORT_THREADS`` (intra-op threads per instance; Triton runs
+Config parameters: ``ONNX_FILE`` (in the version folder), ``CUSTOM_OP_LIBRARY`` (a custom-op library in the version
+folder, registered with the session), ``ORT_THREADS`` (intra-op threads per instance; Triton runs
 ``instance_group.count`` instances side by side). With dynamic batching Triton hands ``execute`` every request of a
 batch; requests whose per-sample shapes agree run as one ONNX Runtime call and are split back.
 """
@@ -23,6 +25,9 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], params.get("ONNX_FILE", "model.onnx"))
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("ORT_THREADS", "1"))
+        if params.get("CUSTOM_OP_LIBRARY"):
+            folder = os.path.join(args["model_repository"], args["model_version"])
+            options.register_custom_ops_library(os.path.join(folder, params["CUSTOM_OP_LIBRARY"]))
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests):
