@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "family): a quick look, not a calibration (needed, or --calibration-images)")
     g.add_argument("--calibration-count", type=int, default=64, metavar="N", help="use at most N images of the folder")
     g.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
-                   help="calibration input shape, once per input: images are resized to it; needed for random data "
-                        "where the model's dims are dynamic (default: the model's fixed dims, else each image's own "
-                        "size; random images 512x512 for segmenters, 800x1333 for detectors)")
+                   help="calibration input shape, once per input: images are resized to it; needed for a generic "
+                        "model's random data where its dims are dynamic (default: the model's fixed dims, else each "
+                        "image's own size; random images 512x512 for segmenters, 800x1333 for detectors)")
     g.add_argument("--task", choices=TASKS, default=None,
                    help="the preprocessing to use (default: the task the file's metadata names, else generic)")
     g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random calibration data")
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-per-channel", action="store_true", help="one weight scale per tensor, not per channel")
     q.add_argument("--op-types", nargs="+", default=list(OP_TYPES), metavar="OP",
                    help="op types that run in INT8 (the kernels of CARAFE nodes never do)")
-    q.add_argument("--exclude", nargs="+", default=[], metavar="NODE", help="node names to leave in floating point")
+    q.add_argument("--exclude", nargs="+", default=None, metavar="NODE",
+                   help="node names to leave in floating point (default: none beyond the CARAFE kernels' way)")
     p.add_argument("--save-report", type=Path, metavar="REPORT.json", help="also write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                               calibration_random=args.calibration_random, calibration_count=args.calibration_count,
                               input_shapes=args.input_shape, task=args.task, method=args.method,
                               per_channel=not args.no_per_channel, op_types=tuple(args.op_types),
-                              exclude=tuple(args.exclude), seed=args.seed, progress=not args.quiet)
+                              exclude=tuple(args.exclude or ()), seed=args.seed, progress=not args.quiet)
     report = quantize(options, log=out.print)
     rows = [(c["node"], c["features"], c["output"], c["kernels"], c["softmax"] or "-",
              "[green]yes[/green]" if c["kernels_sum_kept"] else "[red]no[/red]") for c in report["carafe"]]
