@@ -12,8 +12,8 @@ from ..errors import DeployError, MissingDependencyError
 from ..onnx.forms import carafe_nodes
 from .base import Runner, TensorMeta
 
-__all__ = ["OnnxrtRunner", "make_session", "needs_custom_op_library", "PORTABLE_HINT", "check_providers", "input_specs", "random_feeds", "run_onnxruntime",
-           "tensor_shapes"]
+__all__ = ["OnnxrtRunner", "make_session", "needs_custom_op_library", "PORTABLE_HINT", "check_providers", "input_specs",
+           "random_feeds", "run_onnxruntime", "tensor_shapes", "tensor_values"]
 
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -177,10 +177,10 @@ def run_onnxruntime(model: onnx.ModelProto | str, feeds: Mapping[str, np.ndarray
         return runner.infer(feeds)
 
 
-def tensor_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str],
-                  providers: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
-    """The shapes the tensors ``names`` of ``model``'s main graph take when it runs on ``feeds`` (a copy of the model
-    with them as extra outputs, run once): for checks that shape inference cannot make."""
+def tensor_values(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str],
+                  providers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The values the tensors ``names`` of ``model``'s main graph take when it runs on ``feeds`` (a copy of the model
+    with them as extra outputs, run once)."""
     from onnx import helper
 
     probe = onnx.ModelProto()
@@ -188,5 +188,11 @@ def tensor_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names
     have = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
     session = make_session(probe, providers)
-    values = session.run(list(names), dict(feeds))
-    return {name: tuple(v.shape) for name, v in zip(names, values)}
+    return dict(zip(names, session.run(list(names), dict(feeds))))
+
+
+def tensor_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str],
+                  providers: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes the tensors ``names`` take on ``feeds`` (:func:`tensor_values`): for checks that shape inference
+    cannot make."""
+    return {name: tuple(v.shape) for name, v in tensor_values(model, feeds, names, providers).items()}

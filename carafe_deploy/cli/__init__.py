@@ -18,6 +18,7 @@ _COMMANDS = {
     "run": ".run",
     "bench": ".bench",
     "convert": ".convert",
+    "quantize": ".quantize",
     "triton": ".triton",
     "serve": ".serve",
 }

@@ -33,7 +33,7 @@ from .mmcv import MMCV_DOMAIN, MMCV_OP_TYPES, _carafe_to_mmcv, rewrite_mmcv_node
 from .schema import DOMAIN, OP_TYPE, register_schema
 from .validate import validate_carafe_nodes, walk_nodes
 
-__all__ = ["FORMS", "ConvertResult", "convert", "IR_VERSION"]
+__all__ = ["FORMS", "ConvertResult", "convert", "IR_VERSION", "ir_version_needed"]
 
 FORMS = ("plugin", "portable", "decomposed", "mmcv")
 IR_VERSION = 9  # ONNX Runtime 1.16/1.17 refuse 10 ("max supported IR version: 9")
@@ -63,7 +63,7 @@ def _element_types(model: onnx.ModelProto):
         yield t.data_type
 
 
-def _ir_version_needed(model: onnx.ModelProto) -> int:
+def ir_version_needed(model: onnx.ModelProto) -> int:
     need = IR_VERSION
     try:
         need = max(need, helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
@@ -127,7 +127,7 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
         _set_carafe_import(out, False)
         if not any(imp.domain == MMCV_DOMAIN for imp in out.opset_import):
             out.opset_import.append(helper.make_opsetid(MMCV_DOMAIN, 1))
-    out.ir_version = _ir_version_needed(out)
+    out.ir_version = ir_version_needed(out)
     return ConvertResult(out, to, n_mmcv + n_carafe, _default_opset(out), notes)
 
 

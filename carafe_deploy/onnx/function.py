@@ -26,7 +26,7 @@ body reads the mode from the shapes instead, which the contract fixes: "up" make
 step = 1), so the rule is exact. The node's ``mode`` attribute stays the declared truth for the plugin and for shape
 inference.
 
-Ops used: Constant (with attribute references), Shape, Range, Squeeze, Reshape, Mul, Add, Sub, Div, Min, Max,
+Ops used: Constant (with attribute references), Shape, Range, Squeeze, Flatten, Reshape, Mul, Add, Sub, Div, Min, Max,
 Equal, Greater, And, Where, CastLike, Transpose, Gather, MatMul, Loop, Identity -- all in opset 15.
 """
 
@@ -129,9 +129,12 @@ def carafe_function(opset: int = MIN_OPSET) -> onnx.FunctionProto:
         n("Mul", ["k", "k"], ["kk"]),
         n("Div", ["k", "c_two"], ["r"]),
         n("Mul", ["x_n", "g"], ["ng"]),
-        # channels-last features: (N, G, H*W, C/G)
+        # channels-last features: (N, G, H*W, C/G). Flatten first: ONNX Runtime (1.24, 1.32; not 1.16) moves a
+        # DequantizeLinear forward through Reshape/Transpose and aborts the process when the tensor it reaches is
+        # read inside the Loop body (an INT8 file's DQ -> CARAFE); Flatten is not one of the ops it moves through
+        n("Flatten", ["features"], ["features_flat"], axis=2),
         n("Concat", ["x_n", "g", "cg", "x_area"], ["x_shape4"], axis=0),
-        n("Reshape", ["features", "x_shape4"], ["features4"]),
+        n("Reshape", ["features_flat", "x_shape4"], ["features4"]),
         n("Transpose", ["features4"], ["source"], perm=[0, 1, 3, 2]),
         # flat source index per (row, col, ky, kx), clamped onto the image; valid marks the taps inside it
         n("Squeeze", ["k", "c_axis0"], ["k_s"]),

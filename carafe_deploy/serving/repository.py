@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import DeployError
 from ..files import atomic_write_text, check_writable
+from ..tasks.pipeline import file_task
 from .config import TensorSpec, ensemble_config, model_config, model_config_module, onnx_tensor_specs, write_config
 
 __all__ = ["RepositoryOptions", "Repository", "write_repository", "BACKENDS", "PLUGIN_FILE"]
@@ -90,7 +91,7 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
             notes.append(f"the plugin-form graph is served as the portable form: {exc}")
     make_session(model)  # the graph must load in ONNX Runtime here before it is served by it
     props = {p.key: p.value for p in model.metadata_props}
-    task = props.get("carafe_deploy.task", "generic")
+    task = file_task(model)
     name = options.name or props.get("carafe_deploy.model") or onnx_path.stem
     if not _NAME.match(name):
         raise DeployError(f"model name {name!r}: use letters, digits, '_', '.', '-' (give one with --name)")

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DeployError
 from .source import LoadedModel
 
-__all__ = ["Task", "CheckResult", "random_inputs"]
+__all__ = ["Task", "CheckResult", "random_inputs", "precision_class"]
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -55,12 +55,23 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int, option: str) -> tu
         raise DeployError(f"{option}: not enough memory for inputs of {need / 2**30:.3g} GiB") from None
 
 
+def precision_class(precision: str | bool) -> str:
+    """The tolerance class of a file's precision: "fp32"; "fp16" for fp16, bf16 and mixed float files; "int8" for
+    quantized ones (int8, fp8, int4). ``True``/``False`` are the pipeline's fp16 flag."""
+    if isinstance(precision, bool):
+        return "fp16" if precision else "fp32"
+    if precision == "fp32":
+        return "fp32"
+    return "fp16" if precision in ("fp16", "bf16", "mixed") else "int8"
+
+
 class Task:
     """The generic family: any model, element-wise comparison (``allclose`` with rtol/atol)."""
 
     name = "generic"
-    # (rtol, atol) for fp32 and fp16 exports
-    tolerances = {False: (1e-4, 1e-5), True: (1e-2, 1e-2)}
+    # (rtol, atol) per precision class (:func:`precision_class`). INT8: measured on the tiny demo net
+    # (docs/QUANTIZATION.md); element-wise limits say little for a quantized model: compare at the task's level
+    tolerances = {"fp32": (1e-4, 1e-5), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
 
     def example_inputs(self, loaded: LoadedModel, shapes: Sequence[Sequence[int]] | None):
         """The tensors the model is traced with: standard-normal, seeded, of ``shapes`` (else the source's)."""
@@ -86,11 +97,13 @@ class Task:
             return [random_inputs(shapes, seed=1, option="--check-shape")]
         return [tuple(export_inputs)]
 
-    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,
+    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], precision: str | bool,
                 rtol: float | None = None, atol: float | None = None) -> CheckResult:
+        """``actual`` against ``reference`` for a file of ``precision`` ("fp32", "fp16", "int8", ...; the pipeline's
+        fp16 flag as a bool)."""
         from ..compare import compare
 
-        default_rtol, default_atol = self.tolerances[fp16]
+        default_rtol, default_atol = self.tolerances[precision_class(precision)]
         rtol = default_rtol if rtol is None else rtol
         atol = default_atol if atol is None else atol
         diffs = compare(reference, actual, rtol=rtol, atol=atol)

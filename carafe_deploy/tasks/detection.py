@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DeployError
 from ..imaging import (DETECTION_SCALE, detection_input, detection_output, fit_to_canvas, resize_keep_ratio, to_original_pixels)
-from .base import CheckResult, Task
+from .base import CheckResult, Task, precision_class
 from .detection_parity import compare_detections
 from .source import LoadedModel
 
@@ -21,6 +21,8 @@ __all__ = ["DetectionTask", "parity_image", "resize_keep_ratio", "fit_to_canvas"
            "RANDOM_WEIGHTS_BANNER"]
 
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - not a trained model"
+# precision class -> (IoU above which a pair matches, largest |score| and mask difference of a matched pair)
+MATCHING = {"fp32": (0.99, 1e-3), "fp16": (0.9, 5e-2), "int8": (0.5, 0.1)}
 
 
 def parity_image(height: int, width: int, seed: int = 0):
@@ -72,20 +74,21 @@ class DetectionTask(Task):
             sets.append((parity_image(h + PAD_DIVISOR // 2, max(MIN_IMAGE_SIZE, w - PAD_DIVISOR), 1),))
         return sets
 
-    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,
+    def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], precision: str | bool,
                 rtol=None, atol=None) -> CheckResult:
         names = [n for n in ("dets", "labels", "masks") if n in reference]
         missing = [n for n in names if n not in actual]
         if missing:
             return CheckResult(False, f"output(s) {', '.join(missing)} missing")
-        tol = 5e-2 if fp16 else 1e-3
+        kind = precision_class(precision)
+        iou_thr, tol = MATCHING[kind]
         result = compare_detections([reference[n] for n in names], [actual[n] for n in names],
-                                    iou_thr=0.9 if fp16 else 0.99, score_tol=tol)
+                                    iou_thr=iou_thr, score_tol=tol)
         summary = result.summary()
         if result.reference == 0:
             summary += " (no detections on this image: the comparison is vacuous)"
-        # half precision flips near-tie NMS decisions: fp16 graphs are reported, not gated
-        return CheckResult(result.passed(mask_tol=tol), summary, result.as_dict(), gated=not fp16)
+        # half precision and INT8 flip near-tie NMS decisions: their graphs are reported, not gated
+        return CheckResult(result.passed(mask_tol=tol), summary, result.as_dict(), gated=kind == "fp32")
 
     def engine_profile(self, input_names: Sequence[str], export_inputs, dynamic: bool):
         shape = tuple(export_inputs[0].shape)

@@ -17,7 +17,8 @@ from ..files import refuse_overwriting_inputs
 from .base import Task
 from .source import LoadedModel
 
-__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "TASKS"]
+__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "task_named",
+           "file_task", "TASKS", "TASK_METADATA"]
 
 
 @dataclass
@@ -70,15 +71,26 @@ def _tasks() -> dict[str, type[Task]]:
 
 
 TASKS = ("generic", "detection", "segmentation")
+TASK_METADATA = "carafe_deploy.task"  # the metadata_props key an export names its task family in
+
+
+def file_task(model) -> str:
+    """The task family an ONNX file's metadata names (``generic`` when it names none)."""
+    return {p.key: p.value for p in model.metadata_props}.get(TASK_METADATA, "generic")
 
 
 def task_for(loaded: LoadedModel) -> Task:
     """The task family of a loaded model: its registered spec's, else generic."""
     family = getattr(loaded.spec, "task", "generic") if loaded.spec is not None else "generic"
+    return task_named(family, f"model {loaded.name!r}")
+
+
+def task_named(family: str, where: str) -> Task:
+    """The task family ``family``; ``where`` (a model, an ONNX file's ``carafe_deploy.task`` metadata) names it."""
     try:
         return _tasks()[family]()
     except KeyError:
-        raise DeployError(f"model {loaded.name!r} names an unknown task family {family!r}") from None
+        raise DeployError(f"{where} names an unknown task family {family!r} (known: {', '.join(TASKS)})") from None
 
 
 def _names(given, count: int, stem: str) -> list[str]:
@@ -146,7 +158,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
                         opset=export.opset, fp16=export.fp16)
     # what produced the file, for the samples and for people: random weights must never pass for a trained model
     onnx.helper.set_model_props(proto, {"carafe_deploy.model": loaded.name, "carafe_deploy.weights": loaded.weights,
-                                        "carafe_deploy.task": task.name, **task.metadata(loaded)})
+                                        TASK_METADATA: task.name, **task.metadata(loaded)})
     save_model(proto, export.output)
     output_names = [o.name for o in proto.graph.output]
     references = [_named(r, output_names) for r in references]

@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import DeployError, MissingDependencyError
 from ..files import atomic_path, atomic_write_bytes
 from . import rtx
-from .graph import PreparedGraph, all_nodes, load_onnx, onnx_float_types, onnx_input_dims, prepare_onnx
+from .graph import (PreparedGraph, all_nodes, load_onnx, onnx_float_types, onnx_input_dims, precision_mode,
+                    prepare_onnx)
 from .profiles import InputProfile, make_profile
 from .runtime import (check_backend, dtype_name, import_tensorrt, is_rtx, make_logger, runtime_label, runtime_name,
                       trt_major)
@@ -74,7 +75,7 @@ class BuildPlan:
     profile: dict[str, InputProfile]
     plugin_path: Path | None
     onnx_float_types: list[str]  # float types of inputs/outputs and weights together
-    precision_mode: str  # fp32 / fp16 / bf16 / mixed, from the ONNX types (builder flags may override)
+    precision_mode: str  # fp32 / fp16 / bf16 / mixed from the ONNX types, int8 with Q/DQ (flags may override)
     # why the plugin library the graph needs was not found: the build stops on it, after saying whether TensorRT
     # itself is missing (the more fundamental piece); a dry run shows it as a note
     plugin_missing: str | None = None
@@ -123,8 +124,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     # the ONNX as given: graph preparation may add float32 constants (Resize scales) to an fp16 model
     io_types, weight_types = onnx_float_types(model)
     floats = sorted(set(io_types) | set(weight_types))
-    compute = weight_types or io_types  # an fp16 export keeps float32 I/O around float16 weights
-    mode = {("float32",): "fp32", ("float16",): "fp16", ("bfloat16",): "bf16"}.get(tuple(compute), "mixed")
+    mode = precision_mode(model)
     engine_path = Path(options.engine_path) if options.engine_path else onnx_path.with_suffix(".engine")
     if options.save_prepared:
         import onnx
@@ -323,9 +323,10 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         atomic_write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
 
     precision_mode = plan.precision_mode
-    if "FP16" in builder_flags:
+    quantized = precision_mode not in ("fp32", "fp16", "bf16", "mixed")  # Q/DQ layers keep their type under flags
+    if "FP16" in builder_flags and not quantized:
         precision_mode = "fp16"
-    elif "BF16" in builder_flags:
+    elif "BF16" in builder_flags and not quantized:
         precision_mode = "bf16"
     data = {
         "schema": SCHEMA_ID,

@@ -19,7 +19,7 @@ import onnx
 from ..errors import DeployError
 
 __all__ = ["CARAFE_DOMAIN", "CARAFE_OP", "MMCV_DOMAIN", "MMCV_OP", "PreparedGraph", "prepare_onnx", "load_onnx",
-           "all_nodes", "onnx_input_dims", "onnx_io_types", "onnx_float_types"]
+           "all_nodes", "onnx_input_dims", "onnx_io_types", "onnx_float_types", "precision_mode"]
 
 CARAFE_DOMAIN, CARAFE_OP = "carafe", "CARAFE"
 MMCV_DOMAIN, MMCV_OP = "mmcv", "MMCVCARAFE"
@@ -145,13 +145,15 @@ def onnx_input_dims(model: onnx.ModelProto) -> dict[str, list]:
     return dims
 
 
-def onnx_float_types(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(float types of the graph inputs/outputs, float types of the initializers): an fp16 export may keep float32
-    I/O around float16 weights, so precision is judged from both."""
+def onnx_float_types(model: onnx.ModelProto, scalars: bool = True) -> tuple[list[str], list[str]]:
+    """(float types of the graph inputs/outputs, float types of the initializers, rank-0 ones only with ``scalars``):
+    an fp16 export may keep float32 I/O around float16 weights, so precision is judged from both."""
     floats = ("float16", "bfloat16", "float32", "float64")
     io = sorted({t for t in onnx_io_types(model).values() if t in floats})
     weights = set()
     for init in model.graph.initializer:
+        if not scalars and not init.dims:
+            continue
         try:
             name = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
         except Exception:  # bfloat16 has no numpy type in older onnx
@@ -171,3 +173,17 @@ def onnx_io_types(model: onnx.ModelProto) -> dict[str, str]:
         except Exception:  # undefined / exotic element types
             types[value.name] = onnx.TensorProto.DataType.Name(elem).lower()
     return types
+
+
+def precision_mode(model: onnx.ModelProto) -> str:
+    """What a strongly typed engine computes a file in: its quantized type where it has Q/DQ nodes ("int8", ...), else
+    fp32 / fp16 / bf16 from its float weights (an fp16 export keeps float32 I/O, and float32 scalars for shape
+    arithmetic: rank-0 initializers are not counted), "mixed" for several."""
+    from ..onnx.quantized import quantized_precision
+
+    quantized = quantized_precision(model)
+    if quantized:
+        return quantized
+    io_types, weight_types = onnx_float_types(model, scalars=False)
+    compute = weight_types or io_types
+    return {("float32",): "fp32", ("float16",): "fp16", ("bfloat16",): "bf16"}.get(tuple(compute), "mixed")

@@ -90,7 +90,9 @@ SCHEMA = {
             "type": "object",
             "required": ["mode", "onnx_float_types", "builder_flags", "strongly_typed"],
             "properties": {
-                "mode": {"enum": ["fp32", "fp16", "bf16", "mixed"]},
+                # int8 (fp8, int4): the file's explicit Q/DQ type (trt.graph.precision_mode)
+                "mode": {"type": "string",
+                         "pattern": "^(fp32|fp16|bf16|mixed|(int8|int16|int4|fp8)(\\+(int8|int16|int4|fp8))*)$"},
                 "onnx_float_types": {"type": "array", "items": {"type": "string"}},
                 "builder_flags": {"type": "array", "items": {"type": "string"}},
                 "strongly_typed": {"type": "boolean"},

@@ -20,7 +20,7 @@ def test_logits_parity_by_hand():
     out[0, 0, 0, 3] = 3.0  # flips the last pixel's argmax to 0
     p = logits_parity(ref, out)
     assert p["max_abs"] == 3.0 and p["max_rel"] == 1.5 and p["argmax_agreement"] == 0.75
-    result = SegmentationTask().compare({"logits": ref}, {"logits": out}, fp16=False)
+    result = SegmentationTask().compare({"logits": ref}, {"logits": out}, "fp32")
     assert not result.passed and "75.000%" in result.summary
 
 
