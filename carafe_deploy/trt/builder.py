@@ -99,7 +99,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
                            options.max_shapes)
     plugin_path = plugin_missing = None
-    if options.use_plugin and prepared.carafe_nodes:
+    if options.use_plugin and (prepared.carafe_nodes or prepared.detection_nodes):
         if options.plugin_path is not None:
             plugin_path = Path(options.plugin_path)
             if not plugin_path.is_file():
@@ -345,7 +345,8 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         "version_compatible": bool(options.version_compatible),
         "workspace_bytes": int(options.workspace_bytes) if options.workspace_bytes else None,
         "graph": {"carafe_nodes": len(plan.prepared.carafe_nodes), "mmcv_converted": plan.prepared.mmcv_converted,
-                  "carafe_form": plan.prepared.carafe_form},
+                  "carafe_form": plan.prepared.carafe_form, "detection_nodes": len(plan.prepared.detection_nodes),
+                  "detection_form": plan.prepared.detection_form},
     }
     side = write_sidecar(engine_path, data)
     return BuildResult(engine_path, side, data, list(logger.warnings))
