@@ -345,8 +345,10 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         "version_compatible": bool(options.version_compatible),
         "workspace_bytes": int(options.workspace_bytes) if options.workspace_bytes else None,
         "graph": {"carafe_nodes": len(plan.prepared.carafe_nodes), "mmcv_converted": plan.prepared.mmcv_converted,
-                  "carafe_form": plan.prepared.carafe_form, "detection_nodes": len(plan.prepared.detection_nodes),
-                  "detection_form": plan.prepared.detection_form},
+                  "carafe_form": plan.prepared.carafe_form},
     }
+    if plan.prepared.detection_nodes:  # only detectors' graphs have them; other sidecars read as before
+        data["graph"].update(detection_nodes=len(plan.prepared.detection_nodes),
+                             detection_form=plan.prepared.detection_form)
     side = write_sidecar(engine_path, data)
     return BuildResult(engine_path, side, data, list(logger.warnings))

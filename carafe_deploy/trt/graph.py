@@ -38,7 +38,7 @@ class PreparedGraph:
     function_dropped: bool = False
     carafe_form: str = "none"  # how the CARAFE nodes reach TensorRT: "plugin", "unrolled" or "none" (there are none)
     detection_nodes: list[str] = field(default_factory=list)  # carafe::MultiLevelRoIAlign / BatchedNMS nodes
-    detection_form: str = "none"  # "plugin", "inlined" (their functions' standard ops) or "none"
+    detection_form: str = "none"  # "plugin", "inlined" (their functions' standard ops) or "none" (there are none)
     notes: list[str] = field(default_factory=list)
 
 

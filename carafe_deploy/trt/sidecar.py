@@ -120,9 +120,9 @@ SCHEMA = {
                 # function: the model-local function's Loop (only in upgraded version 1 files)
                 "carafe_form": {"enum": ["plugin", "unrolled", "function", "none"]},
                 # the detectors' carafe::MultiLevelRoIAlign / BatchedNMS nodes: built by their plugins, or inlined
-                # into their functions' standard ops (absent in files written before they existed)
+                # into their functions' standard ops (only where the graph has them)
                 "detection_nodes": {"type": "integer", "minimum": 0},
-                "detection_form": {"enum": ["plugin", "inlined", "none"]},
+                "detection_form": {"enum": ["plugin", "inlined"]},
             },
             "additionalProperties": False,
         },

@@ -98,6 +98,16 @@ std::string shown(std::string const& bytes)
     return s;
 }
 
+std::string dimsString(std::vector<int64_t> const& dims)
+{
+    std::string s = "(";
+    for (size_t i = 0; i < dims.size(); ++i)
+    {
+        s += (i ? ", " : "") + std::to_string(dims[i]);
+    }
+    return s + ")";
+}
+
 std::string checkNames(std::vector<Field> const& fields, std::initializer_list<char const*> known)
 {
     for (size_t i = 0; i < fields.size(); ++i)

@@ -36,5 +36,8 @@ bool readString(Field const& f, std::string& out, std::string& err);
 // A name or string value with control and non-ASCII bytes escaped, for messages.
 std::string shown(std::string const& bytes);
 
+// "(2, 256, -1, 4)": extents for messages (-1: unknown at build time).
+std::string dimsString(std::vector<int64_t> const& dims);
+
 } // namespace fields
 } // namespace carafe

@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 
 #include "check.h"
+#include "device_values.h"
 
 #include <algorithm>
 #include <cmath>
@@ -70,25 +71,16 @@ private:
     T* mData;
 };
 
-inline double toD(float v)
+// float / __half <-> double, rounded as the device stores values
+template <typename T>
+T fromD(double v)
 {
-    return v;
-}
-inline double toD(__half v)
-{
-    return __half2float(v);
+    return carafe_test::fromDouble<T>(v);
 }
 template <typename T>
-T fromD(double v);
-template <>
-inline float fromD<float>(double v)
+double toD(T v)
 {
-    return static_cast<float>(v);
-}
-template <>
-inline __half fromD<__half>(double v)
-{
-    return __float2half_rn(static_cast<float>(v));
+    return carafe_test::toDouble(v);
 }
 
 template <typename T>

@@ -3,6 +3,7 @@
 // UBSan (CTest label "sanitized"), so every global and shared-memory access of the kernels is also checked for
 // bounds, and their integer math for overflow: the buffers are malloc'ed at exactly their size. No GPU, no TensorRT.
 #include "carafe_cuda.h"
+#include "device_values.h" // cuda_runtime.h, before the emulation's threadIdx/blockIdx macros
 #include "cuda_host_emulation.h"
 
 #include "batchedNMSKernels.cu"

@@ -12,15 +12,7 @@ namespace nms
 namespace
 {
 
-std::string dimsString(std::vector<int64_t> const& d)
-{
-    std::string s = "(";
-    for (size_t i = 0; i < d.size(); ++i)
-    {
-        s += (i ? ", " : "") + std::to_string(d[i]);
-    }
-    return s + ")";
-}
+using fields::dimsString;
 
 bool known(int64_t v)
 {
