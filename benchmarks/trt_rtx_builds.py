@@ -5,7 +5,8 @@ without a GPU; this measures building only.
 
     python benchmarks/trt_rtx_builds.py -o /tmp/rtx_builds              # the op, TinyCarafeNet, --tiny models
     python benchmarks/trt_rtx_builds.py -o /tmp/rtx_builds --full       # the full-width models instead (~3 GB)
-    python benchmarks/trt_rtx_builds.py -o /tmp/rtx_builds --plugin     # plugin engines too (needs the plugin built)
+    python benchmarks/trt_rtx_builds.py -o /tmp/rtx_builds --plugin     # plugin engines too (needs the plugin built),
+                                                                        # the whole detectors among them
 
 With ``--plugin`` the script makes the ``libtensorrt_rtx.so`` link TensorRT-RTX's parser needs in ``OUT/rtx-link``
 and restarts itself with that folder on LD_LIBRARY_PATH (plugins/tensorrt/README.md), as a user would.
@@ -61,19 +62,25 @@ def op_rows(out: Path, plugin: bool):
                            **_build(path, engine, use_plugin, **OP_PROFILE)}
 
 
-def model_rows(out: Path, name: str, tiny: bool, plugin: bool, mode: str = "portable"):
+def model_rows(out: Path, name: str, tiny: bool, plugin: bool, mode: str = "portable", detection_ops: str = "standard"):
+    """``detection_ops="plugin"``: a detector's NMS and RoI Align as the plugin library's nodes, built with the plugin
+    only (the whole detector in one engine)."""
     from carafe_deploy.tasks import CheckOptions, ExportOptions, ModelSource, deploy
     from carafe_deploy.tasks.pipeline import task_for
 
     loaded = ModelSource(model=name, tiny=tiny).load()
     task = task_for(loaded)
-    path = out / f"{name}{'_tiny' if tiny else ''}.onnx"
-    report = deploy(loaded, ExportOptions(output=path, mode=mode), CheckOptions(enabled=False), log=lambda _m: None)
+    whole = detection_ops == "plugin"
+    path = out / f"{name}{'_tiny' if tiny else ''}{'_whole' if whole else ''}.onnx"
+    report = deploy(loaded, ExportOptions(output=path, mode=mode, detection_ops=detection_ops),
+                    CheckOptions(enabled=False), log=lambda _m: None)
     example = task.example_inputs(loaded, None)
     mins, opts, maxs = task.engine_profile(report["onnx"]["inputs"], example, report["onnx"]["dynamic"])
     shape = "x".join(map(str, report["onnx"]["input_shapes"][0]))
     label = f"{name}{' --tiny' if tiny else ''}, {'dynamic' if report['onnx']['dynamic'] else 'static'} {shape}"
-    for use_plugin in ((False, True) if plugin else (False,)):
+    if whole:
+        label = f"{label}, whole detector (NMS, RoIAlign: plugin nodes)"
+    for use_plugin in ((True,) if whole else (False, True) if plugin else (False,)):
         engine = path.with_suffix(".plugin.engine" if use_plugin else ".engine")
         yield {"model": label, "export": mode, **_build(path, engine, use_plugin, min_shapes=mins, opt_shapes=opts,
                                                          max_shapes=maxs)}
@@ -126,6 +133,8 @@ def main() -> int:
     ap.add_argument("-o", "--output", type=Path, required=True, help="folder for the ONNX files and engines")
     ap.add_argument("--full", action="store_true", help="the full-width UperNets and detectors instead of the small set")
     ap.add_argument("--plugin", action="store_true", help="also plugin engines (needs libcarafe_trt_plugin.so)")
+    ap.add_argument("--only", metavar="TEXT", help="only the rows whose group name contains TEXT (op, tiny_carafe_net, "
+                                                   "upernet, features, faster, mask, whole)")
     args = ap.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     if args.plugin:
@@ -136,10 +145,16 @@ def main() -> int:
     rows = []
     load = os.getloadavg()[0]
     tiny = not args.full
-    groups = [] if args.full else [op_rows(args.output, args.plugin),
-                                   model_rows(args.output, "tiny_carafe_net", False, args.plugin)]
-    groups += [model_rows(args.output, n, tiny, args.plugin) for n in ("upernet_r50_carafe", "upernet_r50_carafe_pp")]
-    groups += [model_rows(args.output, "faster_rcnn_r50_fpn_carafe", tiny, False), features_rows(args.output, tiny)]
+    # (name, rows): the generators export and build only when iterated
+    groups = [] if args.full else [("op", op_rows(args.output, args.plugin)),
+                                   ("tiny_carafe_net", model_rows(args.output, "tiny_carafe_net", False, args.plugin))]
+    groups += [(n, model_rows(args.output, n, tiny, args.plugin)) for n in ("upernet_r50_carafe", "upernet_r50_carafe_pp")]
+    groups += [("faster_rcnn_r50_fpn_carafe", model_rows(args.output, "faster_rcnn_r50_fpn_carafe", tiny, False)),
+               ("detector features", features_rows(args.output, tiny))]
+    if args.plugin:
+        groups += [(f"{n} whole", model_rows(args.output, n, tiny, True, detection_ops="plugin"))
+                   for n in ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")]
+    groups = [rows for name, rows in groups if not args.only or args.only in name]
     for group in groups:
         for row in group:
             rows.append(row)

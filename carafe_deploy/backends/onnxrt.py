@@ -73,6 +73,15 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
         from ..onnx.files import load_model
 
         proto = load_model(model)
+    from ..onnx.detection_nodes import function_missing
+
+    missing = function_missing(proto)
+    if missing:
+        raise DeployError(
+            f"the model has carafe::{missing} nodes without their function (a plugin-form export); ONNX Runtime "
+            "cannot run it: convert it with `carafe-deploy convert MODEL.onnx --to portable` or export with --mode "
+            "portable"
+        )
     providers = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3

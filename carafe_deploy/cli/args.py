@@ -135,6 +135,12 @@ class ExportArgs:
         g.add_argument("--mode", choices=("plugin", "portable", "decomposed"), default="portable",
                        help="plugin: carafe::CARAFE nodes only (TensorRT with the plugin); portable: the nodes plus "
                             "their standard-op function (any runtime); decomposed: standard ops only")
+        g.add_argument("--detection-ops", choices=("auto", "plugin", "standard"), default="auto",
+                       help="detectors' NMS and RoI Align: plugin: one carafe::BatchedNMS / MultiLevelRoIAlign node "
+                            "each (with their standard-op function in portable mode), so TensorRT, TensorRT-RTX "
+                            "included, builds the whole detector with the plugin library; standard: ONNX "
+                            "NonMaxSuppression / RoiAlign; auto: plugin when the plugin library is found and the "
+                            "engine may use it (not with --no-plugin or --mode decomposed), else standard")
         g.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain, 18-23 (default: 18)")
         g.add_argument("--fp16", action="store_true", help="float16 weights and compute (float32 inputs/outputs)")
         g.add_argument("--input-shape", type=parse_shape, action="append", metavar="N,C,H,W",
@@ -165,6 +171,7 @@ class ExportArgs:
         suffix = ("" if args.mode == "portable" else f"_{args.mode}") + ("_fp16" if args.fp16 else "")
         output = args.output or Path(f"{default_name}{suffix}.onnx")
         return ExportOptions(output=output, mode=args.mode, opset=args.opset, fp16=args.fp16,
+                             detection_ops=args.detection_ops,
                              input_shapes=args.input_shape, input_names=args.input_names,
                              output_names=args.output_names, dynamic=dynamic, dynamic_axes=axes)
 

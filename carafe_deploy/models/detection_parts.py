@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import CARAFEUpsample
-from ..ops.detection import roi_align
+from ..ops.detection import multi_level_roi_align, pool_roi_levels
 
 __all__ = [
     "FPNCARAFE",
@@ -237,22 +237,14 @@ class RoIHead(nn.Module):
 
 
 def extract_roi_features(feats, rois: Tensor, batch_indices: Tensor, strides, output_size: int,
-                         sampling_ratio: int = 0, finest_scale: int = 56) -> Tensor:
+                         sampling_ratio: int = 0, finest_scale: int = 56, plugin: bool = False) -> Tensor:
     """mmdet SingleRoIExtractor: each RoI pooled (RoIAlign, aligned) from the level its scale maps to.
 
-    Level = floor(log2(sqrt(area) / finest_scale + 1e-6)) clamped to the levels. For fixed shapes every level gets
-    every RoI, but the RoIs of other levels are replaced by the empty box (0, 0, 0, 0): with adaptive sampling an
-    empty box takes no samples (it pools to exactly 0, and costs nothing in ORT, TensorRT or eager), so the sum over
-    levels is each RoI pooled at its own level, bit for bit.
+    Level = floor(log2(sqrt(area) / finest_scale + 1e-6)) clamped to the levels. ``plugin``: one
+    ``multi_level_roi_align`` op (the ``carafe::MultiLevelRoIAlign`` node); else standard ops, every level pooling
+    every RoI with the other levels' RoIs emptied (:func:`~carafe_deploy.ops.detection.pool_roi_levels`).
     """
-    scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
-    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6)).clamp(min=0, max=len(strides) - 1)
-    out = None
-    for lvl, (feat, stride) in enumerate(zip(feats, strides)):
-        pick = levels == lvl
-        level_rois = torch.where(pick[:, None], rois, 0.0)
-        pooled = roi_align(feat, level_rois, batch_indices, (output_size, output_size), 1.0 / stride, sampling_ratio)
-        if sampling_ratio > 0:  # a fixed sampling ratio samples empty boxes too: mask them
-            pooled = torch.where(pick[:, None, None, None], pooled, 0.0)
-        out = pooled if out is None else out + pooled
-    return out
+    size = (output_size, output_size)
+    if plugin:
+        return multi_level_roi_align(rois, batch_indices, feats, size, strides, sampling_ratio, finest_scale)
+    return pool_roi_levels(feats, rois, batch_indices, strides, size, sampling_ratio, finest_scale)

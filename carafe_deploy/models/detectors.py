@@ -6,6 +6,11 @@ with k taken from static shapes, NMS as a keep mask (:func:`~carafe_deploy.ops.n
 top-k, every RoI pooled at every level and the right level picked by a mask. Slots without a detection are
 zero-padded (score 0, label -1, empty mask).
 
+``detection_ops = "plugin"`` (set by the deploy pipeline for the export when the plugin library is found) puts the
+same steps in one op each, the nodes of the TensorRT plugins: RoI features through
+:func:`~carafe_deploy.ops.multi_level_roi_align`, each NMS (the RPN's per level, the box head's per class) through
+:func:`~carafe_deploy.ops.batched_nms` with its fixed-size outputs. It computes the same detections.
+
 Outputs, for an (N, 3, H, W) image batch: ``dets`` (N, max_per_img, 5) as x1 y1 x2 y2 score in input pixels,
 ``labels`` (N, max_per_img) int64 COCO class indices, and for Mask R-CNN ``masks`` (N, max_per_img, 28, 28): the
 sigmoid mask probability of the detected class in its box (mmdet pastes these into the image and thresholds the
@@ -21,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..imaging import IMAGENET_MEAN, IMAGENET_STD
-from ..ops.detection import nms_keep
+from ..ops.detection import batched_nms, nms_keep
 from . import ModelSpec, register
 from .detection_parts import (
     FCNMaskHead,
@@ -37,7 +42,7 @@ from .detection_parts import (
 from .resnet import ResNet
 
 __all__ = ["TestConfig", "TwoStageDetector", "COCO_CLASSES", "paste_masks", "MIN_IMAGE_SIZE", "DETECTORS", "TINY",
-           "calibrate_random_heads"]
+           "calibrate_random_heads", "DETECTION_OPS"]
 
 DETECTORS = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")
 
@@ -46,6 +51,7 @@ MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 PAD_DIVISOR = 64  # the CARAFE configs pad to 64 (the extra FPN level is stride 64)
 MIN_IMAGE_SIZE = 32
 STRIDES = (4, 8, 16, 32, 64)
+DETECTION_OPS = ("standard", "plugin")  # how NMS and RoI Align appear in the graph (module docstring)
 
 COCO_CLASSES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -126,6 +132,13 @@ class TwoStageDetector(nn.Module):
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         for i, s in enumerate(STRIDES):
             self.register_buffer(f"base_anchors_{i}", base_anchors(s), persistent=False)
+        self.detection_ops = "standard"
+
+    @property
+    def _plugin_ops(self) -> bool:
+        if self.detection_ops not in DETECTION_OPS:
+            raise ValueError(f"detection_ops must be one of {DETECTION_OPS}, got {self.detection_ops!r}")
+        return self.detection_ops == "plugin"
 
     @property
     def with_mask(self) -> bool:
@@ -182,9 +195,15 @@ class TwoStageDetector(nn.Module):
         min_size = cfg.rpn_min_bbox_size
         valid = ((boxes[..., 2] - boxes[..., 0]) > min_size) & ((boxes[..., 3] - boxes[..., 1]) > min_size)
         valid = valid & torch.cat(real, 1)
+        k = min(cfg.rpn_max_per_img, scores.shape[1])
+        if self._plugin_ops:  # the levels are the classes: each box scores in its own level's column only
+            own = levels[None, :, None] == torch.arange(len(feats), device=levels.device, dtype=levels.dtype)
+            level_scores = torch.where(own & valid[..., None], scores[..., None], -2.0)
+            proposals, _, _, count = batched_nms(boxes[:, :, None, :], level_scores, -1.0, cfg.rpn_nms_iou, k)
+            return proposals, torch.arange(k, device=count.device)[None, :] < count[:, None]
         keep = self._batched_nms(boxes, scores, levels[None, :], valid, cfg.rpn_nms_iou, -1.0,
                                  cfg.rpn_max_per_img)
-        _, idx, ok = _masked_topk(scores, keep, min(cfg.rpn_max_per_img, scores.shape[1]))
+        _, idx, ok = _masked_topk(scores, keep, k)
         return _gather_rows(boxes, idx), ok
 
     @staticmethod
@@ -209,13 +228,20 @@ class TwoStageDetector(nn.Module):
         c = self.num_classes
         rois = proposals.reshape(-1, 4)
         bidx = torch.arange(n, device=rois.device)[:, None].expand(n, p).reshape(-1)
-        roi_feats = extract_roi_features(feats[:4], rois, bidx, STRIDES[:4], 7, cfg.bbox_sampling_ratio)
+        roi_feats = extract_roi_features(feats[:4], rois, bidx, STRIDES[:4], 7, cfg.bbox_sampling_ratio,
+                                         plugin=self._plugin_ops)
         cls, reg = self.roi_head.bbox_head(roi_feats)
         scores = F.softmax(cls, dim=-1)[:, :c].reshape(n, p * c)
         boxes = delta2bbox(rois[:, None, :].expand(-1, c, 4), reg.reshape(-1, c, 4), (0.1, 0.1, 0.2, 0.2),
                            img_h, img_w).reshape(n, p * c, 4)
         labels = torch.arange(c, device=rois.device).repeat(p)  # flattened (proposal, class), as mmdet
         valid = prop_valid[:, :, None].expand(n, p, c).reshape(n, p * c)
+        if self._plugin_ops:
+            cand = torch.where(valid, scores, min(cfg.score_thr, 0.0) - 1.0).reshape(n, p, c)
+            det_boxes, det_scores, det_labels, count = batched_nms(boxes.reshape(n, p, c, 4), cand, cfg.score_thr,
+                                                                   cfg.nms_iou, cfg.max_per_img)
+            ok = torch.arange(cfg.max_per_img, device=count.device)[None, :] < count[:, None]
+            return torch.cat([det_boxes, det_scores[..., None]], dim=-1), det_labels.long(), ok
         keep = self._batched_nms(boxes, scores, labels[None, :].to(boxes.dtype), valid, cfg.nms_iou, cfg.score_thr,
                                  cfg.max_per_img)
         k = min(cfg.max_per_img, p * c)
@@ -238,7 +264,7 @@ class TwoStageDetector(nn.Module):
         rois = dets[..., :4].reshape(-1, 4)
         bidx = torch.arange(n, device=rois.device)[:, None].expand(n, k).reshape(-1)
         mask_feats = extract_roi_features(feats[:4], rois, bidx, STRIDES[:4], cfg.mask_size // 2,
-                                          cfg.mask_sampling_ratio)
+                                          cfg.mask_sampling_ratio, plugin=self._plugin_ops)
         logits = self.roi_head.mask_head(mask_feats)  # (n·k, classes, 28, 28)
         cls = labels.reshape(-1).clamp(min=0)
         picked = torch.gather(logits, 1, cls[:, None, None, None].expand(-1, 1, *logits.shape[2:]))[:, 0]

@@ -5,9 +5,11 @@ Everything but :func:`export` works without torch (graph preparation for TensorR
 first use.
 """
 
+from .detection_nodes import register_schemas as register_detection_schemas
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, register_schema
 
 register_schema()
+register_detection_schemas()
 
 from .files import load_model, save_model  # noqa: E402
 from .forms import EXPORT_MODES, carafe_nodes, to_decomposed, to_plugin, to_portable  # noqa: E402

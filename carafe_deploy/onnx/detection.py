@@ -2,13 +2,16 @@
 
 Both become standard ONNX (opset 16+) that TensorRT's ONNX parser imports natively: ``RoiAlign`` (half_pixel, avg)
 and ``NonMaxSuppression`` followed by ``ScatterND`` that turns the selected index list back into the fixed-shape
-keep mask of :func:`carafe_deploy.ops.detection.nms_keep`.
+keep mask of :func:`carafe_deploy.ops.detection.nms_keep`. The plugin form's ops become one node each
+(:mod:`.detection_nodes`).
 """
 
 from __future__ import annotations
 
 import torch
 from onnxscript import opset18 as op
+
+from .detection_nodes import batched_nms_onnx, multi_level_roi_align_onnx
 
 __all__ = ["TRANSLATIONS", "nms_keep_onnx", "roi_align_onnx"]
 
@@ -47,4 +50,6 @@ def nms_keep_onnx(boxes, scores, iou_threshold: float, score_threshold: float, m
 TRANSLATIONS = {
     torch.ops.carafe_deploy.nms_keep.default: nms_keep_onnx,
     torch.ops.carafe_deploy.roi_align.default: roi_align_onnx,
+    torch.ops.carafe_deploy.multi_level_roi_align.default: multi_level_roi_align_onnx,
+    torch.ops.carafe_deploy.batched_nms.default: batched_nms_onnx,
 }

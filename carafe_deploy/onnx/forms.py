@@ -4,6 +4,9 @@
 * ``portable``: the same nodes plus the model-local function ``carafe::CARAFE`` in standard ops
   (:mod:`.function`), so ONNX Runtime (CPU, CUDA) runs the file with no custom library;
 * ``decomposed``: the portable model with the function inlined: standard ops only.
+
+The detectors' plugin nodes (``carafe::MultiLevelRoIAlign``, ``carafe::BatchedNMS``, :mod:`.detection_nodes`) take
+the same three forms: without their functions, with them, inlined.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import onnx.inliner
 import onnx.numpy_helper
 
 from ..errors import DeployError
+from . import detection_nodes
 from .function import MIN_OPSET, carafe_function
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION
 from .validate import walk_nodes
 
-__all__ = ["EXPORT_MODES", "carafe_nodes", "to_plugin", "to_portable", "to_decomposed"]
+__all__ = ["EXPORT_MODES", "carafe_nodes", "to_plugin", "to_portable", "to_decomposed", "inline_detection_nodes"]
 
 EXPORT_MODES = ("plugin", "portable", "decomposed")
 
@@ -44,7 +48,9 @@ def _set_carafe_import(model: onnx.ModelProto, present: bool) -> None:
 
 
 def _drop_carafe_function(model: onnx.ModelProto) -> None:
-    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
+    """Drops the functions of this package's nodes (CARAFE and the detection nodes)."""
+    ours = (OP_TYPE, *detection_nodes.NODE_TYPES)
+    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name in ours)]
     del model.functions[:]
     model.functions.extend(kept)
 
@@ -60,13 +66,18 @@ def _complete_attributes(model: onnx.ModelProto) -> None:
         for name, value in _DEFAULTS.items():
             if name not in present:
                 node.attribute.append(onnx.helper.make_attribute(name, value))
+    detection_nodes.complete_attributes(model)
+
+
+def _has_custom_nodes(model: onnx.ModelProto) -> bool:
+    return bool(carafe_nodes(model) or detection_nodes.detection_nodes(model))
 
 
 def to_plugin(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes without the function (in place; returns the model)."""
     _complete_attributes(model)
     _drop_carafe_function(model)
-    _set_carafe_import(model, bool(carafe_nodes(model)))
+    _set_carafe_import(model, _has_custom_nodes(model))
     return model
 
 
@@ -74,7 +85,7 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CARAFE nodes plus the standard-op function, in the model's default opset (in place; returns the model)."""
     _complete_attributes(model)
     _drop_carafe_function(model)
-    has_nodes = bool(carafe_nodes(model))
+    has_nodes = _has_custom_nodes(model)
     _set_carafe_import(model, has_nodes)
     if has_nodes:
         opset = _default_opset(model)
@@ -83,7 +94,12 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
                 f"the model uses ONNX opset {opset}; the CARAFE function needs >= {MIN_OPSET} "
                 "(upgrade it with onnx.version_converter.convert_version first)"
             )
-        model.functions.append(carafe_function(opset))
+        if carafe_nodes(model):
+            model.functions.append(carafe_function(opset))
+        try:
+            model.functions.extend(detection_nodes.detection_functions(model, opset))
+        except ValueError as exc:
+            raise DeployError(str(exc)) from None
         # model-local functions need IR version >= 8, their attribute defaults >= 9
         model.ir_version = max(model.ir_version, 9)
     return model
@@ -92,11 +108,38 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
 def to_decomposed(model: onnx.ModelProto) -> onnx.ModelProto:
     """Standard ops only: the portable model with every CARAFE node replaced by the function's body."""
     model = to_portable(model)
-    if not carafe_nodes(model):
+    if not _has_custom_nodes(model):
         return model
-    inlined = onnx.inliner.inline_selected_functions(model, [(DOMAIN, OP_TYPE)], exclude=False)
+    ours = [(DOMAIN, OP_TYPE)] + [(DOMAIN, name) for name in detection_nodes.NODE_TYPES]
+    inlined = onnx.inliner.inline_selected_functions(model, ours, exclude=False)
     _drop_carafe_function(inlined)
     _set_carafe_import(inlined, False)
+    _constants_as_tensors(inlined.graph)
+    return inlined
+
+
+def inline_detection_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its detection nodes (``carafe::MultiLevelRoIAlign``, ``carafe::BatchedNMS``) replaced by their
+    functions' standard ops (``NonMaxSuppression``, ``RoiAlign``...), CARAFE nodes left as they are (returns a new
+    model; the input is not modified)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if not detection_nodes.detection_nodes(out):
+        return out
+    detection_nodes.complete_attributes(out)
+    ours = [(DOMAIN, name) for name in detection_nodes.NODE_TYPES]
+    kept = [f for f in out.functions if (f.domain, f.name) not in ours]
+    del out.functions[:]
+    out.functions.extend(kept)
+    try:
+        out.functions.extend(detection_nodes.detection_functions(out, _default_opset(out)))
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    out.ir_version = max(out.ir_version, 9)
+    inlined = onnx.inliner.inline_selected_functions(out, ours, exclude=False)
+    kept = [f for f in inlined.functions if (f.domain, f.name) not in ours]
+    del inlined.functions[:]
+    inlined.functions.extend(kept)
     _constants_as_tensors(inlined.graph)
     return inlined
 

@@ -8,7 +8,7 @@ _cuda.register()
 
 __all__ = ["MODES", "carafe", "carafe_output_size", "check_carafe_args"]
 
-# detection ops (NMS keep mask, RoI Align) register carafe_deploy::nms_keep and carafe_deploy::roi_align
-from .detection import nms_keep, roi_align  # noqa: E402
+# detection ops (NMS keep mask, RoI Align; the detectors' plugin form: multi-level RoI Align, batched NMS)
+from .detection import batched_nms, multi_level_roi_align, nms_keep, roi_align  # noqa: E402
 
-__all__ += ["nms_keep", "roi_align"]
+__all__ += ["nms_keep", "roi_align", "multi_level_roi_align", "batched_nms"]

@@ -8,6 +8,11 @@ and an ONNX translation (:mod:`carafe_deploy.onnx.detection`).
 ``nms_keep`` returns a fixed-shape keep mask instead of ONNX's variable-length index list: the dynamo exporter and
 TensorRT both prefer static shapes, and callers rank the kept boxes with a masked top-k (single class, so ONNX's
 output order is the score order anyway).
+
+The detectors' plugin form uses two more ops, one node each in ONNX (``carafe::MultiLevelRoIAlign``,
+``carafe::BatchedNMS``, the TensorRT plugins of plugins/tensorrt/): ``multi_level_roi_align`` (mmdet's
+SingleRoIExtractor: every RoI pooled at its FPN level, :func:`pool_roi_levels`) and ``batched_nms`` (per-class NMS
+with fixed-size outputs). Their eager kernels compute the same as the standard ops above.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["nms_keep", "roi_align"]
+__all__ = ["nms_keep", "roi_align", "roi_levels", "pool_roi_levels", "multi_level_roi_align", "batched_nms"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -228,3 +233,153 @@ def roi_align(
     return torch.ops.carafe_deploy.roi_align(
         features, rois, batch_indices.to(torch.int64), int(oh), int(ow), float(spatial_scale), int(sampling_ratio)
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Multi-level RoI Align (mmdet SingleRoIExtractor)
+
+FINEST_SCALE = 56  # mmdet SingleRoIExtractor's finest_scale
+
+
+def roi_levels(rois: Tensor, num_levels: int, finest_scale: float = FINEST_SCALE) -> Tensor:
+    """mmdet's FPN level of each RoI (K, 4), as a float tensor: floor(log2(sqrt(area) / finest_scale + 1e-6))
+    clamped to [0, num_levels - 1]; NaN for a RoI whose area is negative or NaN (it is pooled at no level)."""
+    scale = torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))
+    return torch.floor(torch.log2(scale / finest_scale + 1e-6)).clamp(min=0, max=num_levels - 1)
+
+
+def pool_roi_levels(feats, rois: Tensor, batch_indices: Tensor, strides, output_size: tuple[int, int],
+                    sampling_ratio: int = 0, finest_scale: float = FINEST_SCALE) -> Tensor:
+    """Each RoI pooled (RoI Align, aligned) from the level its scale maps to (:func:`roi_levels`), in standard ops.
+
+    For fixed shapes every level gets every RoI, but the RoIs of other levels are replaced by the empty box
+    (0, 0, 0, 0): with adaptive sampling an empty box takes no samples (it pools to exactly 0, and costs nothing in
+    ORT, TensorRT or eager), so the sum over levels is each RoI pooled at its own level, bit for bit.
+    """
+    levels = roi_levels(rois, len(strides), finest_scale)
+    out = None
+    for lvl, (feat, stride) in enumerate(zip(feats, strides)):
+        pick = levels == lvl
+        level_rois = torch.where(pick[:, None], rois, 0.0)
+        pooled = roi_align(feat, level_rois, batch_indices, output_size, 1.0 / stride, sampling_ratio)
+        if sampling_ratio > 0:  # a fixed sampling ratio samples empty boxes too: mask them
+            pooled = torch.where(pick[:, None, None, None], pooled, 0.0)
+        out = pooled if out is None else out + pooled
+    return out
+
+
+@torch.library.custom_op("carafe_deploy::multi_level_roi_align", mutates_args=())
+def _multi_level_roi_align_op(
+    rois: Tensor,
+    batch_indices: Tensor,
+    features: list[Tensor],
+    output_height: int,
+    output_width: int,
+    sampling_ratio: int,
+    featmap_strides: list[float],
+    finest_scale: float,
+) -> Tensor:
+    return pool_roi_levels(features, rois, batch_indices, featmap_strides, (output_height, output_width),
+                           sampling_ratio, finest_scale)
+
+
+@_multi_level_roi_align_op.register_fake
+def _multi_level_roi_align_fake(rois, batch_indices, features, output_height, output_width, sampling_ratio,
+                                featmap_strides, finest_scale):
+    return features[0].new_empty((rois.shape[0], features[0].shape[1], output_height, output_width))
+
+
+def multi_level_roi_align(rois: Tensor, batch_indices: Tensor, features, output_size: tuple[int, int], featmap_strides,
+                          sampling_ratio: int = 0, finest_scale: float = FINEST_SCALE) -> Tensor:
+    """(K, C, oh, ow): :func:`pool_roi_levels` as one op (ONNX node ``carafe::MultiLevelRoIAlign``, the TensorRT
+    plugin ``MultiLevelRoIAlign``). ``rois`` (K, 4) x1 y1 x2 y2 in image pixels, ``batch_indices`` (K,) int,
+    ``features`` one (N, C, H_l, W_l) map per stride of ``featmap_strides``."""
+    features = list(features)
+    strides = [float(s) for s in featmap_strides]
+    if not features or len(features) != len(strides):
+        raise ValueError(f"one feature map per featmap stride: {len(features)} maps, {len(strides)} strides")
+    if len(strides) > 8 or min(strides) <= 0:
+        raise ValueError(f"1 to 8 positive featmap strides, got {strides}")
+    if rois.dim() != 2 or rois.shape[-1] != 4:
+        raise ValueError(f"rois must be (K, 4), got {tuple(rois.shape)}")
+    if batch_indices.shape != rois.shape[:1]:
+        raise ValueError(f"batch_indices must be (K,) = ({rois.shape[0]},), got {tuple(batch_indices.shape)}")
+    oh, ow = output_size
+    if min(oh, ow) < 1 or sampling_ratio < 0 or not finest_scale > 0:
+        raise ValueError(f"bad RoI Align settings: output_size {output_size}, sampling_ratio {sampling_ratio}, "
+                         f"finest_scale {finest_scale}")
+    return torch.ops.carafe_deploy.multi_level_roi_align(rois, batch_indices, features, int(oh), int(ow),
+                                                         int(sampling_ratio), strides, float(finest_scale))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Batched multi-class NMS with fixed-size outputs
+
+
+@torch.library.custom_op("carafe_deploy::batched_nms", mutates_args=())
+def _batched_nms_op(
+    boxes: Tensor, scores: Tensor, score_threshold: float, iou_threshold: float, max_per_class: int,
+    max_per_image: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n, m, c = scores.shape
+    k = max_per_image
+    out_boxes = boxes.new_zeros((n, k, 4))
+    out_scores = scores.new_zeros((n, k))
+    labels = torch.full((n, k), -1, dtype=torch.int32, device=scores.device)
+    valid = torch.zeros(n, dtype=torch.int32, device=scores.device)
+    bx = boxes.detach().to(torch.float32).cpu().numpy()
+    sc = scores.detach().to(torch.float32).cpu().numpy()
+    per_class = max_per_class if max_per_class > 0 else max(m, 1)
+    for i in range(n):
+        kept = []  # (-score, row * C + class, row, class): the image's order
+        for cls in range(c):
+            rows = _nms_single(bx[i, :, 0 if boxes.shape[2] == 1 else cls], sc[i, :, cls], iou_threshold,
+                               score_threshold, per_class)
+            kept += [(-float(sc[i, r, cls]), int(r) * c + cls, int(r), cls) for r in rows]
+        kept.sort()
+        kept = kept[:k]
+        if not kept:
+            continue
+        rows = torch.tensor([t[2] for t in kept], device=boxes.device)
+        classes = torch.tensor([t[3] for t in kept], device=boxes.device)
+        out_boxes[i, : len(kept)] = boxes[i, rows, 0 if boxes.shape[2] == 1 else classes]
+        out_scores[i, : len(kept)] = scores[i, rows, classes]
+        labels[i, : len(kept)] = classes.to(torch.int32)
+        valid[i] = len(kept)
+    return out_boxes, out_scores, labels, valid
+
+
+@_batched_nms_op.register_fake
+def _batched_nms_fake(boxes, scores, score_threshold, iou_threshold, max_per_class, max_per_image):
+    n = scores.shape[0]
+    return (boxes.new_empty((n, max_per_image, 4)), scores.new_empty((n, max_per_image)),
+            scores.new_empty((n, max_per_image), dtype=torch.int32), scores.new_empty((n,), dtype=torch.int32))
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, score_threshold: float, iou_threshold: float, max_per_image: int,
+                max_per_class: int = -1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-class NMS of a batch of images with fixed-size outputs (ONNX node ``carafe::BatchedNMS``, the TensorRT
+    plugin ``BatchedNMS``; plugins/tensorrt/batchedNMSPlugin/batchedNMSParams.h states the semantics).
+
+    ``boxes`` (N, M, 1 or C, 4) x1 y1 x2 y2 (one box per row shared by the classes, or one per row and class),
+    ``scores`` (N, M, C). Per image and class, :func:`nms_keep`'s rule (candidates score > ``score_threshold``,
+    greedy by score, IoU > ``iou_threshold`` suppresses), at most ``max_per_class`` kept (-1: no limit); the kept
+    boxes of all classes by descending score (ties: lower row · C + class first), at most ``max_per_image``.
+    Returns (boxes (N, K, 4), scores (N, K), labels (N, K) int32, valid (N,) int32), K = ``max_per_image``; empty
+    slots hold boxes 0, scores 0, labels -1.
+    """
+    if boxes.dim() != 4 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (N, M, 1 or C, 4), got {tuple(boxes.shape)}")
+    if scores.dim() != 3 or scores.shape[:2] != boxes.shape[:2] or boxes.shape[2] not in (1, scores.shape[2]):
+        raise ValueError(f"scores must be (N, M, C) with boxes (N, M, 1 or C, 4); got scores {tuple(scores.shape)} "
+                         f"and boxes {tuple(boxes.shape)}")
+    if isinstance(max_per_image, bool) or not isinstance(max_per_image, int) or max_per_image < 1:
+        raise ValueError(f"max_per_image must be an int >= 1, got {max_per_image!r}")
+    if isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or (max_per_class < 1
+                                                                                 and max_per_class != -1):
+        raise ValueError(f"max_per_class must be -1 (no limit) or an int >= 1, got {max_per_class!r}")
+    if not 0.0 <= iou_threshold <= 1.0 or not math.isfinite(score_threshold):
+        raise ValueError(f"iou_threshold must be in [0, 1] and score_threshold finite, got {iou_threshold}, "
+                         f"{score_threshold}")
+    return torch.ops.carafe_deploy.batched_nms(boxes, scores, float(score_threshold), float(iou_threshold),
+                                               max_per_class, max_per_image)

@@ -4,6 +4,7 @@ inputs and an element-wise comparison."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ class Task:
 
     def prepare(self, loaded: LoadedModel, inputs, log) -> None:
         """Anything the model needs before export (the detectors calibrate random heads)."""
+
+    def exporting(self, loaded: LoadedModel, detection_ops: str):
+        """A context in which the model exports its detection ops as ``detection_ops`` ("plugin" / "standard");
+        only detectors have any."""
+        return contextlib.nullcontext()
 
     def metadata(self, loaded: LoadedModel) -> dict[str, str]:
         """Extra ONNX metadata_props."""

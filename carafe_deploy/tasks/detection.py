@@ -7,6 +7,7 @@ Parity is judged at the level of the task: detections matched one-to-one by labe
 
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -58,6 +59,21 @@ class DetectionTask(Task):
 
             log("no --checkpoint: RANDOM weights (classifier calibrated so that detections exist)")
             calibrate_random_heads(loaded.model, inputs[0])
+
+    @contextlib.contextmanager
+    def exporting(self, loaded: LoadedModel, detection_ops: str):
+        """The registered detectors export NMS and RoI Align as plugin nodes or standard ops (``detection_ops``);
+        the model is back in its own mode afterwards (PyTorch's references use the standard ops)."""
+        model = loaded.model
+        if not hasattr(model, "detection_ops"):
+            yield
+            return
+        before = model.detection_ops
+        model.detection_ops = detection_ops
+        try:
+            yield
+        finally:
+            model.detection_ops = before
 
     def metadata(self, loaded: LoadedModel) -> dict[str, str]:
         return {"carafe_deploy.input": "image: N x 3 x H x W float32 RGB 0..255 (resized, not normalized)"}

@@ -36,6 +36,8 @@ class ExportOptions:
     # True = the model's registered axes, False = static; ``dynamic_axes`` adds or replaces axes per input name
     dynamic: bool | None = None
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    # detectors' NMS and RoI Align: "plugin" nodes, "standard" ONNX ops, or "auto" (detection_ops_for)
+    detection_ops: str = "auto"
 
 
 @dataclass
@@ -130,6 +132,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     import onnx
 
     from ..onnx import carafe_nodes, export as onnx_export, to_portable
+    from ..onnx.detection_nodes import detection_nodes
     from ..onnx.files import save_model
 
     check = check or CheckOptions()
@@ -153,15 +156,23 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
                              "input_shapes": [list(t.shape) for t in example]},
                     "checks": [], "engine": None}
     t0 = time.perf_counter()
-    proto = onnx_export(loaded.model, tuple(example), None, mode=export.mode, input_names=input_names,
-                        output_names=export.output_names or loaded.output_names, dynamic_axes=axes or None,
-                        opset=export.opset, fp16=export.fp16)
+    detection_ops = detection_ops_for(export, engine)
+    with task.exporting(loaded, detection_ops):
+        proto = onnx_export(loaded.model, tuple(example), None, mode=export.mode, input_names=input_names,
+                            output_names=export.output_names or loaded.output_names, dynamic_axes=axes or None,
+                            opset=export.opset, fp16=export.fp16)
     # what produced the file, for the samples and for people: random weights must never pass for a trained model
     onnx.helper.set_model_props(proto, {"carafe_deploy.model": loaded.name, "carafe_deploy.weights": loaded.weights,
                                         TASK_METADATA: task.name, **task.metadata(loaded)})
     save_model(proto, export.output)
     output_names = [o.name for o in proto.graph.output]
     references = [_named(r, output_names) for r in references]
+    detection = detection_nodes(proto)
+    if task.name == "detection":
+        report["onnx"]["detection_ops"] = "plugin" if detection else "standard"
+    if detection:
+        log(f"detectors' NMS and RoI Align as {len(detection)} plugin node(s) (carafe::BatchedNMS, "
+            "carafe::MultiLevelRoIAlign)")
     report["onnx"].update(export_s=round(time.perf_counter() - t0, 2), carafe_nodes=len(carafe_nodes(proto)),
                           functions=len(proto.functions), opset=proto.opset_import[0].version,
                           inputs=input_names, outputs=output_names, ops=op_types(proto))
@@ -190,6 +201,23 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     gated = [c for c in report["checks"] if c["gated"] and c["status"] != "skipped"]
     report["passed"] = all(c["status"] == "passed" for c in gated)
     return report
+
+
+def detection_ops_for(export: ExportOptions, engine: EngineOptions) -> str:
+    """How a detector's NMS and RoI Align are exported: ``export.detection_ops`` when it is "plugin" or "standard";
+    "auto" is "plugin" when the plugin library is found and the engine may use it (the engine choice's rule: the
+    plugin when its library is found), else "standard" (today's standard-op graph, for ONNX Runtime and full
+    TensorRT)."""
+    from ..trt.availability import choose_plugin
+
+    if export.detection_ops not in ("auto", "plugin", "standard"):
+        raise DeployError(f"detection ops must be auto, plugin or standard, got {export.detection_ops!r}")
+    if export.detection_ops != "auto":
+        return export.detection_ops
+    if export.mode == "decomposed":
+        return "standard"
+    use_plugin, _ = choose_plugin(engine.use_plugin, engine.plugin_path, engine.backend)
+    return "plugin" if use_plugin else "standard"
 
 
 def op_types(proto) -> list[str]:
@@ -289,10 +317,13 @@ def _engine_step(report, task: Task, loaded, export: ExportOptions, engine: Engi
     from ..onnx import carafe_nodes
     from ..trt.availability import build_unavailable, choose_plugin, run_unavailable
 
+    from ..onnx.detection_nodes import detection_nodes
+
     use_plugin, fallback = choose_plugin(engine.use_plugin, engine.plugin_path, engine.backend)
-    use_plugin = use_plugin and bool(carafe_nodes(proto))
+    custom_nodes = bool(carafe_nodes(proto) or detection_nodes(proto))
+    use_plugin = use_plugin and custom_nodes
     reason = build_unavailable(use_plugin, engine.backend)
-    if reason is None and fallback and carafe_nodes(proto):
+    if reason is None and fallback and custom_nodes:
         log(f"TensorRT engine: {fallback}")
     if reason is None:
         from ..trt import BuildOptions, build_engine

@@ -100,12 +100,12 @@ def plan_build(options: BuildOptions) -> BuildPlan:
 
     use_plugin, fallback = choose_plugin(options.use_plugin, options.plugin_path, options.backend)
     prepared = prepare_onnx(model, use_plugin=use_plugin)
-    if fallback and prepared.carafe_nodes:
+    if fallback and (prepared.carafe_nodes or prepared.detection_nodes):
         prepared.notes.insert(0, fallback)
     profile = make_profile(onnx_input_dims(prepared.model), options.min_shapes, options.opt_shapes,
                            options.max_shapes)
     plugin_path = plugin_missing = None
-    if use_plugin and prepared.carafe_nodes:
+    if use_plugin and (prepared.carafe_nodes or prepared.detection_nodes):
         if options.plugin_path is not None:
             plugin_path = Path(options.plugin_path)
             if not plugin_path.is_file():
@@ -353,5 +353,8 @@ def build_engine(options: BuildOptions, plan: BuildPlan | None = None) -> BuildR
         "graph": {"carafe_nodes": len(plan.prepared.carafe_nodes), "mmcv_converted": plan.prepared.mmcv_converted,
                   "carafe_form": plan.prepared.carafe_form},
     }
+    if plan.prepared.detection_nodes:  # only detectors' graphs have them; other sidecars read as before
+        data["graph"].update(detection_nodes=len(plan.prepared.detection_nodes),
+                             detection_form=plan.prepared.detection_form)
     side = write_sidecar(engine_path, data)
     return BuildResult(engine_path, side, data, list(logger.warnings))

@@ -8,6 +8,10 @@ the function is dropped here. With ``--no-plugin`` every CARAFE node is unrolled
 Runtime runs; so a ``plugin`` export builds without the plugin as well as a ``portable`` one.
 
 mmcv / mmdeploy exports (``mmcv::MMCVCARAFE``) are converted to ``carafe::CARAFE`` by ``carafe_deploy.onnx``.
+
+The detectors' plugin nodes (``carafe::MultiLevelRoIAlign``, ``carafe::BatchedNMS``) go the same way: with the plugin
+their functions are dropped (the whole detector is one engine of the plugin library's layers and TensorRT's own);
+without it they are replaced by their functions' standard ops (``RoiAlign``, ``NonMaxSuppression``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class PreparedGraph:
     mmcv_converted: int = 0
     function_dropped: bool = False
     carafe_form: str = "none"  # how the CARAFE nodes reach TensorRT: "plugin", "unrolled" or "none" (there are none)
+    detection_nodes: list[str] = field(default_factory=list)  # carafe::MultiLevelRoIAlign / BatchedNMS nodes
+    detection_form: str = "none"  # "plugin", "inlined" (their functions' standard ops) or "none" (there are none)
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,6 +107,7 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
 
     prepared.carafe_nodes = [n.name or f"<unnamed #{i}>" for i, n in enumerate(all_nodes(out))
                              if _is(n, CARAFE_DOMAIN, CARAFE_OP)]
+    out = prepared.model = _prepare_detection_nodes(out, prepared, use_plugin)
     fn_index = [i for i, fn in enumerate(out.functions) if fn.domain == CARAFE_DOMAIN and fn.name == CARAFE_OP]
 
     if use_plugin:
@@ -113,7 +120,7 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
             )
         if prepared.carafe_nodes:
             prepared.carafe_form = "plugin"
-        else:
+        elif not prepared.detection_nodes:
             prepared.notes.append(f"the model has no {CARAFE_DOMAIN}::{CARAFE_OP} node; the plugin is not used")
     elif prepared.carafe_nodes:
         from ..onnx.opsets import default_opset, set_opset
@@ -128,6 +135,28 @@ def prepare_onnx(model: onnx.ModelProto, *, use_plugin: bool = True) -> Prepared
         prepared.notes.append(f"unrolled {len(prepared.carafe_nodes)} {CARAFE_DOMAIN}::{CARAFE_OP} node(s) into "
                               "standard ops, one subgraph per node")
     return prepared
+
+
+def _prepare_detection_nodes(model: onnx.ModelProto, prepared: PreparedGraph, use_plugin: bool) -> onnx.ModelProto:
+    from ..onnx.detection_nodes import NODE_TYPES, detection_nodes
+    from ..onnx.forms import inline_detection_nodes
+
+    nodes = detection_nodes(model)
+    prepared.detection_nodes = [n.name or n.op_type for n in nodes]
+    if not nodes:
+        return model
+    kinds = ", ".join(f"{CARAFE_DOMAIN}::{t}" for t in NODE_TYPES if any(n.op_type == t for n in nodes))
+    if use_plugin:
+        kept = [f for f in model.functions if not (f.domain == CARAFE_DOMAIN and f.name in NODE_TYPES)]
+        del model.functions[:]
+        model.functions.extend(kept)
+        prepared.detection_form = "plugin"
+        prepared.notes.append(f"{len(nodes)} detection node(s) ({kinds}) built by their plugins")
+        return model
+    prepared.detection_form = "inlined"
+    prepared.notes.append(f"replaced {len(nodes)} detection node(s) ({kinds}) by their functions' standard ops "
+                          "(--no-plugin)")
+    return inline_detection_nodes(model)
 
 
 def onnx_input_dims(model: onnx.ModelProto) -> dict[str, list]:

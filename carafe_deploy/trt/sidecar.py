@@ -121,6 +121,10 @@ SCHEMA = {
                 # plugin: the CARAFE plugin; unrolled: carafe_deploy.onnx.unrolled; none: no CARAFE node;
                 # function: the model-local function's Loop (only in upgraded version 1 files)
                 "carafe_form": {"enum": ["plugin", "unrolled", "function", "none"]},
+                # the detectors' carafe::MultiLevelRoIAlign / BatchedNMS nodes: built by their plugins, or inlined
+                # into their functions' standard ops (only where the graph has them)
+                "detection_nodes": {"type": "integer", "minimum": 0},
+                "detection_form": {"enum": ["plugin", "inlined"]},
             },
             "additionalProperties": False,
         },

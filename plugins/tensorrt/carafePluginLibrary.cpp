@@ -2,8 +2,10 @@
 // its creators: registration on load (carafePluginRegistration.cpp) walks the same list. Nothing here needs
 // libnvinfer.
 #include "carafePluginLibrary.h"
+#include "batchedNMSPlugin.h"
 #include "carafePluginCreator.h"
 #include "carafePluginLogging.h"
+#include "multiLevelRoIAlignPlugin.h"
 
 #define CARAFE_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -15,7 +17,10 @@ nvinfer1::IPluginCreatorInterface* const* pluginCreators(int32_t& nbCreators)
 {
     static carafe::trt::CarafePluginCreator carafeCreator(carafe::FieldSet::kCarafe);
     static carafe::trt::CarafePluginCreator mmcvCreator(carafe::FieldSet::kMmcv);
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&carafeCreator, &mmcvCreator};
+    static carafe::trt::MultiLevelRoIAlignPluginCreator roiAlignCreator;
+    static carafe::trt::BatchedNMSPluginCreator nmsCreator;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&carafeCreator, &mmcvCreator, &roiAlignCreator,
+        &nmsCreator};
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }

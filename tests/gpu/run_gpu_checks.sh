@@ -3,10 +3,12 @@
 #   1. build the CUDA kernels, the TensorRT plugin (headers only) and the native tests (CMake, or plain nvcc/g++
 #      when CMake is absent), for the GPU at hand;
 #   2. the kernels against the float64 host reference, outputs poisoned, fp32/fp16/bf16/fp64, both modes, edge sizes
-#      (tests/native/test_cuda_kernels.cu);
+#      (tests/native/test_cuda_kernels.cu); the detection plugins' kernels (MultiLevelRoIAlign, BatchedNMS) against
+#      the references of tests/native/detection_kernel_cases.h, the cases the CPU emulation runs in CI
+#      (tests/native/test_detection_kernels.cu);
 #   3. the plugin driven directly: creator -> createPlugin -> getOutputShapes (test IExprBuilder) -> configurePlugin ->
 #      onShapeChange -> enqueue on real buffers vs the reference; serialize -> recreate -> same bytes
-#      (tests/native/test_trt_plugin.cpp --host / --gpu);
+#      (tests/native/test_trt_plugin.cpp --host / --gpu; the detection plugins: test_detection_plugins.cpp);
 #   4. compute-sanitizer memcheck (and racecheck on the shared-memory kernels) over 2 and 3;
 #   5. the torch op on CUDA: JIT extension, vs the float64 loops, gradcheck (pytest -m cuda tests/ops/test_cuda.py);
 #   6. benchmarks/gpu_bench.py, writing $OUT/PERFORMANCE.md (copy it to docs/PERFORMANCE.md).
@@ -78,12 +80,21 @@ build_nvcc() {  # the same targets without CMake
   local cu="-arch=sm_$ARCH -Xcompiler=-Wall,-Wextra,-fPIC"
   nvcc $common $cu -o "$BUILD/test_cuda_kernels" tests/native/test_cuda_kernels.cu plugins/common/carafe_kernels.cu \
     plugins/common/carafe_reference.cpp plugins/common/carafe_params.cpp
+  local det="-Iplugins/tensorrt/multiLevelRoIAlignPlugin -Iplugins/tensorrt/batchedNMSPlugin"
+  local det_kernels="plugins/tensorrt/multiLevelRoIAlignPlugin/roiAlignKernels.cu plugins/tensorrt/batchedNMSPlugin/batchedNMSKernels.cu"
+  local det_host="plugins/common/plugin_fields.cpp plugins/tensorrt/multiLevelRoIAlignPlugin/roiAlignParams.cpp plugins/tensorrt/batchedNMSPlugin/batchedNMSParams.cpp"
+  nvcc $common $cu $det -o "$BUILD/test_detection_kernels" tests/native/test_detection_kernels.cu $det_kernels $det_host
   if [ $HAVE_TRT = 1 ]; then
-    nvcc $common $cu -shared -Xcompiler=-fvisibility=hidden -Iplugins/tensorrt -isystem "$TRT_INC" \
+    nvcc $common $cu $det -shared -Xcompiler=-fvisibility=hidden -Iplugins/tensorrt -isystem "$TRT_INC" \
       -o "$BUILD/libcarafe_trt_plugin.so" plugins/tensorrt/carafePlugin.cpp plugins/tensorrt/carafePluginCreator.cpp \
-      plugins/tensorrt/carafePluginLibrary.cpp plugins/common/carafe_kernels.cu plugins/common/carafe_params.cpp
+      plugins/tensorrt/carafePluginLibrary.cpp plugins/common/carafe_kernels.cu plugins/common/carafe_params.cpp \
+      plugins/tensorrt/multiLevelRoIAlignPlugin/multiLevelRoIAlignPlugin.cpp \
+      plugins/tensorrt/batchedNMSPlugin/batchedNMSPlugin.cpp $det_kernels $det_host
     nvcc $common -Xcompiler=-Wall,-Wextra -Iplugins/tensorrt -isystem "$TRT_INC" -o "$BUILD/test_trt_plugin" \
       tests/native/test_trt_plugin.cpp plugins/common/carafe_reference.cpp plugins/common/carafe_params.cpp \
+      -L"$BUILD" -lcarafe_trt_plugin -Xlinker -rpath="$BUILD"
+    nvcc $common $cu $det -Iplugins/tensorrt -isystem "$TRT_INC" -o "$BUILD/test_detection_plugins" \
+      tests/native/test_detection_plugins.cpp $det_kernels $det_host plugins/common/carafe_params.cpp \
       -L"$BUILD" -lcarafe_trt_plugin -Xlinker -rpath="$BUILD"
   fi
 }
@@ -99,9 +110,12 @@ fi
 echo "build warnings: $(grep -ci 'warning' "$BUILD_LOG")" | tee -a "$SUMMARY"
 
 step kernels_vs_reference "$BUILD/test_cuda_kernels"
+step detection_kernels "$BUILD/test_detection_kernels"
 if [ $HAVE_TRT = 1 ]; then
   step plugin_host "$BUILD/test_trt_plugin" --host
   step plugin_gpu "$BUILD/test_trt_plugin" --gpu
+  step detection_plugins_host "$BUILD/test_detection_plugins" --host
+  step detection_plugins_gpu "$BUILD/test_detection_plugins" --gpu
   nm -D --defined-only "$BUILD/libcarafe_trt_plugin.so" > "$OUT/plugin_exports.txt" 2>&1
   ldd "$BUILD/libcarafe_trt_plugin.so" >> "$OUT/plugin_exports.txt" 2>&1
 else
@@ -112,8 +126,13 @@ fi
 if [ $SANITIZE = 1 ] && [ -n "$SANITIZER" ]; then
   step memcheck_kernels "$SANITIZER" --tool memcheck --error-exitcode 1 --leak-check full "$BUILD/test_cuda_kernels"
   step racecheck_kernels "$SANITIZER" --tool racecheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
+  step memcheck_detection "$SANITIZER" --tool memcheck --error-exitcode 1 --leak-check full "$BUILD/test_detection_kernels"
+  # BatchedNMS's per-class block: a shared-memory scan and a global-memory sweep with one barrier per kept box
+  step racecheck_detection "$SANITIZER" --tool racecheck --error-exitcode 1 "$BUILD/test_detection_kernels"
+  step synccheck_detection "$SANITIZER" --tool synccheck --error-exitcode 1 "$BUILD/test_detection_kernels"
   if [ $HAVE_TRT = 1 ]; then
     step memcheck_plugin "$SANITIZER" --tool memcheck --error-exitcode 1 "$BUILD/test_trt_plugin" --gpu
+    step memcheck_detection_plugins "$SANITIZER" --tool memcheck --error-exitcode 1 "$BUILD/test_detection_plugins" --gpu
   fi
 elif [ $SANITIZE = 1 ]; then
   echo "compute-sanitizer: SKIP (not found)" | tee -a "$SUMMARY"

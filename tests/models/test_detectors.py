@@ -249,3 +249,26 @@ def test_deploy_forward_matches_data_dependent_reference(light_faster):
     print(result.summary())
     assert result.reference >= 50, result.summary()
     assert result.match_rate >= 0.95, result.summary()
+
+
+def test_plugin_ops_compute_the_same_detections(light_faster):
+    """detection_ops = "plugin" (one batched_nms / multi_level_roi_align op per step, the TensorRT plugins' nodes):
+    the detections of the standard-op forward, and so of the data-dependent reference."""
+    image = parity_image(192, 256, seed=7)
+    try:
+        with torch.no_grad():
+            standard = [t.numpy() for t in light_faster(image)]
+            reference = _reference_detect(light_faster, image)
+            light_faster.detection_ops = "plugin"
+            plugin = [t.numpy() for t in light_faster(image)]
+    finally:
+        light_faster.detection_ops = "standard"
+    assert (standard[1] >= 0).sum() >= 50
+    for s, p in zip(standard, plugin):
+        np.testing.assert_array_equal(s, p)
+    result = compare_detections(reference, plugin)
+    assert result.match_rate >= 0.95, result.summary()
+    light_faster.detection_ops = "fused"
+    with pytest.raises(ValueError, match="detection_ops must be one of"):
+        light_faster(image)
+    light_faster.detection_ops = "standard"

@@ -28,22 +28,8 @@ struct Case
 using carafe_test::fromDouble;
 using carafe_test::toDouble;
 
-template <typename T>
-T* upload(std::vector<T> const& host)
-{
-    T* dev = nullptr;
-    CUDA_OK(cudaMalloc(&dev, std::max<size_t>(host.size(), 1) * sizeof(T)));
-    CUDA_OK(cudaMemcpy(dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return dev;
-}
-
-template <typename T>
-std::vector<T> download(T const* dev, size_t count)
-{
-    std::vector<T> host(count);
-    CUDA_OK(cudaMemcpy(host.data(), dev, count * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-}
+using carafe_test::download;
+using carafe_test::upload;
 
 // Max |got - want| / (atol + rtol * |want|) over all elements; NaN (a poisoned element never written) counts as inf.
 template <typename T>

@@ -9,6 +9,7 @@
 #include "carafe_reference.h"
 #include "check.h"
 #include "device_values.h"
+#include "trt_test_support.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -24,144 +25,10 @@
 
 using namespace nvinfer1;
 
-extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
-extern "C" void setLoggerFinder(ILoggerFinder* finder);
-
 namespace
 {
 
-// ---- a logger that records what the plugin reports -------------------------------------------------------------
-class RecordingLogger : public ILogger
-{
-public:
-    void log(Severity severity, AsciiChar const* msg) noexcept override
-    {
-        if (severity <= Severity::kERROR)
-        {
-            errors.emplace_back(msg);
-        }
-    }
-    std::vector<std::string> errors;
-};
-
-class TestLoggerFinder : public ILoggerFinder
-{
-public:
-    ILogger* findLogger() override
-    {
-        return &logger;
-    }
-    RecordingLogger logger;
-};
-
-TestLoggerFinder gFinder;
-
-bool lastErrorMentions(char const* part)
-{
-    auto const& e = gFinder.logger.errors;
-    return !e.empty() && e.back().find(part) != std::string::npos;
-}
-
-// ---- a small IExprBuilder over constant dimensions ---------------------------------------------------------------
-class ConstantExprImpl : public apiv::VDimensionExpr
-{
-public:
-    explicit ConstantExprImpl(int64_t v)
-        : mValue(v)
-    {
-    }
-    bool isConstant() const override
-    {
-        return true;
-    }
-    int64_t getConstantValue() const override
-    {
-        return mValue;
-    }
-    bool isSizeTensor() const override
-    {
-        return false;
-    }
-
-private:
-    int64_t mValue;
-};
-
-class ConstantExpr : public IDimensionExpr
-{
-public:
-    explicit ConstantExpr(int64_t v)
-        : mExpr(v)
-    {
-        mImpl = &mExpr;
-    }
-    ~ConstantExpr() noexcept override = default;
-
-private:
-    ConstantExprImpl mExpr;
-};
-
-class TestExprBuilderImpl : public apiv::VExprBuilder
-{
-public:
-    IDimensionExpr const* constant(int64_t value) override
-    {
-        mExprs.push_back(std::make_unique<ConstantExpr>(value));
-        return mExprs.back().get();
-    }
-    IDimensionExpr const* operation(DimensionOperation op, IDimensionExpr const& a, IDimensionExpr const& b) override
-    {
-        ops.push_back(op);
-        int64_t const x = a.getConstantValue();
-        int64_t const y = b.getConstantValue();
-        switch (op)
-        {
-        case DimensionOperation::kSUM: return constant(x + y);
-        case DimensionOperation::kPROD: return constant(x * y);
-        case DimensionOperation::kMAX: return constant(std::max(x, y));
-        case DimensionOperation::kMIN: return constant(std::min(x, y));
-        case DimensionOperation::kSUB: return constant(x - y);
-        case DimensionOperation::kFLOOR_DIV: return constant(x / y);
-        case DimensionOperation::kCEIL_DIV: return constant((x + y - 1) / y);
-        default: return nullptr;
-        }
-    }
-    IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override
-    {
-        return nullptr;
-    }
-    std::vector<DimensionOperation> ops;
-
-private:
-    std::vector<std::unique_ptr<ConstantExpr>> mExprs;
-};
-
-class TestExprBuilder : public IExprBuilder
-{
-public:
-    TestExprBuilder()
-    {
-        mImpl = &impl;
-    }
-    ~TestExprBuilder() noexcept override = default;
-    TestExprBuilderImpl impl;
-};
-
-// ---- helpers ---------------------------------------------------------------------------------------------------
-IPluginCreatorV3One* creator(char const* name)
-{
-    int32_t n = 0;
-    IPluginCreatorInterface* const* creators = getCreators(n);
-    for (int32_t i = 0; i < n; ++i)
-    {
-        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
-        if (std::strcmp(c->getPluginName(), name) == 0)
-        {
-            return c;
-        }
-    }
-    return nullptr;
-}
+using namespace carafe_trt_test;
 
 struct Attrs
 {
@@ -178,19 +45,6 @@ std::unique_ptr<IPluginV3> makeCarafe(Attrs const& a, TensorRTPhase phase = Tens
         {"mode", a.mode.c_str(), PluginFieldType::kCHAR, static_cast<int32_t>(a.mode.size())}};
     PluginFieldCollection fc{static_cast<int32_t>(f.size()), f.data()};
     return std::unique_ptr<IPluginV3>(creator("CARAFE")->createPlugin("layer", &fc, phase));
-}
-
-IPluginV3OneBuild* build(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneBuild*>(p->getCapabilityInterface(PluginCapabilityType::kBUILD));
-}
-IPluginV3OneRuntime* runtime(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-}
-IPluginV3OneCore* core(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneCore*>(p->getCapabilityInterface(PluginCapabilityType::kCORE));
 }
 
 Dims dims4(int64_t a, int64_t b, int64_t c, int64_t d)
@@ -227,18 +81,6 @@ std::vector<int64_t> outputShape(IPluginV3* p, Dims const& f, Dims const& k, Tes
         shape.push_back(out[0].d[j]->getConstantValue());
     }
     return shape;
-}
-
-DynamicPluginTensorDesc dynDesc(Dims const& d, DataType t)
-{
-    DynamicPluginTensorDesc x{};
-    x.desc.dims = d;
-    x.desc.type = t;
-    x.desc.format = TensorFormat::kLINEAR;
-    x.min = d;
-    x.max = d;
-    x.opt = d;
-    return x;
 }
 
 // The attributes a plugin holds, read through its public interface (getFieldsToSerialize), as TensorRT reads them.
@@ -278,20 +120,12 @@ bool sameAttrs(Attrs const& a, Attrs const& b)
     return a.k == b.k && a.group == b.group && a.scale == b.scale && a.mode == b.mode;
 }
 
-// Recreates a plugin from its getFieldsToSerialize() output, as the runtime does when deserializing an engine.
-std::unique_ptr<IPluginV3> roundTrip(IPluginV3* p)
-{
-    PluginFieldCollection const* fc = runtime(p)->getFieldsToSerialize();
-    return std::unique_ptr<IPluginV3>(
-        creator(core(p)->getPluginName())->createPlugin("restored", fc, TensorRTPhase::kRUNTIME));
-}
-
 // ---- host checks -----------------------------------------------------------------------------------------------
 void hostChecks()
 {
     int32_t n = 0;
     IPluginCreatorInterface* const* creators = getCreators(n);
-    CHECK(n == 2);
+    CHECK(n == 4); // CARAFE, MMCVCARAFE, MultiLevelRoIAlign, BatchedNMS
     for (char const* name : {"CARAFE", "MMCVCARAFE"})
     {
         IPluginCreatorV3One* c = creator(name);

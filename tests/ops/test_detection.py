@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from carafe_deploy.ops import nms_keep, roi_align
 from carafe_deploy.onnx.detection import TRANSLATIONS
+from support.reference import roi_align_reference
 
 
 def _session(nodes, inputs, outputs, opset=18):
@@ -74,48 +75,6 @@ def test_nms_keep_checks_arguments():
         nms_keep(torch.zeros(1, 5, 4), torch.zeros(1, 5), 0.5, 0.0, 0)
 
 
-def _roi_align_reference(feat, rois, bidx, oh, ow, scale, ratio):
-    """mmcv RoIAlign(aligned=True, pool_mode="avg") written as plain float64 loops."""
-    feat = feat.astype(np.float64)
-    n, c, h, w = feat.shape
-    out = np.zeros((len(rois), c, oh, ow))
-
-    def bilinear(img, y, x):
-        if y < -1.0 or y > h or x < -1.0 or x > w:
-            return np.zeros(c)
-        y, x = max(y, 0.0), max(x, 0.0)
-        y0, x0 = int(y), int(x)
-        if y0 >= h - 1:
-            y0 = y1 = h - 1
-            y = float(y0)
-        else:
-            y1 = y0 + 1
-        if x0 >= w - 1:
-            x0 = x1 = w - 1
-            x = float(x0)
-        else:
-            x1 = x0 + 1
-        ly, lx = y - y0, x - x0
-        return ((1 - ly) * (1 - lx) * img[:, y0, x0] + (1 - ly) * lx * img[:, y0, x1]
-                + ly * (1 - lx) * img[:, y1, x0] + ly * lx * img[:, y1, x1])
-
-    for k, (roi, b) in enumerate(zip(rois.astype(np.float64), bidx)):
-        x_start, y_start = roi[0] * scale - 0.5, roi[1] * scale - 0.5
-        rw, rh = (roi[2] - roi[0]) * scale, (roi[3] - roi[1]) * scale
-        bh, bw = rh / oh, rw / ow
-        gh = ratio if ratio > 0 else math.ceil(rh / oh)
-        gw = ratio if ratio > 0 else math.ceil(rw / ow)
-        for ph in range(oh):
-            for pw in range(ow):
-                acc = np.zeros(c)
-                for iy in range(gh):
-                    y = y_start + ph * bh + (iy + 0.5) * bh / gh
-                    for ix in range(gw):
-                        acc += bilinear(feat[b], y, x_start + pw * bw + (ix + 0.5) * bw / gw)
-                out[k, :, ph, pw] = acc / max(gh * gw, 1)
-    return out
-
-
 def _ort_roi_align(feat, rois, bidx, oh, ow, scale, ratio):
     sess = _session(
         [helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], coordinate_transformation_mode="half_pixel",
@@ -142,7 +101,7 @@ def test_roi_align_matches_onnxruntime_and_loops(ratio, scale):
     bidx = rng.integers(0, 2, 24).astype(np.int64)
     got = roi_align(torch.from_numpy(feat), torch.from_numpy(rois), torch.from_numpy(bidx), (5, 4), scale,
                     ratio).numpy()
-    np.testing.assert_allclose(got, _roi_align_reference(feat, rois, bidx, 5, 4, scale, ratio), atol=1e-5)
+    np.testing.assert_allclose(got, roi_align_reference(feat, rois, bidx, 5, 4, scale, ratio), atol=1e-5)
     np.testing.assert_allclose(got, _ort_roi_align(feat, rois, bidx, 5, 4, scale, ratio), atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""Independent float64 reference of the CARAFE op, written as plain loops straight from CONTRACT §1.
+"""Independent float64 references written as plain loops: the CARAFE op (straight from CONTRACT §1) and mmcv's RoIAlign.
 
 Shares no code with carafe_deploy: it is what the package is checked against.
 """
@@ -67,3 +67,52 @@ def carafe_reference_backward(grad_output, features, kernels, kernel_size: int, 
                                 gk[b, tap, oi, oj] += go @ x[b, g * cg : (g + 1) * cg, y, xx]
                                 gx[b, g * cg : (g + 1) * cg, y, xx] += kern[b, tap, oi, oj] * go
     return gx, gk
+
+
+def roi_align_reference(feat, rois, bidx, oh, ow, scale, ratio, aligned: bool = True):
+    """mmcv RoIAlign(pool_mode="avg") written as plain float64 loops; ``aligned`` (ONNX "half_pixel") shifts the RoI
+    by half a pixel, otherwise ("output_half_pixel") a RoI is at least 1 x 1. A batch index outside the batch pools
+    to zeros."""
+    feat = feat.astype(np.float64)
+    n, c, h, w = feat.shape
+    out = np.zeros((len(rois), c, oh, ow))
+
+    def bilinear(img, y, x):
+        if y < -1.0 or y > h or x < -1.0 or x > w:
+            return np.zeros(c)
+        y, x = max(y, 0.0), max(x, 0.0)
+        y0, x0 = int(y), int(x)
+        if y0 >= h - 1:
+            y0 = y1 = h - 1
+            y = float(y0)
+        else:
+            y1 = y0 + 1
+        if x0 >= w - 1:
+            x0 = x1 = w - 1
+            x = float(x0)
+        else:
+            x1 = x0 + 1
+        ly, lx = y - y0, x - x0
+        return ((1 - ly) * (1 - lx) * img[:, y0, x0] + (1 - ly) * lx * img[:, y0, x1]
+                + ly * (1 - lx) * img[:, y1, x0] + ly * lx * img[:, y1, x1])
+
+    offset = 0.5 if aligned else 0.0
+    for k, (roi, b) in enumerate(zip(rois.astype(np.float64), bidx)):
+        if not 0 <= b < n:
+            continue
+        x_start, y_start = roi[0] * scale - offset, roi[1] * scale - offset
+        rw, rh = (roi[2] - roi[0]) * scale, (roi[3] - roi[1]) * scale
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        bh, bw = rh / oh, rw / ow
+        gh = ratio if ratio > 0 else math.ceil(rh / oh)
+        gw = ratio if ratio > 0 else math.ceil(rw / ow)
+        for ph in range(oh):
+            for pw in range(ow):
+                acc = np.zeros(c)
+                for iy in range(gh):
+                    y = y_start + ph * bh + (iy + 0.5) * bh / gh
+                    for ix in range(gw):
+                        acc += bilinear(feat[b], y, x_start + pw * bw + (ix + 0.5) * bw / gw)
+                out[k, :, ph, pw] = acc / max(gh * gw, 1)
+    return out

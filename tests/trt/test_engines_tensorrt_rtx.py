@@ -214,3 +214,50 @@ def test_no_plugin_build_raises_an_old_opset_as_convert_does(tmp_path, capsys):
     assert engine.read_bytes()[:4] == b"vtrt"
     out = capsys.readouterr()
     assert "ONNX opset 11 -> 13" in out.out + out.err
+
+
+def test_whole_detector_engines(tmp_path):
+    """Faster and Mask R-CNN (--tiny) as ONE TensorRT-RTX engine each, CARAFE, RoI Align and NMS included: `export
+    --save-engine` with the plugin library found exports the plugin form (checked against PyTorch in ONNX Runtime
+    first), and `build` builds the same file. In a child process that starts with the libtensorrt_rtx.so link on
+    LD_LIBRARY_PATH. Where the library is not built (CI) this is skipped with the reason, and the detectors are
+    refused before parsing (tests/tasks/test_detection.py)."""
+    lib = _plugin_or_skip()
+    code = f"""
+        import json, sys
+        from carafe_deploy.cli import main
+        out = {str(tmp_path)!r}
+        for name in ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe"):
+            rc = main(["export", "--model", name, "--tiny", "--input-shape", "1,3,320,320", "-o", f"{{out}}/{{name}}.onnx",
+                       "--save-engine", f"{{out}}/{{name}}.engine", "--backend", "tensorrt-rtx",
+                       "--save-report", f"{{out}}/{{name}}.json"])
+            assert rc == 0, name
+        rc = main(["build", f"{{out}}/faster_rcnn_r50_fpn_carafe.onnx", "-o", f"{{out}}/rebuilt.engine",
+                   "--backend", "tensorrt-rtx", "--no-progress"])
+        assert rc == 0
+        print("done")
+        """
+    env = {**os.environ, "LD_LIBRARY_PATH": str(_link_folder(tmp_path)), "CARAFE_DEPLOY_PLUGIN": str(lib)}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=1200)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    for name, outputs in (("faster_rcnn_r50_fpn_carafe", ["dets", "labels"]),
+                          ("mask_rcnn_r50_fpn_carafe", ["dets", "labels", "masks"])):
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["onnx"]["detection_ops"] == "plugin"
+        assert {"carafe::BatchedNMS", "carafe::MultiLevelRoIAlign"} <= set(report["onnx"]["ops"])
+        checks = {c["backend"]: c for c in report["checks"]}
+        assert checks["onnxruntime"]["status"] == "passed" and checks["onnxruntime"]["details"]["reference"] >= 50
+        assert checks["tensorrt"]["status"] == "skipped"  # no GPU to run it on: said so, not passed
+        side = json.loads((tmp_path / f"{name}.engine.json").read_text())
+        assert side["runtime"]["name"] == RTX and side["plugin"]["used"]
+        assert side["graph"]["carafe_form"] == "plugin" and side["graph"]["detection_form"] == "plugin"
+        assert side["graph"]["detection_nodes"] == (4 if "mask" in name else 3)
+        assert [o["name"] for o in side["outputs"]] == outputs
+        assert side["outputs"][0]["shape"] == [1, 100, 5]
+        engine = (tmp_path / f"{name}.engine").read_bytes()
+        # one engine: the plugins' names are serialized in it, and no standard NMS / RoiAlign layer is
+        assert engine[:4] == b"vtrt" and b"BatchedNMS" in engine and b"MultiLevelRoIAlign" in engine
+        assert b"CARAFE" in engine and b"ROIAlign_TRT" not in engine
+    rebuilt = json.loads((tmp_path / "rebuilt.engine.json").read_text())
+    assert rebuilt["graph"]["detection_form"] == "plugin" and rebuilt["graph"]["detection_nodes"] == 3
