@@ -89,23 +89,14 @@ def model_rows(out: Path, name: str, tiny: bool, plugin: bool, mode: str = "port
 def features_rows(out: Path, tiny: bool):
     """The detectors' feature network (backbone + FPN_CARAFE): what TensorRT-RTX can build of them."""
     from carafe_deploy import models
-    from carafe_deploy.models.detectors import TINY
+    from carafe_deploy.models.detectors import TINY, FeatureNetwork
     from carafe_deploy.onnx import export
     from carafe_deploy.onnx.files import save_model
 
-    detector = models.build("faster_rcnn_r50_fpn_carafe", **(TINY if tiny else {})).eval()
-
-    class Features(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.detector = detector
-
-        def forward(self, image):
-            return self.detector.features(image)
-
+    features = FeatureNetwork(models.build("faster_rcnn_r50_fpn_carafe", **(TINY if tiny else {}))).eval()
     size = (320, 320) if tiny else (800, 1216)
     path = out / f"detector_features{'_tiny' if tiny else ''}.onnx"
-    save_model(export(Features().eval(), (torch.rand(1, 3, *size) * 255,), None, mode="plugin",
+    save_model(export(features, (torch.rand(1, 3, *size) * 255,), None, mode="plugin",
                       input_names=["image"], output_names=[f"p{i}" for i in range(2, 7)]), path)
     yield {"model": f"Faster/Mask R-CNN backbone + FPN_CARAFE{' --tiny' if tiny else ''}, static {size[0]}x{size[1]}",
            "export": "plugin", **_build(path, path.with_suffix(".engine"), False)}

@@ -104,17 +104,22 @@ class ModelSourceArgs:
         src.add_argument("--torchscript", metavar="FILE", help="a TorchScript file (torch.jit.save)")
         src.add_argument("--exported-program", metavar="FILE", help="an ExportedProgram file (torch.export.save)")
         src.add_argument("--model", metavar="NAME", help="a registered model: " + ", ".join(MODEL_NAMES))
+        src.add_argument("--config", metavar="FILE",
+                         help="an mmdetection / mmsegmentation config (.py, _base_ read with mmengine) of a CARAFE "
+                              "Faster/Mask R-CNN or UperNet: the model it describes (with --checkpoint: its weights)")
         g.add_argument("--class", dest="class_name", metavar="NAME",
                        help="the nn.Module class in --python FILE (needed with --python)")
         g.add_argument("--kwargs", default="{}", metavar="JSON", help="constructor keyword arguments for --class")
         g.add_argument("--checkpoint", metavar="PATH",
-                       help="weights for --python or --model: mmcv/mmdet/mmseg or this package's "
-                            "(default: random weights)")
+                       help="weights for --python, --model or --config: mmcv/mmdet/mmseg or this package's; with "
+                            "--model, the class count and widths come from the checkpoint (its config, else its "
+                            "tensor shapes) (default: random weights)")
         g.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="a builder option of --model, e.g. score_thr=0.3 or num_classes=5; repeatable "
-                            "(default: the model's own)")
+                       help="a builder option of --model or --config, e.g. score_thr=0.3 or num_classes=5; "
+                            "repeatable (default: the model's own)")
         g.add_argument("--tiny", action="store_true",
-                       help="--model's narrow variant: same structure and names, random weights (quick checks)")
+                       help="--model's or --config's narrow variant: same structure and names, random weights "
+                            "(quick checks)")
 
     @staticmethod
     def parse(args: argparse.Namespace):
@@ -122,7 +127,8 @@ class ModelSourceArgs:
 
         return ModelSource(python=args.python, class_name=args.class_name, kwargs=args.kwargs,
                            torchscript=args.torchscript, exported_program=args.exported_program, model=args.model,
-                           checkpoint=args.checkpoint, overrides=_parse_set(args.set), tiny=args.tiny)
+                           checkpoint=args.checkpoint, overrides=_parse_set(args.set), tiny=args.tiny,
+                           config=args.config)
 
 
 class ExportArgs:

@@ -52,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _label(source) -> str:
-    return source.model or source.python or source.torchscript or source.exported_program
+    return source.model or source.config or source.python or source.torchscript or source.exported_program
 
 
 def _default_name(source) -> str:
     from pathlib import Path
 
-    if source.model:
-        return source.model + ("_tiny" if source.tiny else "")
+    if source.model or source.config:
+        return (source.model or Path(source.config).stem) + ("_tiny" if source.tiny else "")
     if source.python:
         return source.class_name or Path(source.python).stem
     return Path(source.torchscript or source.exported_program).stem

@@ -1,16 +1,23 @@
 """Code written against mmcv's CARAFE (``from mmcv.ops.carafe import carafe, CARAFEPack, ...``) on this project's op.
 
-``import carafe_deploy.compat.mmcv`` provides mmcv's names -- ``carafe``, ``carafe_naive`` (mmcv's
-``CARAFEFunction.apply`` / ``CARAFENaiveFunction.apply``: features, masks, kernel_size, group_size, scale_factor),
-the functions' classes ``CARAFEFunction`` / ``CARAFENaiveFunction`` (``.apply``), the modules ``CARAFE``,
-``CARAFENaive`` (kernel_size, group_size, scale_factor) and ``CARAFEPack`` (mmcv's constructor, parameter names,
-``init_weights``, ``kernel_normalizer``, ``feature_reassemble``, ``forward``; mmcv/mmdet checkpoints load) -- all
-computed by ``carafe_deploy::carafe``, so they run on CPU and CUDA without mmcv's compiled ops and export with
-both of torch's ONNX exporters as ``carafe::CARAFE``.
+``import carafe_deploy.compat.mmcv`` provides every public name of ``mmcv.ops.carafe`` in mmcv 1.x and 2.x --
+``carafe``, ``carafe_naive`` (mmcv's ``CARAFEFunction.apply`` / ``CARAFENaiveFunction.apply``: features, masks,
+kernel_size, group_size, scale_factor), the functions' classes ``CARAFEFunction`` / ``CARAFENaiveFunction``
+(``.apply``), the modules ``CARAFE``, ``CARAFENaive`` (kernel_size, group_size, scale_factor) and ``CARAFEPack``
+(mmcv's constructor, parameter names, ``init_weights``, ``kernel_normalizer``, ``feature_reassemble``, ``forward``;
+mmcv/mmdet checkpoints load) -- all computed by ``carafe_deploy::carafe``, so they run on CPU and CUDA without mmcv's
+compiled ops and export with both of torch's ONNX exporters as ``carafe::CARAFE``; and what the module imports and
+code reaches for through it: the weight-init helpers ``normal_init`` and ``xavier_init``
+(:mod:`.weight_init`), the registry ``CARAFEPack`` is registered in as ``"carafe"`` (``UPSAMPLE_LAYERS`` in 1.x,
+``MODELS`` in 2.x: mmengine's when it is installed, else a stand-in), ``ext_module`` / ``ext_loader`` (the compiled
+ops' CARAFE entry points, :mod:`.mmcv_parts`), and ``torch``, ``nn``, ``F``, ``Tensor``, ``Function``, ``Module``,
+``Tuple``.
 
 It also makes ``mmcv.ops.carafe`` (and ``mmcv.ops``' CARAFE names) import from here where mmcv cannot provide them:
 
-* mmcv absent: stand-in modules ``mmcv``, ``mmcv.ops``, ``mmcv.ops.carafe`` (``mmcv.__carafe_deploy__`` is true);
+* mmcv absent: stand-in modules ``mmcv``, ``mmcv.ops``, ``mmcv.ops.carafe``, ``mmcv.cnn`` (mmcv 1.x's weight-init
+  helpers and ``UPSAMPLE_LAYERS``, so code written for mmcv 1.x, ``from mmcv.cnn import xavier_init``, imports) and
+  ``mmcv.utils`` (the device flags, ``ext_loader``) (``mmcv.__carafe_deploy__`` is true);
 * mmcv installed without compiled ops (mmcv-lite, or a build without ``mmcv._ext``): the real ``mmcv`` package and
   its pure-Python parts stay; ``mmcv.ops`` (which cannot import there) and ``mmcv.ops.carafe`` come from here;
 * mmcv installed whole: nothing of mmcv is changed. Its CARAFE exports ``mmcv::MMCVCARAFE``, which
@@ -25,14 +32,22 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from typing import Tuple  # noqa: F401 -- a public name of mmcv.ops.carafe
 
+import torch  # noqa: F401 -- a public name of mmcv.ops.carafe
+import torch.nn.functional as F  # noqa: F401 -- a public name of mmcv.ops.carafe
 from torch import Tensor, nn
+from torch.autograd import Function  # noqa: F401 -- a public name of mmcv.ops.carafe
+from torch.nn.modules.module import Module  # noqa: F401 -- a public name of mmcv.ops.carafe
 
 from ..nn.modules import CARAFEUpsample, _check_int
 from ..ops import carafe as _carafe
+from . import weight_init
+from .mmcv_parts import Registry, device_flags, ext_loader, ext_module  # noqa: F401 -- mmcv's names
+from .weight_init import normal_init, xavier_init
 
 __all__ = ["carafe", "carafe_naive", "CARAFEFunction", "CARAFENaiveFunction", "CARAFE", "CARAFENaive", "CARAFEPack",
-           "MMCV_STATE"]
+           "normal_init", "xavier_init", "MODELS", "UPSAMPLE_LAYERS", "ext_module", "ext_loader", "MMCV_STATE"]
 
 
 def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int) -> Tensor:
@@ -107,7 +122,11 @@ _OPS_NAMES = ("carafe", "carafe_naive", "CARAFE", "CARAFENaive", "CARAFEPack")
 
 def _mmcv_state() -> str:
     """"absent", "no-ops" (mmcv without its compiled ``mmcv._ext``) or "whole"."""
-    if "mmcv" not in sys.modules and importlib.util.find_spec("mmcv") is None:
+    try:
+        found = "mmcv" in sys.modules or importlib.util.find_spec("mmcv") is not None
+    except (ImportError, ValueError):  # a broken or hidden mmcv (sys.modules["mmcv"] = None)
+        found = False
+    if not found or sys.modules.get("mmcv", False) is None:
         return "absent"
     if getattr(sys.modules.get("mmcv"), "__carafe_deploy__", False):
         return "absent"  # our own stand-in, from an earlier import
@@ -149,6 +168,10 @@ def _install() -> str:
             mmcv.__path__ = []
             mmcv.__carafe_deploy__ = True
             sys.modules["mmcv"] = mmcv
+        for name, make in (("cnn", _cnn_module), ("utils", _utils_module)):
+            if f"mmcv.{name}" not in sys.modules:
+                sys.modules[f"mmcv.{name}"] = make()
+            setattr(mmcv, name, sys.modules[f"mmcv.{name}"])
     else:
         import mmcv
     if not getattr(sys.modules.get("mmcv.ops"), "__carafe_deploy__", False):
@@ -159,15 +182,49 @@ def _install() -> str:
     return state
 
 
+def _stand_in(name: str, doc: str, names: dict) -> types.ModuleType:
+    module = types.ModuleType(name, f"stand-in for {name}, from carafe_deploy.compat.mmcv: {doc}")
+    module.__carafe_deploy__ = True
+    module.__dict__.update(names)
+    module.__all__ = sorted(names)
+
+    def __getattr__(attr):
+        raise AttributeError(f"{name}.{attr} is not available: mmcv is not installed and carafe_deploy.compat.mmcv's "
+                             f"{name} has only {', '.join(sorted(names))}")
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+def _cnn_module() -> types.ModuleType:
+    names = {n: getattr(weight_init, n) for n in weight_init.__all__}
+    return _stand_in("mmcv.cnn", "mmcv 1.x's weight-init helpers and UPSAMPLE_LAYERS",
+                     {**names, "UPSAMPLE_LAYERS": UPSAMPLE_LAYERS, "MODELS": MODELS})
+
+
+def _utils_module() -> types.ModuleType:
+    return _stand_in("mmcv.utils", "the device flags and ext_loader", {**device_flags(), "ext_loader": ext_loader})
+
+
+def _registry():
+    """mmengine's ``MODELS`` (where mmcv 2.x registers CARAFEPack) when mmengine is installed, else a stand-in."""
+    if importlib.util.find_spec("mmengine") is not None:
+        try:
+            from mmengine.registry import MODELS as registry
+
+            return registry
+        except Exception:  # noqa: BLE001 -- a broken mmengine must not break this import
+            pass
+    return Registry("upsample layer")
+
+
 def _register_with_mmengine() -> None:
-    if importlib.util.find_spec("mmengine") is None:
-        return
-    try:
-        from mmengine.registry import MODELS
-    except Exception:  # noqa: BLE001 -- a broken mmengine must not break this import
-        return
     if MODELS.get("carafe") is None:
         MODELS.register_module(name="carafe", module=CARAFEPack)
+
+
+# mmcv 2.x registers CARAFEPack in MODELS; mmcv 1.x in UPSAMPLE_LAYERS, which 2.x merged into MODELS
+MODELS = UPSAMPLE_LAYERS = _registry()
 
 
 MMCV_STATE = _install()  # what was found: "absent", "no-ops" or "whole"

@@ -2,7 +2,9 @@
 checkpoint import (the deploy pipelines that export, check and build these models are in :mod:`carafe_deploy.tasks`).
 
 Each family module registers its builders with :func:`register`; ``build(name, checkpoint=None, resampling="carafe", **overrides)``
-creates the model (eval mode) and loads the checkpoint when one is given.
+creates the model (eval mode) and loads the checkpoint when one is given, with the class count and widths the
+checkpoint shows; ``build_from_config(config, checkpoint)`` builds what an mmdetection / mmsegmentation config (or a
+checkpoint alone) describes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # the registry itself needs no torch: the families import it when they are loaded
     from torch import nn
 
-__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "available", "spec", "MODEL_NAMES"]
+__all__ = ["ModelSpec", "RESAMPLING", "register", "build", "build_from_config", "build_resolved", "available", "spec",
+           "MODEL_NAMES"]
 
 # The registered names, known without importing the families (which import torch): for --help. A test keeps it equal
 # to available().
@@ -40,6 +43,8 @@ class ModelSpec:
     dynamic_by_default: bool = True
     # builder overrides for a narrow model of the same structure and names (quick checks of the graph; random weights)
     tiny: dict = field(default_factory=dict)
+    # checkpoint keys (prefixes) that training saves and inference never uses, e.g. mmseg's auxiliary_head
+    checkpoint_ignores: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -79,19 +84,59 @@ RESAMPLING = ("carafe", "nearest")
 def build(name: str, checkpoint=None, resampling: str = "carafe", **overrides) -> "nn.Module":
     """Build model ``name`` in eval mode; load ``checkpoint`` (a path or a state dict) when given.
 
+    With a checkpoint, the settings it shows (class count, depth, widths, CARAFE arguments: the config it embeds,
+    else its tensor shapes) are used for every option not given in ``overrides``; an option that contradicts it is
+    an error saying what the checkpoint holds (:mod:`carafe_deploy.models.resolve`).
+
     ``resampling="nearest"`` builds the papers' baseline twin: every CARAFE / CARAFE++ module replaced by nearest
     resampling of the same scale (:func:`carafe_deploy.nn.with_nearest_resampling`), everything else identical; a
     checkpoint is then the twin's own (it has no CARAFE parameters).
     """
+    _check_resampling(resampling)
+    if checkpoint is None:
+        return _build(name, overrides, None, resampling)
+    from .resolve import resolve
+
+    return build_resolved(resolve(name, checkpoint=checkpoint, overrides=overrides), resampling)
+
+
+def build_from_config(config=None, checkpoint=None, resampling: str = "carafe", **overrides) -> "nn.Module":
+    """Build the model an mmdetection / mmsegmentation ``config`` describes (a ``.py`` file, ``_base_`` included
+    with mmengine installed; config text; or a dict), in eval mode, and load ``checkpoint``.
+
+    Without a config, the checkpoint's embedded config (``meta['cfg']`` / ``meta['config']``) or else its tensor
+    shapes describe the model. ``overrides`` are builder options on top (e.g. ``score_thr=0.3``). A config setting this
+    package cannot build raises :class:`~carafe_deploy.models.settings.UnsupportedSetting` naming the key and value.
+    """
+    _check_resampling(resampling)
+    if config is None and checkpoint is None:
+        raise ValueError("build_from_config needs a config, a checkpoint or both")
+    from .resolve import resolve
+
+    return build_resolved(resolve(config=config, checkpoint=checkpoint, overrides=overrides), resampling)
+
+
+def build_resolved(resolved, resampling: str = "carafe") -> "nn.Module":
+    """Build a :class:`~carafe_deploy.models.resolve.Resolved` (its checkpoint's weights loaded)."""
+    return _build(resolved.name, resolved.options, resolved.state, resampling)
+
+
+def _check_resampling(resampling: str) -> None:
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
-    model = spec(name).builder(**overrides)
+
+
+def _build(name: str, options: dict, state, resampling: str) -> "nn.Module":
+    model_spec = spec(name)
+    model = model_spec.builder(**options)
     if resampling == "nearest":
         from ..nn import with_nearest_resampling
 
         with_nearest_resampling(model)
-    if checkpoint is not None:
+    if state is not None:
         from .checkpoint import load_checkpoint
 
-        load_checkpoint(model, checkpoint)
+        if model_spec.checkpoint_ignores:
+            state = {k: v for k, v in state.items() if not k.startswith(model_spec.checkpoint_ignores)}
+        load_checkpoint(model, state)
     return model.eval()

@@ -1,4 +1,11 @@
-"""Loading checkpoints saved by mmcv/mmdet/torchvision or by this package, with errors that list the bad keys."""
+"""Loading checkpoints saved by mmcv/mmdet/mmseg (mmcv 1.x runners and mmengine's), torchvision or this package, with
+errors that list the bad keys.
+
+Files are read with ``torch.load(weights_only=True)``: nothing in a checkpoint runs. A training checkpoint of mmengine
+(``epoch_12.pth``) also holds the runner's state -- ``message_hub`` (mmengine ``HistoryBuffer`` objects, numpy arrays),
+optimizer and scheduler states -- whose classes ``weights_only`` refuses; those objects are read as inert
+placeholders (:func:`_load_file`), so the weights and the ``meta`` (with the embedded config) load from such a file too.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from torch import nn
 
 from ..errors import DeployError
 
-__all__ = ["load_checkpoint", "read_state_dict", "save_checkpoint", "CheckpointMismatchError"]
+__all__ = ["load_checkpoint", "read_checkpoint", "read_state_dict", "save_checkpoint", "CheckpointMismatchError"]
 
 _MAX_LISTED = 20
 
@@ -19,17 +26,22 @@ class CheckpointMismatchError(DeployError):
     """The checkpoint's keys or shapes do not fit the model; the message lists them."""
 
 
-def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` from a path or a mapping; unwraps ``state_dict``/``model`` and a ``module.`` prefix."""
+def read_checkpoint(checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state, meta)`` from a path or a mapping: the flat ``{name: tensor}`` (``state_dict``/``model`` unwrapped, a
+    ``module.`` prefix dropped) and the checkpoint's ``meta`` (mmcv/mmengine write the config text and the class names
+    there; ``{}`` when there is none)."""
     if isinstance(checkpoint, (str, os.PathLike)):
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         try:
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            checkpoint = _load_file(checkpoint)
         except Exception as exc:  # torch raises several types for a corrupt or foreign file
-            raise DeployError(f"cannot read checkpoint {checkpoint}: {_why_unreadable(checkpoint, exc)}") from None
+            why = str(exc) if isinstance(exc, DeployError) else _why_unreadable(checkpoint, exc)
+            raise DeployError(f"cannot read checkpoint {checkpoint}: {why}") from None
     if not isinstance(checkpoint, Mapping):
         raise DeployError(f"a checkpoint must be a mapping of tensors, got {type(checkpoint).__name__}")
+    meta = checkpoint.get("meta")
+    meta = dict(meta) if isinstance(meta, Mapping) else {}
     for wrapper in ("state_dict", "model"):  # mmengine/mmdet save {'meta': ..., 'state_dict': ...}
         if wrapper in checkpoint and isinstance(checkpoint[wrapper], Mapping):
             checkpoint = checkpoint[wrapper]
@@ -39,7 +51,49 @@ def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             continue
         state[key[len("module."):] if key.startswith("module.") else key] = value
-    return state
+    return state, meta
+
+
+def read_state_dict(checkpoint) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` from a path or a mapping; unwraps ``state_dict``/``model`` and a ``module.`` prefix."""
+    return read_checkpoint(checkpoint)[0]
+
+
+class _Opaque:
+    """Stands in for an object of another library in a checkpoint's training state: built from anything, holding
+    nothing, running nothing (the weights never need it). ``foreign`` names the class it replaces."""
+
+    foreign = "?"
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def _load_file(path):
+    """``torch.load(weights_only=True)``; where it refuses classes of other libraries (an mmengine training
+    checkpoint's message hub and optimizer state), again with each of them read as an :class:`_Opaque`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:  # noqa: BLE001 -- re-raised unless foreign classes explain it
+        try:
+            foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 -- not a zip checkpoint, or a torch without this function
+            foreign = []
+        if not foreign:
+            raise first from None
+        stand_ins = [(type(name.rsplit(".", 1)[-1], (_Opaque,), {"foreign": name}), name) for name in foreign]
+        with torch.serialization.safe_globals(stand_ins):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(loaded, _Opaque):  # torch.save(model): the weights are inside an object of the user's class
+            raise DeployError(f"it is a pickled {loaded.foreign} object, not weights; save model.state_dict() "
+                              "instead (torch.save(model.state_dict(), path))")
+        return loaded
 
 
 def _why_unreadable(path, exc: Exception) -> str:

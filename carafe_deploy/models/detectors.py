@@ -41,8 +41,8 @@ from .detection_parts import (
 )
 from .resnet import ResNet
 
-__all__ = ["TestConfig", "TwoStageDetector", "COCO_CLASSES", "paste_masks", "MIN_IMAGE_SIZE", "DETECTORS", "TINY",
-           "calibrate_random_heads", "DETECTION_OPS"]
+__all__ = ["TestConfig", "TwoStageDetector", "FeatureNetwork", "COCO_CLASSES", "paste_masks", "MIN_IMAGE_SIZE",
+           "DETECTORS", "TINY", "calibrate_random_heads", "DETECTION_OPS"]
 
 DETECTORS = ("faster_rcnn_r50_fpn_carafe", "mask_rcnn_r50_fpn_carafe")
 
@@ -111,18 +111,25 @@ def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
 
 
 class TwoStageDetector(nn.Module):
-    """Faster / Mask R-CNN with ResNet, FPN_CARAFE, RPN and RoI heads under mmdetection's parameter names."""
+    """Faster / Mask R-CNN with ResNet, FPN_CARAFE, RPN and RoI heads under mmdetection's parameter names.
+
+    ``upsample_cfg`` / ``mask_upsample_cfg``: the CARAFE arguments of the neck's and the mask head's upsamplers
+    (mmdet's ``neck.upsample_cfg`` and ``roi_head.mask_head.upsample_cfg``: up_kernel, up_group, encoder_kernel,
+    encoder_dilation, compressed_channels), over ``compressed_channels``.
+    """
 
     def __init__(self, with_mask: bool, num_classes: int = 80, base_channels: int = 64, neck_channels: int = 256,
                  fc_channels: int = 1024, mask_channels: int = 256, compressed_channels: int = 64,
-                 test_cfg: TestConfig | None = None):
+                 test_cfg: TestConfig | None = None, depth: int = 50, upsample_cfg: dict | None = None,
+                 mask_upsample_cfg: dict | None = None):
         super().__init__()
-        self.backbone = ResNet(depth=50, out_indices=(0, 1, 2, 3), base_channels=base_channels)
-        up = dict(compressed_channels=compressed_channels)
+        self.backbone = ResNet(depth=depth, out_indices=(0, 1, 2, 3), base_channels=base_channels)
+        up = {"compressed_channels": compressed_channels, **(upsample_cfg or {})}
+        mask_up = {"compressed_channels": compressed_channels, **(mask_upsample_cfg or {})}
         self.neck = FPNCARAFE(self.backbone.out_channels, neck_channels, num_outs=5, upsample_cfg=up)
         self.rpn_head = RPNHead(neck_channels, neck_channels, num_anchors=3)
         bbox_head = Shared2FCBBoxHead(neck_channels, 7, fc_channels, num_classes)
-        mask_head = FCNMaskHead(neck_channels, mask_channels, 4, num_classes, up) if with_mask else None
+        mask_head = FCNMaskHead(neck_channels, mask_channels, 4, num_classes, mask_up) if with_mask else None
         self.roi_head = RoIHead(bbox_head, mask_head)
         self.num_classes = num_classes
         self.test_cfg = test_cfg or TestConfig()
@@ -282,6 +289,18 @@ class TwoStageDetector(nn.Module):
         return dets, labels, self.segment(feats, dets, labels, ok)
 
 
+class FeatureNetwork(nn.Module):
+    """A detector's preprocessing, backbone and FPN_CARAFE: ``image -> (p2, ..., p6)``. The part of the detectors
+    that TensorRT-RTX builds (the RPN and RoI heads need NMS, which it has no implementation of)."""
+
+    def __init__(self, detector: TwoStageDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        return self.detector.features(image)
+
+
 def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5):
     """mmdet's ``_do_paste_mask``: sample each (28×28) mask over the image inside its box, then threshold.
 
@@ -313,7 +332,7 @@ def _builder(with_mask: bool):
     def build(**overrides) -> TwoStageDetector:
         cfg_over = {k: overrides.pop(k) for k in list(overrides) if k in _CFG_FIELDS}
         unknown = set(overrides) - {"num_classes", "base_channels", "neck_channels", "fc_channels", "mask_channels",
-                                    "compressed_channels"}
+                                    "compressed_channels", "depth", "upsample_cfg", "mask_upsample_cfg"}
         if unknown:
             raise ValueError(f"unknown detector option(s): {', '.join(sorted(unknown))}")
         return TwoStageDetector(with_mask, test_cfg=replace(TestConfig(), **cfg_over), **overrides)

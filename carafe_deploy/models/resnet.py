@@ -15,7 +15,12 @@ downsampling of the network body becomes a content-aware one, 7 ``CARAFEDownsamp
 
 Every name of the plain network is kept with the same shape, so ImageNet ResNet-50 weights load into the CARAFE++
 backbone too; only the CARAFE++ modules' own parameters are new (:func:`load_backbone_weights` keeps their
-initialisation). Output sizes are those of the plain network (ceil(H/2) at each stride-2 step).
+initialisation). Output sizes are those of the plain network (ceil(H/2) at each stride-2 step). ``downsample_cfg``
+sets the CARAFE++ modules' arguments (those of :class:`~carafe_deploy.nn.CARAFEDownsample`: kernel_size, group,
+encoder_kernel, compressed_channels, norm).
+
+``deep_stem=True`` is mmseg's/mmdet's ``ResNetV1c``: three 3×3 convs (``stem.{0,3,6}``, BN ``stem.{1,4,7}``) in
+place of the 7×7 ``conv1``/``bn1``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         carafe_pp: bool = False,
+        downsample_cfg: dict | None = None,
     ):
         super().__init__()
         # CARAFE++ takes over the stride: the convs run at stride 1 and a CARAFEDownsample reduces the resolution.
@@ -47,8 +53,9 @@ class Bottleneck(nn.Module):
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1 if use_carafe else stride, padding=1, bias=False)
-        self.carafe = CARAFEDownsample(planes, scale_factor=stride) if use_carafe else None
-        self.shortcut_carafe = CARAFEDownsample(inplanes, scale_factor=stride) if use_carafe else None
+        down = dict(downsample_cfg or {})
+        self.carafe = CARAFEDownsample(planes, scale_factor=stride, **down) if use_carafe else None
+        self.shortcut_carafe = CARAFEDownsample(inplanes, scale_factor=stride, **down) if use_carafe else None
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -85,6 +92,8 @@ class ResNet(nn.Module):
         base_channels: int = 64,
         carafe_pp: bool = False,
         stage_blocks=None,
+        deep_stem: bool = False,
+        downsample_cfg: dict | None = None,
     ):
         super().__init__()
         if depth not in _ARCH:
@@ -97,13 +106,26 @@ class ResNet(nn.Module):
             raise ValueError(f"stage_blocks must be 4 ints >= 1, got {stage_blocks}")
         self.depth = depth
         self.carafe_pp = bool(carafe_pp)
+        if downsample_cfg and not self.carafe_pp:
+            raise ValueError("downsample_cfg sets the CARAFE++ modules: it needs carafe_pp=True")
+        self.downsample_cfg = dict(downsample_cfg or {})
+        self.deep_stem = bool(deep_stem)
         self.stage_blocks = tuple(stage_blocks)
         self.out_indices = tuple(out_indices)
-        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base_channels)
-        self.relu = nn.ReLU(inplace=True)
+        if self.deep_stem:
+            half = base_channels // 2
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+                nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+                nn.Conv2d(half, base_channels, 3, padding=1, bias=False), nn.BatchNorm2d(base_channels),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(base_channels)
+            self.relu = nn.ReLU(inplace=True)
         if self.carafe_pp:
-            self.maxpool = CARAFEDownsample(base_channels, scale_factor=2)
+            self.maxpool = CARAFEDownsample(base_channels, scale_factor=2, **self.downsample_cfg)
         else:
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.inplanes = base_channels
@@ -124,7 +146,8 @@ class ResNet(nn.Module):
             )
         if downsample is not None and self.carafe_pp and stride > 1:
             downsample[0].stride = (1, 1)  # the block's shortcut_carafe does the striding
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample, carafe_pp=self.carafe_pp)]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample, carafe_pp=self.carafe_pp,
+                             downsample_cfg=self.downsample_cfg)]
         self.inplanes = planes * Bottleneck.expansion
         layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
@@ -138,11 +161,12 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def stem(self, x: Tensor) -> Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def stem_forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))
+        return self.maxpool(x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        x = self.stem(x)
+        x = self.stem_forward(x)
         outs = []
         for i in range(4):
             x = getattr(self, f"layer{i + 1}")(x)

@@ -20,9 +20,13 @@ Parameter names follow mmseg's ``EncoderDecoder`` + ``UPerHead`` (``backbone.*``
 ``channels`` per step because FUSE concatenates as it goes).
 
 Overrides for :func:`carafe_deploy.models.build`: ``num_classes`` (150, ADE20k), ``channels`` (512),
-``base_channels`` (64), ``stage_blocks`` (ResNet-50's (3, 4, 6, 3)), ``pool_scales`` ((1, 2, 3, 6)),
-``compressed_channels`` (64, CARAFE's channel compressor), ``pretrained_backbone`` (a torchvision/mmcv ResNet-50
-checkpoint path or state dict loaded into ``backbone``).
+``base_channels`` (64), ``depth`` (50 or 101), ``deep_stem`` (mmseg's ResNetV1c stem), ``stage_blocks`` (the depth's,
+ResNet-50: (3, 4, 6, 3)), ``pool_scales`` ((1, 2, 3, 6)), ``compressed_channels`` (64, CARAFE's channel compressor),
+``upsample_cfg`` (every CARAFE argument of the head's upsamplers: up_kernel, up_group, encoder_kernel,
+encoder_dilation, compressed_channels), ``downsample_cfg`` (the CARAFE++ backbone's: kernel_size, group,
+encoder_kernel, compressed_channels, norm), ``pretrained_backbone`` (a torchvision/mmcv ResNet-50 checkpoint path or
+state dict loaded into ``backbone``). A checkpoint's ``auxiliary_head.*`` (mmseg's training-only FCN head) is
+ignored.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class UPerCarafeHead(nn.Module):
         pool_scales=(1, 2, 3, 6),
         compressed_channels: int = 64,
         dropout_ratio: float = 0.1,
+        upsample_cfg: dict | None = None,
     ):
         super().__init__()
         if len(in_channels) < 2:
@@ -124,8 +129,10 @@ class UPerCarafeHead(nn.Module):
         self.num_classes = num_classes
         self.pool_scales = tuple(pool_scales)
 
+        up_cfg = {"compressed_channels": compressed_channels, **(upsample_cfg or {})}
+
         def up(c: int) -> CARAFEUpsample:
-            return CARAFEUpsample(c, scale_factor=2, compressed_channels=compressed_channels)
+            return CARAFEUpsample(c, scale_factor=2, **up_cfg)
 
         # PPM on the coarsest level
         self.psp_modules = nn.ModuleList(_PoolBranch(s, in_channels[-1], channels) for s in self.pool_scales)
@@ -179,11 +186,17 @@ class UperNetCarafe(nn.Module):
         carafe_pp: bool = False,
         pool_scales=(1, 2, 3, 6),
         compressed_channels: int = 64,
+        depth: int = 50,
+        deep_stem: bool = False,
+        upsample_cfg: dict | None = None,
+        downsample_cfg: dict | None = None,
     ):
         super().__init__()
-        self.backbone = ResNet(50, base_channels=base_channels, carafe_pp=carafe_pp, stage_blocks=stage_blocks)
+        self.backbone = ResNet(depth, base_channels=base_channels, carafe_pp=carafe_pp, stage_blocks=stage_blocks,
+                               deep_stem=deep_stem, downsample_cfg=downsample_cfg)
         self.decode_head = UPerCarafeHead(
-            self.backbone.out_channels, channels, num_classes, pool_scales, compressed_channels
+            self.backbone.out_channels, channels, num_classes, pool_scales, compressed_channels,
+            upsample_cfg=upsample_cfg,
         )
         self.num_classes = num_classes
 
@@ -224,6 +237,7 @@ register(ModelSpec(
     default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
     tiny=TINY,
+    checkpoint_ignores=("auxiliary_head.",),
     description="UperNet + ResNet-50 with CARAFE in PPM, FPN and FUSE (ADE20k: 150 classes); normalized RGB input",
 ))
 register(ModelSpec(
@@ -235,5 +249,6 @@ register(ModelSpec(
     default_input_shape=(2, 3, 512, 512),  # batch 2: torch.export specialises a size-1 dynamic dim
     dynamic_axes=_DYNAMIC,
     tiny=TINY,
+    checkpoint_ignores=("auxiliary_head.",),
     description="upernet_r50_carafe on a CARAFE++ ResNet-50 (7 CARAFE++ downsamplers); normalized RGB input",
 ))

@@ -1,5 +1,7 @@
-"""Where a PyTorch model comes from: a Python file + class, a TorchScript file, an ExportedProgram file, or a
-registered model name (with an optional checkpoint). The CLI's model-source options parse into :class:`ModelSource`."""
+"""Where a PyTorch model comes from: a Python file + class, a TorchScript file, an ExportedProgram file, a
+registered model name or an mmdetection / mmsegmentation config (with an optional checkpoint; a checkpoint's embedded
+config or tensor shapes set the class count and widths). The CLI's model-source options parse into
+:class:`ModelSource`."""
 
 from __future__ import annotations
 
@@ -33,9 +35,9 @@ class LoadedModel:
 
 @dataclass
 class ModelSource:
-    """One of ``python`` (+ ``class_name``, ``kwargs``), ``torchscript``, ``exported_program`` or ``model``
-    (a registered name, with ``overrides`` for its builder and ``tiny`` for its narrow variant); ``checkpoint`` for
-    ``python`` and ``model``."""
+    """One of ``python`` (+ ``class_name``, ``kwargs``), ``torchscript``, ``exported_program``, ``model`` (a
+    registered name) or ``config`` (an mmdetection / mmsegmentation config file), the last two with ``overrides``
+    for the builder and ``tiny`` for the narrow variant; ``checkpoint`` for ``python``, ``model`` and ``config``."""
 
     python: str | None = None
     class_name: str | None = None
@@ -46,27 +48,29 @@ class ModelSource:
     checkpoint: str | None = None
     overrides: dict = field(default_factory=dict)
     tiny: bool = False
+    config: str | None = None
 
     def given(self) -> bool:
-        return any([self.python, self.torchscript, self.exported_program, self.model])
+        return any([self.python, self.torchscript, self.exported_program, self.model, self.config])
 
     def inputs(self) -> list[Path]:
         """The files this source reads (an output must never overwrite one of them)."""
-        return [Path(p) for p in (self.python, self.torchscript, self.exported_program, self.checkpoint) if p]
+        return [Path(p) for p in (self.python, self.torchscript, self.exported_program, self.config,
+                                  self.checkpoint) if p]
 
     def load(self) -> LoadedModel:
         import torch
 
         from .. import nn as _  # noqa: F401 -- registers the op before a TorchScript/ExportedProgram file is loaded
 
-        if sum(bool(x) for x in (self.python, self.torchscript, self.exported_program, self.model)) != 1:
+        if sum(bool(x) for x in (self.python, self.torchscript, self.exported_program, self.model, self.config)) != 1:
             raise DeployError("give one model: --python FILE --class NAME, --torchscript FILE, --exported-program "
-                              "FILE or --model NAME")
-        if (self.overrides or self.tiny) and not self.model:
-            raise DeployError("--set and --tiny apply to a registered model (--model NAME)")
-        if self.checkpoint and not (self.python or self.model):
-            raise DeployError("--checkpoint applies to --python and --model (TorchScript and ExportedProgram files "
-                              "carry their weights)")
+                              "FILE, --model NAME or --config FILE")
+        if (self.overrides or self.tiny) and not (self.model or self.config):
+            raise DeployError("--set and --tiny apply to a registered model (--model NAME) or a config (--config)")
+        if self.checkpoint and not (self.python or self.model or self.config):
+            raise DeployError("--checkpoint applies to --python, --model and --config (TorchScript and "
+                              "ExportedProgram files carry their weights)")
         # Built without a checkpoint, a model's weights come from its random init: seed it so that `export` and
         # `check` of the same --python/--model build the same weights.
         torch.manual_seed(0)
@@ -97,16 +101,21 @@ class ModelSource:
             shapes = [tuple(t.shape) for t in program.example_inputs[0]] if program.example_inputs else None
             return LoadedModel(program, str(path), input_shapes=shapes, name=path.stem, weights=path.name)
         from .. import models
+        from ..models.resolve import resolve
 
-        spec = models.spec(self.model)
-        overrides = {**(spec.tiny if self.tiny else {}), **self.overrides}
+        if self.config:
+            _existing(self.config, "--config")
+        resolved = resolve(self.model, config=self.config, checkpoint=self.checkpoint, overrides=self.overrides,
+                           tiny=self.tiny)
+        spec = models.spec(resolved.name)
         try:
-            model = models.build(self.model, self.checkpoint, **overrides)
+            model = models.build_resolved(resolved)
         except TypeError as exc:
-            raise DeployError(f"--set: {self.model} does not take these options ({exc})") from None
+            raise DeployError(f"--set: {resolved.name} does not take these options ({exc})") from None
+        details = "; ".join(x for x in (resolved.summary(), *resolved.notes) if x)
         return LoadedModel(
             model,
-            f"model {self.model}" + (" (tiny)" if self.tiny else ""),
+            f"model {resolved.name}" + (" (tiny)" if self.tiny else "") + (f" ({details})" if details else ""),
             input_names=list(spec.input_names),
             output_names=list(spec.output_names),
             input_shapes=[tuple(spec.default_input_shape)],
@@ -114,7 +123,7 @@ class ModelSource:
             dynamic_by_default=spec.dynamic_by_default,
             weights=weights,
             spec=spec,
-            name=self.model,
+            name=resolved.name,
         )
 
     def _load_python(self):

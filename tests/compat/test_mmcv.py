@@ -1,7 +1,8 @@
 """carafe_deploy.compat.mmcv: code written for mmcv's CARAFE (it imports the mmcv names) runs on this project's op
 and exports as carafe::CARAFE -- with mmcv absent, with an mmcv that has no compiled ops, and (not replaced) with a
 whole mmcv. Each case runs in its own process, as a user's script would; mmcv's presence is played by stand-in
-packages (tests/support writes them; named so), since mmcv itself is not installed here."""
+packages (tests/support writes them; named so). "mmcv absent" hides any installed mmcv (mmcv-lite, from the mm
+extra) with sys.modules["mmcv"] = None, as an environment without it would be."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ USER_SCRIPT = textwrap.dedent(
     """
     import json, sys, warnings
     sys.path[:0] = [p for p in sys.argv[3:]]  # where a (stand-in) mmcv is installed, if any
+    if len(sys.argv) == 3:
+        sys.modules["mmcv"] = None  # mmcv absent, even where mmcv-lite is installed
     import numpy as np, torch
     import carafe_deploy.compat.mmcv as compat
     from mmcv.ops.carafe import carafe, carafe_naive, CARAFE, CARAFENaive, CARAFEPack, CARAFEFunction

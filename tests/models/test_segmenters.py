@@ -133,11 +133,23 @@ def test_bad_checkpoints_list_the_keys():
     extra = dict(good, **{"decode_head.aux.weight": torch.zeros(1)})
     with pytest.raises(CheckpointMismatchError, match=r"1 unexpected: decode_head\.aux\.weight"):
         build("upernet_r50_carafe", checkpoint=extra, **SMALL)
-    wrong = dict(good, **{"decode_head.conv_seg.weight": torch.zeros(7, SMALL["channels"], 1, 1)})
-    with pytest.raises(CheckpointMismatchError, match=r"decode_head\.conv_seg\.weight \(checkpoint \(7, 16, 1, 1\)"):
+    wrong = dict(good, **{"decode_head.fpn_bottleneck.conv.weight": torch.zeros(7, 64, 3, 3)})
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"decode_head\.fpn_bottleneck\.conv\.weight \(checkpoint \(7, 64, 3, 3\)"):
         build("upernet_r50_carafe", checkpoint=wrong, **SMALL)
-    # a plain-backbone checkpoint is not a CARAFE++ one: the CARAFE++ keys are named as missing
-    with pytest.raises(CheckpointMismatchError, match=r"backbone\.layer2\.0\.carafe\."):
+    # the class count is the checkpoint's, unless one is asked for: then one line says what the checkpoint holds
+    seven = dict(good, **{"decode_head.conv_seg.weight": torch.zeros(7, SMALL["channels"], 1, 1),
+                          "decode_head.conv_seg.bias": torch.zeros(7)})
+    unsized = {k: v for k, v in SMALL.items() if k != "num_classes"}
+    assert build("upernet_r50_carafe", checkpoint=seven, **unsized).num_classes == 7
+    with pytest.raises(CheckpointMismatchError) as info:
+        build("upernet_r50_carafe", checkpoint=seven, **SMALL)
+    assert str(info.value) == ("the checkpoint holds num_classes=7 (decode_head.conv_seg.weight (7, 16, 1, 1)), but "
+                               "num_classes=5 was asked for: leave it out to use the checkpoint's value, or give "
+                               "num_classes=7")
+    # a plain-backbone checkpoint is not a CARAFE++ one
+    with pytest.raises(CheckpointMismatchError, match=r"this is upernet_r50_carafe, not upernet_r50_carafe_pp \(it "
+                                                      r"has decode_head\.\* and a plain ResNet"):
         build("upernet_r50_carafe_pp", checkpoint=good, **SMALL)
 
 

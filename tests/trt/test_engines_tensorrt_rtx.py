@@ -175,23 +175,14 @@ def test_detector_feature_network(tmp_path):
     """Backbone + FPN_CARAFE (the detectors' four CARAFE ops): the part of Faster/Mask R-CNN that TensorRT-RTX can
     build; RPN and RoI heads need NMS (refused, tests/tasks/test_detection.py)."""
     from carafe_deploy import models
-    from carafe_deploy.models.detectors import TINY
+    from carafe_deploy.models.detectors import TINY, FeatureNetwork
     from carafe_deploy.onnx import export
     from carafe_deploy.onnx.files import save_model
     from carafe_deploy.trt.builder import BuildOptions, build_engine
 
-    detector = models.build("faster_rcnn_r50_fpn_carafe", **TINY).eval()
-
-    class Features(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.detector = detector
-
-        def forward(self, image):
-            return self.detector.features(image)
-
+    features = FeatureNetwork(models.build("faster_rcnn_r50_fpn_carafe", **TINY)).eval()
     image = torch.rand(1, 3, 320, 320) * 255
-    path = save_model(export(Features().eval(), (image,), None, mode="plugin", input_names=["image"],
+    path = save_model(export(features, (image,), None, mode="plugin", input_names=["image"],
                              output_names=[f"p{i}" for i in range(2, 7)]), tmp_path / "features.onnx")
     result = build_engine(BuildOptions(onnx_path=path, use_plugin=False, backend=RTX, progress=False))
     side = result.sidecar
