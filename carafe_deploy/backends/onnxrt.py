@@ -75,13 +75,12 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
         proto = load_model(model)
     from ..onnx.detection_nodes import function_missing
 
-    missing = function_missing(proto)
-    if missing:
-        raise DeployError(
-            f"the model has carafe::{missing} nodes without their function (a plugin-form export); ONNX Runtime "
-            "cannot run it: convert it with `carafe-deploy convert MODEL.onnx --to portable` or export with --mode "
-            "portable"
-        )
+    if function_missing(proto):  # a plugin-form detector: its NMS / RoI Align run as their standard-op functions
+        from ..onnx.forms import attach_detection_functions
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        proto = attach_detection_functions(copy)
     providers = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -22,7 +22,8 @@ from .function import MIN_OPSET, carafe_function
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION
 from .validate import walk_nodes
 
-__all__ = ["EXPORT_MODES", "carafe_nodes", "to_plugin", "to_portable", "to_decomposed", "inline_detection_nodes"]
+__all__ = ["EXPORT_MODES", "carafe_nodes", "to_plugin", "to_portable", "to_decomposed", "inline_detection_nodes",
+           "attach_detection_functions"]
 
 EXPORT_MODES = ("plugin", "portable", "decomposed")
 
@@ -102,6 +103,23 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
             raise DeployError(str(exc)) from None
         # model-local functions need IR version >= 8, their attribute defaults >= 9
         model.ir_version = max(model.ir_version, 9)
+    return model
+
+
+def attach_detection_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The detection nodes' standard-op functions added where they are missing, CARAFE nodes left as they are (in
+    place; returns the model): how ONNX Runtime runs a plugin-form detector, whose CARAFE nodes the custom-op library
+    computes and whose NMS / RoI Align nodes no library does."""
+    if detection_nodes.function_missing(model) is None:
+        return model
+    opset = _default_opset(model)
+    have = {(f.domain, f.name) for f in model.functions}
+    try:
+        needed = detection_nodes.detection_functions(model, opset)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    model.functions.extend(f for f in needed if (f.domain, f.name) not in have)
+    model.ir_version = max(model.ir_version, 9)
     return model
 
 

@@ -96,7 +96,12 @@ def test_the_engine_builder_drops_or_inlines_the_functions(faster_plugin_form):
 
 
 def test_detection_ops_choice(tmp_path, monkeypatch):
-    def choice(value="auto", mode="portable", use_plugin=True, plugin_path=None):
+    """"auto" follows the one engine choice (trt.choose_plugin): plugin nodes where the plugin library is found or
+    forced, today's standard ops where it is not or --no-plugin says so."""
+    from carafe_deploy.errors import MissingDependencyError
+    from carafe_deploy.trt import availability
+
+    def choice(value="auto", mode="portable", use_plugin=None, plugin_path=None):
         return detection_ops_for(ExportOptions(output=tmp_path / "x.onnx", mode=mode, detection_ops=value),
                                  EngineOptions(use_plugin=use_plugin, plugin_path=plugin_path))
 
@@ -106,8 +111,13 @@ def test_detection_ops_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(library))
     assert choice() == "plugin"  # the library is found: the engine choice's rule
     assert choice(use_plugin=False) == "standard" and choice(mode="decomposed") == "standard"
-    monkeypatch.setenv("CARAFE_DEPLOY_PLUGIN", str(tmp_path / "missing.so"))
+    monkeypatch.delenv("CARAFE_DEPLOY_PLUGIN")
+
+    def not_built(required=True):
+        raise MissingDependencyError("libcarafe_trt_plugin.so not found")
+
+    monkeypatch.setattr(availability, "plugin_library", not_built)
     assert choice() == "standard"  # today's default where the library is not found
-    assert choice(plugin_path=library) == "plugin"
+    assert choice(plugin_path=library) == "plugin" and choice(use_plugin=True) == "plugin"
     with pytest.raises(DeployError, match="auto, plugin or standard"):
         choice("fused")
