@@ -146,7 +146,7 @@ def test_kernel_library_checks_shapes_itself():
 
 
 def test_build_folder_names_the_torch_version_and_the_sources():
-    folder = _cpu._build_directory("base").name
+    folder = _cpu._build_directory().name
     assert torch.__version__.replace("+", "_") in folder and folder.startswith("carafe_deploy_cpu-")
     assert _cpu.status().startswith("native")
 
