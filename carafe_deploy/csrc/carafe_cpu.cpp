@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -42,17 +43,17 @@ using carafe_cpu::Isa;
 // ------------------------------------------------------------------------------------------------------------------
 // Outputs that are reused instead of page-faulted afresh.
 //
-// glibc serves blocks above 32 MiB with a fresh mmap and unmaps them when they are freed, so an op whose output is
-// that large (the 69 MB of an FPN level) page-faults and zeroes its whole output again on every call: about half the
-// op's time at such sizes. The op's own outputs of at least kReuseMinBytes therefore come from this allocator, which
-// keeps the blocks freed last, up to a budget (CARAFE_DEPLOY_CPU_REUSE_MB, default 256; 0 turns it off), and hands
-// one out again to a request it fits (at most a quarter larger). Smaller outputs use torch's CPU allocator as usual.
-// The kept blocks stay resident (they count in the process's RSS) until a larger block evicts them or
-// carafe_deploy_cpu::release_reused() frees them.
+// glibc serves blocks above 32 MiB with a fresh mmap and unmaps them when they are freed (smaller ones too, depending
+// on what was allocated before), so an op whose output is that large (the 69 MB of an FPN level) page-faults and
+// zeroes its whole output again on every call: about half the op's time at such sizes. The op's own outputs of at
+// least kReuseMinBytes therefore come from this allocator, which keeps the blocks freed last, up to a budget
+// (CARAFE_DEPLOY_CPU_REUSE_MB, default 256; 0 turns it off), and hands one out again to a request it fits (at most a
+// quarter larger). Smaller outputs use torch's CPU allocator as usual. The kept blocks stay resident (they count in
+// the process's RSS) until newer ones evict them or carafe_deploy_cpu::release_reused() frees them.
 class ReusingAllocator final : public c10::Allocator
 {
 public:
-    static constexpr size_t kReuseMinBytes = size_t(32) << 20;
+    static constexpr size_t kReuseMinBytes = size_t(4) << 20;
 
     static ReusingAllocator& instance()
     {
@@ -234,13 +235,15 @@ void releaseReused()
     ReusingAllocator::instance().releaseAll();
 }
 
-// at::parallel_for over n chunks of one: one OpenMP region on torch's pool, each of its threads runs body() once
+// at::parallel_for over n chunks of one: one OpenMP region on torch's pool, each of its threads runs body() once.
+// (torch's other CPU ops run on the same OpenMP pool: a second pool for helpers would compete with its threads, which
+// spin for a while after each region.)
 void atenRun(void*, int64_t n, void (*body)(void*), void* bodyCtx)
 {
     at::parallel_for(0, n, 1, [&](int64_t, int64_t) { body(bodyCtx); });
 }
 
-carafe_cpu::Parallel atenParallel()
+carafe_cpu::Parallel torchParallel()
 {
     return {std::max<int64_t>(1, at::get_num_threads()), &atenRun, nullptr};
 }
@@ -292,7 +295,7 @@ at::Tensor forward(at::Tensor const& features, at::Tensor const& kernels, int64_
     {
         return out;
     }
-    carafe_cpu::forward(currentIsa(), dtype, atenParallel(), g, x.const_data_ptr(), k.const_data_ptr(),
+    carafe_cpu::forward(currentIsa(), dtype, torchParallel(), g, x.const_data_ptr(), k.const_data_ptr(),
         out.mutable_data_ptr());
     return out;
 }
@@ -315,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor> backward(at::Tensor const& gradOutput, at::Te
         return {gradX, at::zeros(k.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous))};
     }
     at::Tensor gradK = emptyOutput(k.sizes(), x.scalar_type());
-    carafe_cpu::backward(currentIsa(), dtype, atenParallel(), g, go.const_data_ptr(), x.const_data_ptr(),
+    carafe_cpu::backward(currentIsa(), dtype, torchParallel(), g, go.const_data_ptr(), x.const_data_ptr(),
         k.const_data_ptr(), gradX.mutable_data_ptr(), gradK.mutable_data_ptr());
     return {gradX, gradK};
 }

@@ -400,35 +400,62 @@ struct Io
     }
 };
 
-// Writes n consecutive values to memory that will not be read soon by this thread (a large output): non-temporal
-// stores for the 64-byte-aligned middle, so the lines are not first read from memory; fence() before other threads
-// may read them.
-template <typename S>
-inline void streamOut(S* dst, S const* src, int64_t n)
+// Writes bytes to memory that will not be read soon by this thread (a large output): non-temporal stores for the
+// 64-byte-aligned middle, so the lines are not first read from memory; streamFence() before other threads read them.
+inline void streamBytes(void* dst, void const* src, size_t bytes)
 {
 #if defined(__x86_64__) && CARAFE_CPU_VEC_BYTES >= 32
-    if constexpr (std::is_same_v<S, float>)
+    char* d = static_cast<char*>(dst);
+    char const* c = static_cast<char const*>(src);
+    size_t const head = (64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63;
+    if (bytes >= head + 256)
     {
-        int64_t head = static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63) / 4;
-        if (reinterpret_cast<uintptr_t>(dst) % 4 == 0 && n >= head + 64)
+        std::memcpy(d, c, head);
+        size_t j = head;
+        for (; j + 64 <= bytes; j += 64)
         {
-            std::memcpy(dst, src, static_cast<size_t>(head) * 4);
-            int64_t j = head;
-            for (; j + 16 <= n; j += 16)
-            {
 #if CARAFE_CPU_VEC_BYTES == 64
-                _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(d + j), _mm512_loadu_si512(c + j));
 #else
-                _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
-                _mm256_stream_ps(dst + j + 8, _mm256_loadu_ps(src + j + 8));
-#endif
+            for (size_t half = 0; half < 64; half += 32)
+            {
+                _mm256_stream_si256(reinterpret_cast<__m256i*>(d + j + half),
+                    _mm256_loadu_si256(reinterpret_cast<__m256i const*>(c + j + half)));
             }
-            std::memcpy(dst + j, src + j, static_cast<size_t>(n - j) * 4);
-            return;
+#endif
         }
+        std::memcpy(d + j, c + j, bytes - j);
+        return;
     }
 #endif
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(S));
+    std::memcpy(dst, src, bytes);
+}
+
+// n values of the accumulator type into a run of the output, converted; through `staging` (n values of S) when
+// streamed
+template <typename S, typename A>
+inline void writeRun(S* dst, A const* src, int64_t n, bool stream, S* staging)
+{
+    if constexpr (std::is_same_v<S, A>)
+    {
+        if (stream)
+        {
+            streamBytes(dst, src, static_cast<size_t>(n) * sizeof(S));
+        }
+        else
+        {
+            std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(S));
+        }
+    }
+    else if (stream)
+    {
+        Io<S, A>::storeRow(staging, src, n);
+        streamBytes(dst, staging, static_cast<size_t>(n) * sizeof(S));
+    }
+    else
+    {
+        Io<S, A>::storeRow(dst, src, n);
+    }
 }
 
 inline void streamFence()
@@ -475,6 +502,28 @@ private:
     std::unique_ptr<T, Free> data_;
     size_t size_ = 0;
 };
+
+// Each thread's staging buffers, kept from call to call (they grow to the largest call it has run): allocating them
+// per call would page-fault them afresh every time, as large blocks come straight from the system.
+enum class Buffer
+{
+    kExpanded,
+    kKernels,
+    kOutput,
+    kGradOut,
+    kGradKernels,
+    kTapGrad,
+    kRow,
+    kOffsets,
+    kConverted,
+};
+
+template <typename T, Buffer B>
+Scratch<T>& threadScratch()
+{
+    thread_local Scratch<T> scratch;
+    return scratch;
+}
 
 // ------------------------------------------------------------------------------------------------------------------
 // Layout of the staging buffers of one call.
@@ -572,42 +621,6 @@ inline void prefetchRun(S const* p, int64_t n)
     }
 }
 
-// Touches the source rows of the next channel block a few lines per tile while the current block computes, so that
-// its expansion finds them in cache: a channel's rows of a band are one contiguous run, the runs a plane apart.
-class Prefetcher
-{
-public:
-    void start(void const* first, int64_t runBytes, int64_t planeBytes, int64_t runs)
-    {
-        base_ = static_cast<char const*>(first);
-        runBytes_ = runBytes;
-        planeBytes_ = planeBytes;
-        runs_ = runs;
-        run_ = offset_ = 0;
-    }
-    int64_t linesLeft() const
-    {
-        return run_ >= runs_ ? 0 : (runs_ - run_) * ((runBytes_ + 63) / 64) - offset_ / 64;
-    }
-    void step(int64_t lines)
-    {
-        for (; lines > 0 && run_ < runs_; --lines)
-        {
-            __builtin_prefetch(base_ + run_ * planeBytes_ + offset_);
-            offset_ += 64;
-            if (offset_ >= runBytes_)
-            {
-                offset_ = 0;
-                ++run_;
-            }
-        }
-    }
-
-private:
-    char const* base_ = nullptr;
-    int64_t runBytes_ = 0, planeBytes_ = 0, runs_ = 0, run_ = 0, offset_ = 0;
-};
-
 // row y of channel plane x into the expanded layout; xpad[t] = x[t - r] (zero outside)
 template <typename S, typename A>
 void expandRow(Geometry const& g, Layout const& lay, S const* x, A* dst)
@@ -643,8 +656,14 @@ void expandRow(Geometry const& g, Layout const& lay, S const* x, A* dst)
         }
         return;
     }
-    // E[p][m] = xpad[s m + p] = x[s m + p - r]
-    std::fill(dst, dst + lay.esz, A(0));
+    // E[p][m] = xpad[s m + p] = x[s m + p - r]: data for m in [mLo, mHi), zeros around it
+    for (int64_t p = 0; p < s; ++p)
+    {
+        A* d = dst + p * lay.len;
+        int64_t const mLo = r > p ? (r - p + s - 1) / s : 0, mHi = (w + r - p + s - 1) / s;
+        std::fill(d, d + mLo, A(0));
+        std::fill(d + mHi, d + lay.len, A(0));
+    }
     if (s == 2)
     {
         // x[2i] is E[r % 2][i + r / 2], x[2i + 1] is E[(r + 1) % 2][i + (r + 1) / 2]
@@ -728,19 +747,42 @@ void packKernels(Geometry const& g, S const* kGroup, int64_t o0, int64_t o1, A* 
     }
 }
 
-// rows [o0, o1) of planes [p, p + np) (each `rows` x wo) into Gb[pp][o - o0][wPad] (zeros past the row's end)
+// The grad_output rows a band reads, channels [c, c + cb) and output rows [oc0, oc1), staged in the accumulator type
+// and padded with zeros to whole vectors (in L2: reading them from the tensor in the tiles is slower, as each tile
+// reads several channels' rows, a plane apart): column vector jv of row o of channel cc is at at(jv, o) + cc chStep.
+template <typename A>
+struct GradRows
+{
+    A* data; // [cc][o - oc0][wPad]
+    int64_t oc0, nOc, wPad;
+
+    A const* at(int64_t jv, int64_t o) const
+    {
+        return data + (o - oc0) * wPad + jv * Vec<A>::L;
+    }
+    int64_t chStep() const
+    {
+        return nOc * wPad;
+    }
+    int64_t rowStep() const
+    {
+        return wPad;
+    }
+};
+
 template <typename S, typename A>
-void stageRows(Geometry const& g, Layout const& lay, S const* planes, int64_t rows, int64_t p, int64_t np, int64_t o0,
-    int64_t o1, A* Gb)
+GradRows<A> stageGradRows(Geometry const& g, Layout const& lay, S const* planes, int64_t cb, int64_t oc0, int64_t oc1,
+    A* staging)
 {
     constexpr int L = Vec<A>::L;
-    int64_t const nFull = g.wo / L, rest = g.wo - nFull * L, nO = o1 - o0;
-    for (int64_t pp = 0; pp < np; ++pp)
+    GradRows<A> const rows{staging, oc0, oc1 - oc0, lay.wPad};
+    int64_t const nFull = g.wo / L, rest = g.wo - nFull * L;
+    for (int64_t cc = 0; cc < cb; ++cc)
     {
-        for (int64_t o = o0; o < o1; ++o)
+        for (int64_t o = oc0; o < oc1; ++o)
         {
-            S const* src = planes + ((p + pp) * rows + o) * g.wo;
-            A* d = Gb + (pp * nO + (o - o0)) * lay.wPad;
+            S const* src = planes + (cc * g.ho + o) * g.wo;
+            A* d = staging + cc * rows.chStep() + (o - oc0) * rows.rowStep();
             for (int64_t jv = 0; jv < nFull; ++jv)
             {
                 storeV(d + jv * L, Io<S, A>::load(src + jv * L));
@@ -751,6 +793,7 @@ void stageRows(Geometry const& g, Layout const& lay, S const* planes, int64_t ro
             }
         }
     }
+    return rows;
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -998,8 +1041,8 @@ inline void gradKernelsTile(Taps const& taps, int64_t kx0, int64_t k, int64_t cb
 // row, output row) pairs that read the source row of kernels * grad_out, into its own row of P (summing the
 // overlapping tap columns in place would stall on store forwarding); contractTaps folds P into the source row.
 template <int CH, int NK, typename A>
-inline void gradFeaturesTile(int64_t nContrib, int64_t const* gOff, int64_t const* kOff, A const* G, int64_t gCh,
-    A const* Kb, A* p, int64_t pCh, int64_t pKx)
+inline void gradFeaturesTile(int64_t nContrib, int64_t const* gRowIdx, int64_t const* kOff, A const* G, int64_t gCh,
+    int64_t gRow, A const* Kb, A* p, int64_t pCh, int64_t pKx)
 {
     using V = typename Vec<A>::type;
     constexpr int L = Vec<A>::L;
@@ -1013,7 +1056,7 @@ inline void gradFeaturesTile(int64_t nContrib, int64_t const* gOff, int64_t cons
     }
     for (int64_t e = 0; e < nContrib; ++e)
     {
-        A const* gp = G + gOff[e];
+        A const* gp = G + gRowIdx[e] * gRow;
         A const* kp = Kb + kOff[e];
         V gv[CH];
         for (int ch = 0; ch < CH; ++ch)
@@ -1122,13 +1165,13 @@ struct Schedule
 // region's end, when the machine is busy) costs more than the work.
 constexpr double kParallelMinMacs = 1 << 21;
 
-inline Schedule makeSchedule(Geometry const& g, int64_t available)
+inline Schedule makeSchedule(Geometry const& g, int64_t available, int64_t bandRows)
 {
     double const macs = double(g.n) * g.c * g.ho * g.wo * g.taps;
     int64_t const threads = macs < kParallelMinMacs ? 1 : std::max<int64_t>(1, available);
-    // about 8 output rows per band, fewer when there would be too few items to share among the threads
-    int64_t upb = std::max<int64_t>(1, 8 / g.rowsPerUnit);
-    while (upb > 1 && g.n * g.group * ((g.units + upb - 1) / upb) < 8 * threads)
+    // about bandRows output rows per band, fewer when there would be too few items to share among the threads
+    int64_t upb = std::max<int64_t>(1, bandRows / g.rowsPerUnit);
+    while (upb > 1 && g.n * g.group * ((g.units + upb - 1) / upb) < 4 * threads)
     {
         upb /= 2;
     }
@@ -1203,6 +1246,11 @@ constexpr bool kWide = kVecRegs == 32;
 constexpr int kAccRegs = kWide ? 24 : 12;
 constexpr int kMaxTapChunk = kWide ? 7 : 5; // taps of one kernel row per tile when k is not compile-time
 constexpr int64_t kChannelBlock = 16;       // channels whose expanded rows are built together (kept in L2)
+constexpr int64_t kBackwardChannelBlock = 16;
+// output rows per band: the rows around a band that it reads too (k - 1 source rows; the backward also the output
+// rows around it) are read again by the next band, so longer bands read less twice but stage more per channel block
+constexpr int64_t kForwardBandRows = 8;
+constexpr int64_t kBackwardBandRows = 8;
 // forward tiles of the compile-time shapes: rows x channels (and the smaller row count that ends a band)
 template <bool UP>
 constexpr int kFwdRows = UP ? (kWide ? 4 : 2) : 2;
@@ -1232,12 +1280,10 @@ inline void withShape(Geometry const& g, F&& f)
 // The output rows [b.o0, b.o1) of channels [0, cb) of a block into dst(cc, o) = dst + cc dCh + (o - o0) dRow.
 template <int K, int S, bool UP, typename A>
 void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny, A const* Kb, int64_t cb,
-    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, Prefetcher& next)
+    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes)
 {
     constexpr int L = Vec<A>::L;
     int64_t const nO = b.o1 - b.o0, eCh = ny * lay.esz, kbJv = nO * g.taps * L;
-    int64_t const tiles = std::max<int64_t>(1, (nO + 1) / 2 * lay.nJV * ((cb + 5) / 6)); // about
-    int64_t const quota = (next.linesLeft() + tiles - 1) / tiles;
     for (int64_t o = b.o0; o < b.o1;)
     {
         A const* eWin = E + (g.base(o) - g.r - b.ylo) * lay.esz; // first source row of o's window
@@ -1254,7 +1300,6 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                 for (int64_t jv = 0; jv < lay.nJV; ++jv)
                 {
                     int64_t const n = jv + 1 < lay.nJV ? L : lastLanes;
-                    next.step(quota);
                     forwardTileK<K, S, UP, decltype(nrTag)::value, decltype(chTag)::value, A>(lay.len,
                         kbRows + jv * kbJv, eWin + cc * eCh + jv * L, lay.esz, eCh, dRows + cc * dCh + jv * L, dRow,
                         dCh, n);
@@ -1278,7 +1323,6 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                 int64_t const n = jv + 1 < lay.nJV ? L : lastLanes;
                 auto tile = [&](auto rowsTag, auto chTag, int64_t cc)
                 {
-                    next.step(quota);
                     forwardTile<decltype(rowsTag)::value, decltype(chTag)::value, A>(taps, g.k, kbRows + jv * kbJv,
                         g.taps * L, eWin + cc * eCh + jv * L, lay.esz, eCh, dRows + cc * dCh + jv * L, dRow, dCh, n);
                 };
@@ -1300,7 +1344,7 @@ template <typename scalar_t, typename acc_t, typename Runner>
 void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, scalar_t const* kern, scalar_t* out)
 {
     using A = acc_t;
-    Schedule const sch = makeSchedule(g, runner.threads());
+    Schedule const sch = makeSchedule(g, runner.threads(), kForwardBandRows);
     Layout const lay = makeLayout<A>(g);
     int64_t const plane = g.ho * g.wo;
     int64_t const cbMax = std::min(kChannelBlock, g.cg);
@@ -1313,8 +1357,9 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
             runItems(runner, sch,
                 [&]
                 {
-                    return [&, E = Scratch<A>(), Kb = Scratch<A>(), Ob = Scratch<A>(), next = Prefetcher()](
-                               int64_t item) mutable
+                    return [&, &E = threadScratch<A, Buffer::kExpanded>(), &Kb = threadScratch<A, Buffer::kKernels>(),
+                               &Ob = threadScratch<A, Buffer::kOutput>(),
+                               &Conv = threadScratch<scalar_t, Buffer::kConverted>()](int64_t item)
                     {
                         Band const b = bandOf(g, sch, item);
                         int64_t const ny = b.yhi - b.ylo, nO = b.o1 - b.o0, chunk = nO * g.wo;
@@ -1324,44 +1369,26 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                         // a channel's output rows of the band are one contiguous run of the output: the tiles fill
                         // the block's runs here (in L2), which then go out front to back
                         A* ob = Ob.get(static_cast<size_t>(cbMax * chunk));
+                        scalar_t* converted = std::is_same_v<scalar_t, A> ? nullptr : Conv.get(chunk);
                         for (int64_t c0 = 0; c0 < g.cg; c0 += kChannelBlock)
                         {
                             int64_t const cb = std::min(kChannelBlock, g.cg - c0);
                             int64_t const cFirst = b.gi * g.cg + c0; // channel index within the image
                             expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e);
-                            int64_t const ya = std::max<int64_t>(0, b.ylo), yb = std::min(g.h, b.yhi);
-                            int64_t const nextCb = std::min(kChannelBlock, g.cg - c0 - cb);
-                            next.start(x + ((b.ni * g.c + cFirst + cb) * g.h + ya) * g.w,
-                                (yb - ya) * g.w * int64_t(sizeof(scalar_t)), g.h * g.w * int64_t(sizeof(scalar_t)),
-                                ya < yb ? nextCb : 0);
                             if (g.up)
                             {
                                 forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, ob, chunk, g.wo,
-                                    lay.lastLanes(g.wo), next);
+                                    lay.lastLanes(g.wo));
                             }
                             else
                             {
                                 forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, ob, chunk, g.wo,
-                                    lay.lastLanes(g.wo), next);
+                                    lay.lastLanes(g.wo));
                             }
                             scalar_t* o = out + ((b.ni * g.c + cFirst) * g.ho + b.o0) * g.wo;
                             for (int64_t cc = 0; cc < cb; ++cc)
                             {
-                                if constexpr (std::is_same_v<scalar_t, A>)
-                                {
-                                    if (stream)
-                                    {
-                                        streamOut(o + cc * plane, ob + cc * chunk, chunk);
-                                    }
-                                    else
-                                    {
-                                        std::memcpy(o + cc * plane, ob + cc * chunk, chunk * sizeof(A));
-                                    }
-                                }
-                                else
-                                {
-                                    Io<scalar_t, A>::storeRow(o + cc * plane, ob + cc * chunk, chunk);
-                                }
+                                writeRun(o + cc * plane, ob + cc * chunk, chunk, stream, converted);
                             }
                         }
                         if (stream)
@@ -1378,20 +1405,21 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
 
 // grad_kernels of the output rows [b.o0, b.o1) from channels [0, cb) of a block: gkB[jv][o - o0][tap][L] += ...
 template <int K, int S, bool UP, typename A>
-void gradKernelsBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny, A const* Gb,
-    int64_t oc0, int64_t nOc, int64_t cb, A* gkB)
+void gradKernelsBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny,
+    GradRows<A> const& G, int64_t cb, A* gkB)
 {
     constexpr int L = Vec<A>::L;
     int64_t const k = K ? K : g.k;
     Taps const taps{lay.tapOff.data(), lay.len};
-    int64_t const eCh = ny * lay.esz, gCh = nOc * lay.wPad, dRow = g.taps * L, dJv = (b.o1 - b.o0) * dRow;
+    int64_t const eCh = ny * lay.esz, dRow = g.taps * L, dJv = (b.o1 - b.o0) * dRow;
     for (int64_t o = b.o0; o < b.o1;)
     {
         int64_t const rows = rowsAt(g, o, b.o1);
         A const* eWin = E + (g.base(o) - g.r - b.ylo) * lay.esz;
         for (int64_t jv = 0; jv < lay.nJV; ++jv)
         {
-            A const* gv0 = Gb + (o - oc0) * lay.wPad + jv * L;
+            A const* gv0 = G.at(jv, o);
+            int64_t const gCh = G.chStep(), gRow = G.rowStep();
             A* d0 = gkB + jv * dJv + (o - b.o0) * dRow;
             A const* e0 = eWin + jv * L;
             auto tiles = [&](auto rowsTag)
@@ -1406,7 +1434,7 @@ void gradKernelsBand(Geometry const& g, Layout const& lay, Band const& b, A cons
                             [&](auto nkyTag)
                             {
                                 constexpr int NKY = decltype(nkyTag)::value;
-                                gradKernelsTile<S, UP, ROWS, NKY, K, A>(taps, 0, K, cb, gv0, gCh, lay.wPad,
+                                gradKernelsTile<S, UP, ROWS, NKY, K, A>(taps, 0, K, cb, gv0, gCh, gRow,
                                     e0 + ky * lay.esz, lay.esz, eCh, d0 + ky * K * L, dRow);
                                 ky += NKY;
                             });
@@ -1422,7 +1450,7 @@ void gradKernelsBand(Geometry const& g, Layout const& lay, Band const& b, A cons
                                 [&](auto nkTag)
                                 {
                                     gradKernelsTile<S, UP, ROWS, 1, decltype(nkTag)::value, A>(taps, kx0, k, cb, gv0,
-                                        gCh, lay.wPad, e0 + ky * lay.esz, lay.esz, eCh, d0 + (ky * k + kx0) * L, dRow);
+                                        gCh, gRow, e0 + ky * lay.esz, lay.esz, eCh, d0 + (ky * k + kx0) * L, dRow);
                                 });
                         }
                     }
@@ -1446,8 +1474,9 @@ void gradKernelsBand(Geometry const& g, Layout const& lay, Band const& b, A cons
 }
 
 // The output rows that read source row y, with the kernel row that reads it: (kernel row ky, output row o) pairs as
-// offsets into Gb ([o - oc0][wPad]) and into one column vector of Kb ([o - oc0][tap][L], tap ky * k).
-inline int64_t contributors(Geometry const& g, Layout const& lay, int64_t y, int64_t oc0, int64_t* gOff, int64_t* kOff)
+// o - oc0 and as the offset into one column vector of Kb ([o - oc0][tap][L], tap ky * k).
+inline int64_t contributors(Geometry const& g, Layout const& lay, int64_t y, int64_t oc0, int64_t* gRowIdx,
+    int64_t* kOff)
 {
     int64_t n = 0;
     for (int64_t ky = 0; ky < g.k; ++ky)
@@ -1474,7 +1503,7 @@ inline int64_t contributors(Geometry const& g, Layout const& lay, int64_t y, int
         }
         for (int64_t o = oLo; o < oHi; ++o)
         {
-            gOff[n] = (o - oc0) * lay.wPad;
+            gRowIdx[n] = o - oc0;
             kOff[n] = ((o - oc0) * g.taps + ky * g.k) * lay.L;
             ++n;
         }
@@ -1484,16 +1513,16 @@ inline int64_t contributors(Geometry const& g, Layout const& lay, int64_t y, int
 
 // grad_features of the source rows [b.ys0, b.ys1) of channels [0, cb) of a block; gxBlock is channel 0's plane.
 template <int K, typename scalar_t, typename A>
-void gradFeaturesBand(Geometry const& g, Layout const& lay, Band const& b, A const* Gb, A const* Kb, int64_t oc0,
-    int64_t nOc, int64_t cb, A* P, A* row, int64_t* gOff, int64_t* kOff, scalar_t* gxBlock)
+void gradFeaturesBand(Geometry const& g, Layout const& lay, Band const& b, GradRows<A> const& G, A const* Kb,
+    int64_t cb, A* P, A* row, int64_t* gRowIdx, int64_t* kOff, scalar_t* gxBlock, bool stream, scalar_t* converted)
 {
     constexpr int L = Vec<A>::L;
     constexpr int KC = K ? K : kMaxTapChunk; // taps per tile
     int64_t const k = K ? K : g.k;
-    int64_t const gCh = nOc * lay.wPad, pCh = k * lay.pRow, kbJv = nOc * g.taps * L;
+    int64_t const pCh = k * lay.pRow, kbJv = G.nOc * g.taps * L;
     for (int64_t y = b.ys0; y < b.ys1; ++y)
     {
-        int64_t const nC = contributors(g, lay, y, oc0, gOff, kOff);
+        int64_t const nC = contributors(g, lay, y, G.oc0, gRowIdx, kOff);
         channelTiles<std::max(1, kAccRegs / KC)>(cb,
             [&](auto chTag, int64_t cc)
             {
@@ -1505,8 +1534,9 @@ void gradFeaturesBand(Geometry const& g, Layout const& lay, Band const& b, A con
                         constexpr int NK = decltype(nkTag)::value;
                         for (int64_t jv = 0; jv < lay.nJV; ++jv)
                         {
-                            gradFeaturesTile<CH, NK, A>(nC, gOff, kOff, Gb + cc * gCh + jv * L, gCh,
-                                Kb + jv * kbJv + kx0 * L, P + kx0 * lay.pRow + lay.pPad + jv * L, pCh, lay.pRow);
+                            gradFeaturesTile<CH, NK, A>(nC, gRowIdx, kOff, G.at(jv, G.oc0) + cc * G.chStep(),
+                                G.chStep(), G.rowStep(), Kb + jv * kbJv + kx0 * L,
+                                P + kx0 * lay.pRow + lay.pPad + jv * L, pCh, lay.pRow);
                         }
                     };
                     if constexpr (K > 0)
@@ -1521,7 +1551,7 @@ void gradFeaturesBand(Geometry const& g, Layout const& lay, Band const& b, A con
                 for (int ch = 0; ch < CH; ++ch)
                 {
                     contractTaps(g, lay, P + ch * pCh, row);
-                    Io<scalar_t, A>::storeRow(gxBlock + ((cc + ch) * g.h + y) * g.w, row, g.w);
+                    writeRun(gxBlock + ((cc + ch) * g.h + y) * g.w, row, g.w, stream, converted);
                 }
             });
     }
@@ -1534,10 +1564,10 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
     using A = acc_t;
     using V = typename Vec<A>::type;
     constexpr int L = Vec<A>::L;
-    Schedule const sch = makeSchedule(g, runner.threads());
+    Schedule const sch = makeSchedule(g, runner.threads(), kBackwardBandRows);
     Layout const lay = makeLayout<A>(g);
     int64_t const plane = g.ho * g.wo;
-    int64_t const cbMax = std::min(kChannelBlock, g.cg);
+    int64_t const cbMax = std::min(kBackwardChannelBlock, g.cg);
     int64_t const pChannels = std::max(kAccRegs / 3, kAccRegs / kMaxTapChunk); // the widest grad_features tile
 
     withShape<A>(g,
@@ -1547,8 +1577,15 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
             runItems(runner, sch,
                 [&]
                 {
-                    return [&, E = Scratch<A>(), Kb = Scratch<A>(), Gb = Scratch<A>(), GkB = Scratch<A>(),
-                               P = Scratch<A>(), Row = Scratch<A>(), Off = Scratch<int64_t>()](int64_t item) mutable
+                    Scratch<A>& P = threadScratch<A, Buffer::kTapGrad>();
+                    // the zeros around each tap row are read as such: clear what an earlier call left there
+                    size_t const pSize = static_cast<size_t>(pChannels * g.k * lay.pRow);
+                    std::fill(P.get(pSize), P.get(pSize) + pSize, A(0));
+                    return [&, &P = P, pSize, &E = threadScratch<A, Buffer::kExpanded>(),
+                               &Kb = threadScratch<A, Buffer::kKernels>(), &Gb = threadScratch<A, Buffer::kGradOut>(),
+                               &GkB = threadScratch<A, Buffer::kGradKernels>(), &Row = threadScratch<A, Buffer::kRow>(),
+                               &Off = threadScratch<int64_t, Buffer::kOffsets>(),
+                               &Conv = threadScratch<scalar_t, Buffer::kConverted>()](int64_t item)
                     {
                         Band const b = bandOf(g, sch, item);
                         // output rows that read the owned source rows: base(o) in [ys0 - r, ys1 - 1 + r]
@@ -1575,26 +1612,29 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
                         std::fill(gk, gk + gkSize, A(0));
                         A* e = E.get(static_cast<size_t>(cbMax * ny * lay.esz));
                         A* gb = Gb.get(static_cast<size_t>(cbMax * nOc * lay.wPad));
-                        A* p = P.get(static_cast<size_t>(pChannels * g.k * lay.pRow));
+                        bool const stream = double(g.n) * g.c * g.h * g.w * sizeof(scalar_t) >= double(kStreamBytes);
+                        A* p = P.get(pSize);
                         A* row = Row.get(static_cast<size_t>(roundUp(g.w, 2 * L)));
+                        scalar_t* converted = std::is_same_v<scalar_t, A> ? nullptr : Conv.get(g.w);
                         int64_t* off = Off.get(static_cast<size_t>(2 * g.k * g.s));
 
-                        for (int64_t c0 = 0; c0 < g.cg; c0 += kChannelBlock)
+                        for (int64_t c0 = 0; c0 < g.cg; c0 += kBackwardChannelBlock)
                         {
-                            int64_t const cb = std::min(kChannelBlock, g.cg - c0);
+                            int64_t const cb = std::min(kBackwardChannelBlock, g.cg - c0);
                             int64_t const cFirst = b.gi * g.cg + c0;
-                            stageRows(g, lay, gout + (b.ni * g.c + b.gi * g.cg) * plane, g.ho, c0, cb, oc0, oc1, gb);
+                            GradRows<A> const G = stageGradRows(g, lay, gout + (b.ni * g.c + cFirst) * plane, cb,
+                                oc0, oc1, gb);
                             expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e);
                             if (g.up)
                             {
-                                gradKernelsBand<K, S, true>(g, lay, b, e, ny, gb, oc0, nOc, cb, gk);
+                                gradKernelsBand<K, S, true>(g, lay, b, e, ny, G, cb, gk);
                             }
                             else
                             {
-                                gradKernelsBand<K, S, false>(g, lay, b, e, ny, gb, oc0, nOc, cb, gk);
+                                gradKernelsBand<K, S, false>(g, lay, b, e, ny, G, cb, gk);
                             }
-                            gradFeaturesBand<K>(g, lay, b, gb, kb, oc0, nOc, cb, p, row, off, off + g.k * g.s,
-                                gradX + (b.ni * g.c + cFirst) * g.h * g.w);
+                            gradFeaturesBand<K>(g, lay, b, G, kb, cb, p, row, off, off + g.k * g.s,
+                                gradX + (b.ni * g.c + cFirst) * g.h * g.w, stream, converted);
                         }
 
                         scalar_t* gkOut = gradK + b.ng * g.taps * plane;
@@ -1618,6 +1658,10 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
                                     }
                                 }
                             }
+                        }
+                        if (stream)
+                        {
+                            streamFence();
                         }
                     };
                 });
