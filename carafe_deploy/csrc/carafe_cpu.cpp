@@ -204,25 +204,33 @@ Isa isaNamed(std::string const& name)
     return Isa::kGeneric;
 }
 
+// carafe_deploy_cpu::isa_status(name): "" when the kernels of that instruction set can run here, else why not
+std::string isaStatus(std::string const& name)
+{
+    Isa const isa = isaNamed(name);
+    if (!carafe_cpu::isaCompiled(isa))
+    {
+        return "this build of the kernels has no " + name + " code (it needs GCC on x86-64)";
+    }
+    if (!carafe_cpu::isaSupported(isa))
+    {
+        return std::string("this CPU lacks the instructions of the ") + name + " kernels ("
+            + (isa == Isa::kAvx512 ? "AVX-512 F/BW/DQ/VL, AVX2, FMA, F16C" : "AVX2, FMA, F16C") + ")";
+    }
+    return "";
+}
+
 // carafe_deploy_cpu::isa(""): the instruction set in use; isa(name): use that one from now on, returning the previous
 std::string isa(std::string const& requested)
 {
     std::string const previous = carafe_cpu::isaName(currentIsa());
     if (!requested.empty())
     {
-        Isa const want = isaNamed(requested);
-        TORCH_CHECK(carafe_cpu::isaCompiled(want), "carafe CPU kernel: this build has no ", requested,
-            " kernels (they need GCC on x86-64)");
-        TORCH_CHECK(carafe_cpu::isaSupported(want), "carafe CPU kernel: this CPU cannot run the ", requested,
-            " kernels");
-        gIsa.store(static_cast<int>(want));
+        std::string const why = isaStatus(requested);
+        TORCH_CHECK(why.empty(), "carafe CPU kernel: ", why);
+        gIsa.store(static_cast<int>(isaNamed(requested)));
     }
     return previous;
-}
-
-bool isaSupported(std::string const& name)
-{
-    return carafe_cpu::isaSupported(isaNamed(name));
 }
 
 std::vector<int64_t> reuseStats()
@@ -331,7 +339,7 @@ TORCH_LIBRARY(carafe_deploy_cpu, m)
     m.def("backward(Tensor grad_output, Tensor features, Tensor kernels, int kernel_size, int group, int scale_factor, "
           "str mode) -> (Tensor, Tensor)");
     m.def("isa(str requested=\"\") -> str", &isa);
-    m.def("isa_supported(str name) -> bool", &isaSupported);
+    m.def("isa_status(str name) -> str", &isaStatus);
     m.def("reuse_stats() -> int[]", &reuseStats);
     m.def("release_reused() -> ()", &releaseReused);
 }

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DISABLE_ENV", "ISA_ENV", "ISAS", "REQUIRE_ENV", "SOURCES", "available", "isa", "isa_supported", "load",
-           "native_ops", "release_reused_outputs", "status", "use_isa"]
+__all__ = ["DISABLE_ENV", "ISA_ENV", "ISAS", "REQUIRE_ENV", "SOURCES", "available", "isa", "isa_supported",
+           "isa_unavailable", "load", "native_ops", "release_reused_outputs", "status", "use_isa"]
 
 DISABLE_ENV = "CARAFE_DEPLOY_NO_CPU_EXT"
 REQUIRE_ENV = "CARAFE_DEPLOY_REQUIRE_CPU_EXT"
@@ -117,8 +117,9 @@ def _apply_isa_env() -> str | None:
         return None
     if wanted not in ISAS:
         return f"{ISA_ENV}={wanted!r} is not one of {', '.join(ISAS)}"
-    if not torch.ops.carafe_deploy_cpu.isa_supported(wanted):
-        return f"{ISA_ENV}={wanted}: this CPU (or this build) cannot run the {wanted} kernels"
+    why = torch.ops.carafe_deploy_cpu.isa_status(wanted)
+    if why:
+        return f"{ISA_ENV}={wanted}: {why}"
     torch.ops.carafe_deploy_cpu.isa(wanted)
     return None
 
@@ -183,16 +184,27 @@ def isa() -> str:
     return torch.ops.carafe_deploy_cpu.isa("")
 
 
+def isa_unavailable(name: str) -> str | None:
+    """``None`` when the native kernels of instruction set `name` can run here, else why not (one line)."""
+    if name not in ISAS:
+        raise ValueError(f"unknown instruction set {name!r}; one of {', '.join(ISAS)}")
+    reason = load()
+    if reason is not None:
+        return f"the native CPU kernels are not available: {reason}"
+    return torch.ops.carafe_deploy_cpu.isa_status(name) or None
+
+
 def isa_supported(name: str) -> bool:
     """Whether this build has the kernels for `name` and this CPU runs them."""
-    return available() and bool(torch.ops.carafe_deploy_cpu.isa_supported(name))
+    return isa_unavailable(name) is None
 
 
 @contextlib.contextmanager
 def use_isa(name: str):
     """Run the native kernels of one instruction set inside the block (process-wide; tests and benchmarks)."""
-    if not isa_supported(name):
-        raise RuntimeError(f"the {name} CPU kernels cannot run here (this CPU or this build lacks them)")
+    why = isa_unavailable(name)
+    if why is not None:
+        raise RuntimeError(f"the {name} CPU kernels cannot run here: {why}")
     previous = torch.ops.carafe_deploy_cpu.isa(name)
     try:
         yield
