@@ -877,8 +877,8 @@ constexpr int rowShift(int i)
 // the window, column jv L), channels eCh apart. The whole window loop unrolls: every offset is an immediate or a
 // multiple of one stride, so the tile keeps one pointer per channel.
 template <int K, int S, bool UP, int NR, int CH, typename A>
-__attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e, int64_t esz, int64_t eCh, A* d, int64_t dRow,
-    int64_t dCh, int64_t n)
+__attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e, int64_t esz, int64_t eCh, A* d,
+    int64_t dRow, int64_t dCh, int64_t n)
 {
     using V = typename Vec<A>::type;
     constexpr int L = Vec<A>::L;
@@ -1349,6 +1349,10 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
     int64_t const plane = g.ho * g.wo;
     int64_t const cbMax = std::min(kChannelBlock, g.cg);
     bool const stream = double(g.n) * g.c * plane * sizeof(scalar_t) >= double(kStreamBytes);
+    // The tiles write an fp32/fp64 output that fits the caches themselves; otherwise a band's runs are staged (in L2)
+    // and go out front to back afterwards, converted to a narrow type, non-temporal when large (the tiles' stores,
+    // scattered over a dozen rows and channels, would each read a line of a large output first).
+    bool const staged = !std::is_same_v<scalar_t, A> || stream;
 
     withShape<A>(g,
         [&](auto kTag, auto sTag)
@@ -1366,29 +1370,39 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                         A* kb = Kb.get(static_cast<size_t>(nO * lay.nJV * g.taps * lay.L));
                         packKernels(g, kern + b.ng * g.taps * plane, b.o0, b.o1, kb);
                         A* e = E.get(static_cast<size_t>(cbMax * ny * lay.esz));
-                        // a channel's output rows of the band are one contiguous run of the output: the tiles fill
-                        // the block's runs here (in L2), which then go out front to back
-                        A* ob = Ob.get(static_cast<size_t>(cbMax * chunk));
+                        // a channel's output rows of the band are one contiguous run of the output
+                        A* ob = staged ? Ob.get(static_cast<size_t>(cbMax * chunk)) : nullptr;
                         scalar_t* converted = std::is_same_v<scalar_t, A> ? nullptr : Conv.get(chunk);
                         for (int64_t c0 = 0; c0 < g.cg; c0 += kChannelBlock)
                         {
                             int64_t const cb = std::min(kChannelBlock, g.cg - c0);
                             int64_t const cFirst = b.gi * g.cg + c0; // channel index within the image
                             expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e);
+                            scalar_t* o = out + ((b.ni * g.c + cFirst) * g.ho + b.o0) * g.wo;
+                            A* dst = ob;
+                            int64_t dCh = chunk;
+                            if constexpr (std::is_same_v<scalar_t, A>)
+                            {
+                                if (!staged)
+                                {
+                                    dst = o;
+                                    dCh = plane;
+                                }
+                            }
                             if (g.up)
                             {
-                                forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, ob, chunk, g.wo,
-                                    lay.lastLanes(g.wo));
+                                forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo));
                             }
                             else
                             {
-                                forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, ob, chunk, g.wo,
-                                    lay.lastLanes(g.wo));
+                                forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo));
                             }
-                            scalar_t* o = out + ((b.ni * g.c + cFirst) * g.ho + b.o0) * g.wo;
-                            for (int64_t cc = 0; cc < cb; ++cc)
+                            if (staged)
                             {
-                                writeRun(o + cc * plane, ob + cc * chunk, chunk, stream, converted);
+                                for (int64_t cc = 0; cc < cb; ++cc)
+                                {
+                                    writeRun(o + cc * plane, ob + cc * chunk, chunk, stream, converted);
+                                }
                             }
                         }
                         if (stream)
