@@ -851,11 +851,28 @@ inline void withCount(int64_t n, F&& f)
     }
 }
 
+// Whole 64-byte lines can go out with a non-temporal store straight from the registers, in between the FMAs: a line
+// written whole is never read from memory first (a large output's lines would be), and the memory writes overlap the
+// arithmetic instead of following it.
+#if defined(__x86_64__) && CARAFE_CPU_VEC_BYTES == 64
+constexpr bool kLineStores = true;
+#else
+constexpr bool kLineStores = false;
+#endif
+
+// the first n lanes of v to p; a whole vector with a non-temporal store when `stream` (p then 64-byte aligned)
 template <typename V, typename A>
-inline void storeOut(A* p, V const& v, int64_t n)
+inline void storeOut(A* p, V const& v, int64_t n, bool stream = false)
 {
     if (n == static_cast<int64_t>(sizeof(V) / sizeof(A)))
     {
+#if defined(__x86_64__) && CARAFE_CPU_VEC_BYTES == 64
+        if (stream)
+        {
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bitCast<__m512i>(v));
+            return;
+        }
+#endif
         storeV(p, v);
     }
     else
@@ -878,7 +895,7 @@ constexpr int rowShift(int i)
 // multiple of one stride, so the tile keeps one pointer per channel.
 template <int K, int S, bool UP, int NR, int CH, typename A>
 __attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e, int64_t esz, int64_t eCh, A* d,
-    int64_t dRow, int64_t dCh, int64_t n)
+    int64_t dRow, int64_t dCh, int64_t n, bool stream)
 {
     using V = typename Vec<A>::type;
     constexpr int L = Vec<A>::L;
@@ -927,7 +944,7 @@ __attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e
     {
         for (int ch = 0; ch < CH; ++ch)
         {
-            storeOut(d + i * dRow + ch * dCh, acc[i][ch], n);
+            storeOut(d + i * dRow + ch * dCh, acc[i][ch], n, stream);
         }
     }
 }
@@ -1259,7 +1276,7 @@ constexpr int kFwdRowsLast = UP ? 2 : 1;
 
 // The compile-time shape of a call: f(IC<K>, IC<S>) with (0, 0) for "any k and s".
 template <typename A, typename F>
-inline void withShape(Geometry const& g, F&& f)
+inline auto withShape(Geometry const& g, F&& f)
 {
     if constexpr (std::is_same_v<A, float>)
     {
@@ -1272,7 +1289,7 @@ inline void withShape(Geometry const& g, F&& f)
             return f(IC<3>{}, IC<2>{});
         }
     }
-    f(IC<0>{}, IC<0>{});
+    return f(IC<0>{}, IC<0>{});
 }
 // ------------------------------------------------------------------------------------------------------------------
 // Forward.
@@ -1280,7 +1297,7 @@ inline void withShape(Geometry const& g, F&& f)
 // The output rows [b.o0, b.o1) of channels [0, cb) of a block into dst(cc, o) = dst + cc dCh + (o - o0) dRow.
 template <int K, int S, bool UP, typename A>
 void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny, A const* Kb, int64_t cb,
-    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes)
+    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, bool lineStores)
 {
     constexpr int L = Vec<A>::L;
     int64_t const nO = b.o1 - b.o0, eCh = ny * lay.esz, kbJv = nO * g.taps * L;
@@ -1302,7 +1319,7 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                     int64_t const n = jv + 1 < lay.nJV ? L : lastLanes;
                     forwardTileK<K, S, UP, decltype(nrTag)::value, decltype(chTag)::value, A>(lay.len,
                         kbRows + jv * kbJv, eWin + cc * eCh + jv * L, lay.esz, eCh, dRows + cc * dCh + jv * L, dRow,
-                        dCh, n);
+                        dCh, n, lineStores);
                 }
             };
             if (rows == NR)
@@ -1349,10 +1366,13 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
     int64_t const plane = g.ho * g.wo;
     int64_t const cbMax = std::min(kChannelBlock, g.cg);
     bool const stream = double(g.n) * g.c * plane * sizeof(scalar_t) >= double(kStreamBytes);
-    // The tiles write an fp32/fp64 output that fits the caches themselves; otherwise a band's runs are staged (in L2)
-    // and go out front to back afterwards, converted to a narrow type, non-temporal when large (the tiles' stores,
-    // scattered over a dozen rows and channels, would each read a line of a large output first).
-    bool const staged = !std::is_same_v<scalar_t, A> || stream;
+    // The tiles write an fp32/fp64 output themselves: with non-temporal stores when it is large and its rows are
+    // whole 64-byte lines (compile-time k and s only), plain ones when it fits the caches. Otherwise a band's runs are
+    // staged (in L2) and go out front to back afterwards, converted to a narrow type, non-temporal when large (plain
+    // stores from the tiles, scattered over a dozen rows and channels, would each read a line of a large output first).
+    bool const lineStores = std::is_same_v<scalar_t, A> && stream && kLineStores && (g.wo * sizeof(A)) % 64 == 0
+        && reinterpret_cast<uintptr_t>(out) % 64 == 0 && withShape<A>(g, [](auto kTag, auto) { return kTag.value > 0; });
+    bool const staged = !std::is_same_v<scalar_t, A> || (stream && !lineStores);
 
     withShape<A>(g,
         [&](auto kTag, auto sTag)
@@ -1391,11 +1411,13 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                             }
                             if (g.up)
                             {
-                                forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo));
+                                forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo),
+                                    lineStores);
                             }
                             else
                             {
-                                forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo));
+                                forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo,
+                                    lay.lastLanes(g.wo), lineStores);
                             }
                             if (staged)
                             {
