@@ -872,6 +872,8 @@ inline void storeOut(A* p, V const& v, int64_t n, bool stream = false)
             _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bitCast<__m512i>(v));
             return;
         }
+#else
+        (void)stream;
 #endif
         storeV(p, v);
     }
