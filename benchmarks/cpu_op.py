@@ -3,6 +3,7 @@
     python benchmarks/cpu_op.py --before cac7fb6             # the four FPN shapes, 1 and 2 threads, fp32/fp16/bf16
     python benchmarks/cpu_op.py --before cac7fb6 --threads 1 --clock cpu
     python benchmarks/cpu_op.py --shapes up:1,256,50,84 --threads 1 --repeat 9 --dtypes float32
+    python benchmarks/cpu_op.py --formulation --dtypes float32     # the PyTorch formulation (the op's fallback) too
     python benchmarks/cpu_op.py --memory [--shape 1 64 100 168]
 
 Each (thread count, shape) runs every variant alternately in one process (median of --repeat): the kernels of the
@@ -14,7 +15,8 @@ Next to them, measured in the same run at the same thread count:
   gradients written once (its own floor). "% of floor" = floor / time.
 - the fresh output: allocating a tensor of the output's size and writing it once (the page faults any op with that
   output pays when its memory is new), and the minor page faults per call of each variant (getrusage).
-Without --before, only this tree's kernels run.
+Without --before, only this tree's kernels run; --formulation adds the PyTorch formulation the op falls back to
+(carafe_deploy/ops/torch_formulation.py).
 
 --memory reports instead how much each formulation grows the peak resident set, each in a fresh process
 (the naive F.unfold formulation against carafe_deploy's op).
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from carafe_deploy.bench import paired_medians
-from carafe_deploy.ops import _cpu
+from carafe_deploy.ops import _cpu, torch_formulation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels_at import build  # noqa: E402
@@ -82,9 +84,11 @@ def minor_faults_per_call(fn, calls: int = 3) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
-def variants(before_ops, isas):
-    """name -> (ops, instruction set or None): the implementations to compare."""
+def variants(before_ops, isas, formulation: bool):
+    """name -> (ops, instruction set or None): the implementations to compare (each has forward and backward)."""
     out = {}
+    if formulation:
+        out["formulation"] = (torch_formulation, None)
     if before_ops is not None:
         out["before"] = (before_ops, None)
     for isa in isas:
@@ -203,11 +207,11 @@ def report(rows, impls, dtypes, threads_list):
             print("| " + " | ".join(cells) + " |")
 
 
-def benchmark(shapes, threads_list, repeat, dtypes, before, clock_name):
+def benchmark(shapes, threads_list, repeat, dtypes, before, clock_name, formulation=False):
     clock = CLOCKS[clock_name]
     before_ops = build(before) if before else None
     isas = [i for i in ("avx512", "avx2") if _cpu.isa_supported(i)] or [_cpu.isa()]
-    impls = variants(before_ops, isas)
+    impls = variants(before_ops, isas, formulation)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"torch {torch.__version__}; after: {_cpu.status()}; before: {before or '–'}; k={K}, group={GROUP}, "
@@ -261,6 +265,7 @@ def peak_growth_mb(shape, k, s, ours: bool) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before", metavar="COMMIT", help="the commit whose kernels are the 'before' (e.g. cac7fb6)")
+    p.add_argument("--formulation", action="store_true", help="time the PyTorch formulation (the fallback) too")
     p.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="MODE:N,C,H,W")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeat", type=int, default=7)
@@ -281,7 +286,7 @@ def main():
         raise SystemExit(f"the native CPU kernels are not available: {_cpu.status()}")
     if a.clock == "cpu" and max(a.threads) > 1:
         raise SystemExit("--clock cpu measures one thread's speed only: use it with --threads 1")
-    benchmark([parse_shape(s) for s in a.shapes], a.threads, a.repeat, a.dtypes, a.before, a.clock)
+    benchmark([parse_shape(s) for s in a.shapes], a.threads, a.repeat, a.dtypes, a.before, a.clock, a.formulation)
 
 
 if __name__ == "__main__":

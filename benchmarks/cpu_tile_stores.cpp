@@ -115,7 +115,8 @@ int main()
         }
         std::printf("%-45s %6.2f ms  %5.1f GMAC/s\n", names[static_cast<int>(mode)], best * 1e3, macs / best / 1e9);
     }
-    std::printf("(%.0f MB written per pass)\n", double(kHo / 4) * (kC / kBlock) * (kBlock / 6) * (kWo / kL) * 24 * 64 / 1e6);
+    double const bytes = double(kHo / 4) * (kC / kBlock) * (kBlock / 6) * (kWo / kL) * 24 * 64;
+    std::printf("(%.0f MB written per pass)\n", bytes / 1e6);
     std::free(out);
     std::free(staging);
     return 0;

@@ -22,6 +22,7 @@ for the whole process).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -97,8 +98,6 @@ def minor_faults(fn) -> int:
 
 def run(entries, threads: int, repeat: int, onnx_mode: str, skip_onnx: bool, clock: str = "wall",
         before: str | None = None):
-    import os
-
     from kernels_at import build, kernels_in_use
 
     torch.set_num_threads(threads)

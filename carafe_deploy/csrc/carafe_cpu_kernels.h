@@ -1103,7 +1103,8 @@ inline void gradFeaturesTile(int64_t nContrib, int64_t const* gRowIdx, int64_t c
 }
 
 // gx[x] for x in [0, w) from the tap rows P[kx][pPad + j] (zero outside the output row): "up":
-// gx[t] = sum_kx sum_v P[kx][s (t + r - kx) + v]; "down": gx[x] = sum over kx = x + r (mod s) of P[kx][(x + r - kx) / s].
+// gx[t] = sum_kx sum_v P[kx][s (t + r - kx) + v]; "down": gx[x] = sum over kx = x + r (mod s) of
+// P[kx][(x + r - kx) / s].
 // dst holds roundUp(w, 2 L) values.
 template <typename A>
 void contractTaps(Geometry const& g, Layout const& lay, A const* P, A* dst)
@@ -1384,7 +1385,8 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
     // staged (in L2) and go out front to back afterwards, converted to a narrow type, non-temporal when large (plain
     // stores from the tiles, scattered over a dozen rows and channels, would each read a line of a large output first).
     bool const lineStores = std::is_same_v<scalar_t, A> && stream && kLineStores && (g.wo * sizeof(A)) % 64 == 0
-        && reinterpret_cast<uintptr_t>(out) % 64 == 0 && withShape<A>(g, [](auto kTag, auto) { return kTag.value > 0; });
+        && reinterpret_cast<uintptr_t>(out) % 64 == 0
+        && withShape<A>(g, [](auto kTag, auto) { return kTag.value > 0; });
     bool const staged = !std::is_same_v<scalar_t, A> || (stream && !lineStores);
 
     withShape<A>(g,

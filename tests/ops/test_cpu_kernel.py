@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carafe_deploy.ops import _cpu, carafe, torch_formulation
+from support import mmcv_vectors
 from support.reference import carafe_reference, carafe_reference_backward, output_size
 
 
@@ -125,22 +126,8 @@ def test_narrow_dtypes_accumulate_in_float32(isa, dtype, tol, mode):
     _check(x, kern, gout, 5, 1, 2, mode, tol)
 
 
-def _load_vector(d, name, shape):
-    return torch.from_numpy(np.fromfile(d / name, np.float32).reshape(shape))
-
-
 def test_mmcv_vectors(isa, mmcv_vectors_dir):
-    # mmcv's CARAFE(kernel_size=5, group_size=4, scale_factor=2), backward with a gradient of ones
-    d = mmcv_vectors_dir
-    feat = _load_vector(d, "carafe_feat.bin", (2, 64, 3, 3)).requires_grad_()
-    mask = _load_vector(d, "carafe_mask.bin", (2, 100, 6, 6)).requires_grad_()
-    out = carafe(feat, mask, kernel_size=5, group=4, scale_factor=2)
-    out.sum().backward()
-    errors = {
-        "output": (out - _load_vector(d, "carafe_output.bin", (2, 64, 6, 6))).abs().max().item(),
-        "features grad": (feat.grad - _load_vector(d, "carafe_feat_grad.bin", (2, 64, 3, 3))).abs().max().item(),
-        "kernels grad": (mask.grad - _load_vector(d, "carafe_mask_grad.bin", (2, 100, 6, 6))).abs().max().item(),
-    }
+    errors = mmcv_vectors.op_errors(mmcv_vectors_dir)
     assert all(e <= 1e-5 for e in errors.values()), errors
 
 
