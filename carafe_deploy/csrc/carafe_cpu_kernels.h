@@ -1270,7 +1270,7 @@ constexpr int64_t kBackwardChannelBlock = 16;
 // output rows per band: the rows around a band that it reads too (k - 1 source rows; the backward also the output
 // rows around it) are read again by the next band, so longer bands read less twice but stage more per channel block
 constexpr int64_t kForwardBandRows = 8;
-constexpr int64_t kBackwardBandRows = 8;
+constexpr int64_t kBackwardBandRows = 16;
 // forward tiles of the compile-time shapes: rows x channels, and the smaller row count that ends a band (measured
 // alone on Zen 4, GMAC/s at 58.5 peak: AVX-512 up 4 x 6 57, 2 x 12 52; down 2 x 8 45, 2 x 12 40, 4 x 6 24, 1 x 8 34;
 // AVX2 up 2 x 4 41, 2 x 6 38; down 2 x 4 41, 2 x 6 40)
