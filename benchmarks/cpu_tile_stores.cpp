@@ -1,6 +1,7 @@
 // How the forward's register tiles should write a large output: the "up" tile of the CPU kernels (4 output rows x 6
 // channels x 25 taps, AVX-512) over the loop structure of an FPN upsample (256 channels, 200 x 336 output), its input
-// in L1, writing the 69 MB output four ways. docs/PERFORMANCE.md quotes it.
+// in L1, writing the 69 MB output four ways; and the core's FMA peak (24 independent chains of 16-lane FMAs), the
+// ceiling of any kernel here. docs/PERFORMANCE.md quotes it.
 //
 //   g++ -O3 -ffp-contract=fast -march=x86-64-v4 -std=c++17 -I carafe_deploy/csrc
 //       benchmarks/cpu_tile_stores.cpp -o build/cpu_tile_stores && build/cpu_tile_stores
@@ -33,6 +34,38 @@ enum class Mode
     kStagedStreamed, // the tiles fill a block's rows in L2, which go out with non-temporal stores after each block
     kRegisterStreamed, // the tiles write the output with non-temporal stores straight from the registers
 };
+
+// multiply-adds per second of 24 independent chains of 16-lane FMAs
+double fmaPeak()
+{
+    __m512 acc[24];
+    for (int i = 0; i < 24; ++i)
+    {
+        acc[i] = _mm512_set1_ps(0.001f * float(i));
+    }
+    __m512 b = _mm512_set1_ps(0.999f);
+    __m512 const c = _mm512_set1_ps(1e-4f);
+    int64_t const n = 10000000;
+    double const t0 = cpuSeconds();
+    for (int64_t i = 0; i < n; ++i)
+    {
+#pragma GCC unroll 24
+        for (int k = 0; k < 24; ++k)
+        {
+            acc[k] = _mm512_fmadd_ps(acc[k], b, c);
+        }
+        __asm__("" : "+v"(b));
+    }
+    double const t = cpuSeconds() - t0;
+    float lanes[16];
+    for (int i = 1; i < 24; ++i)
+    {
+        acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    }
+    _mm512_storeu_ps(lanes, acc[0]);
+    __asm__ volatile("" ::"m"(lanes));
+    return double(n) * 24 * 16 / t;
+}
 
 double pass(Mode mode, float const* kb, float const* e, float* out, float* staging, float* scratch)
 {
@@ -115,6 +148,7 @@ int main()
         }
         std::printf("%-45s %6.2f ms  %5.1f GMAC/s\n", names[static_cast<int>(mode)], best * 1e3, macs / best / 1e9);
     }
+    std::printf("%-45s %6s     %5.1f GMAC/s\n", "FMA peak of one core (24 chains)", "", fmaPeak() / 1e9);
     double const bytes = double(kHo / 4) * (kC / kBlock) * (kBlock / 6) * (kWo / kL) * 24 * 64;
     std::printf("(%.0f MB written per pass)\n", bytes / 1e6);
     std::free(out);
