@@ -12,12 +12,17 @@
 // Design (see carafe_cpu.cpp for the overall layout of the work):
 // - Everything is vectorised over output columns, one vector of L lanes at a time; rows are padded to whole vectors in
 //   the staging buffers, so the tail of a row costs one full vector and never a scalar loop.
-// - Kernel weights of a band are repacked tap-interleaved ([row][column vector][tap][lane]), so a micro-kernel reads
-//   its k² weight vectors from consecutive memory; narrow types are converted to acc_t there (F16C / integer lanes),
-//   once per element. Source rows are "expanded" once per band and channel block so that every tap column is a
-//   contiguous run (mode up: the nearest-upsampled row; mode down: the row split into its s phases).
-// - The k x k tap loops are compile-time for the common shapes (k = 3 or 5, s = 2), so tap offsets are immediates
-//   and the loops unroll; every other shape runs the same code with run-time offsets.
+// - Kernel weights of a band are repacked tap-interleaved ([column vector][row][tap][lane]), so a register tile reads
+//   its k² weight vectors from consecutive memory at immediate offsets; narrow types are converted to acc_t there
+//   (F16C / integer lanes), once per element. Source rows are "expanded" once per band and channel block so that
+//   every tap column is a contiguous run (mode up: the nearest-upsampled row; mode down: the row split into its s
+//   phases); rows outside the image are zero rows, so every output row reads all k kernel rows.
+// - The register tiles of the forward hold several output rows that share source rows (mode up: two row pairs; mode
+//   down: two rows two source rows apart) times a few channels; with k and s compile-time (k = 3 or 5, s = 2) the k x k
+//   loops unroll into immediate offsets; every other shape runs tiles with run-time offsets.
+// - Large outputs (kStreamBytes) are written with non-temporal stores: straight from the tiles' registers where rows
+//   are whole 64-byte lines (AVX-512), else from a band's staged rows; the staging buffers are per thread and kept
+//   from call to call.
 #pragma once
 
 #include "carafe_cpu_geometry.h"
@@ -1308,10 +1313,11 @@ inline auto withShape(Geometry const& g, F&& f)
 // ------------------------------------------------------------------------------------------------------------------
 // Forward.
 
-// The output rows [b.o0, b.o1) of channels [0, cb) of a block into dst(cc, o) = dst + cc dCh + (o - o0) dRow.
-template <int K, int S, bool UP, typename A>
+// The output rows [b.o0, b.o1) of channels [0, cb) of a block into dst(cc, o) = dst + cc dCh + (o - o0) dRow;
+// rowsDone(o, rows) after each tile row [o, o + rows) of all the channels.
+template <int K, int S, bool UP, typename A, typename RowsDone>
 void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny, A const* Kb, int64_t cb,
-    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, bool lineStores)
+    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, bool lineStores, RowsDone&& rowsDone)
 {
     constexpr int L = Vec<A>::L;
     int64_t const nO = b.o1 - b.o0, eCh = ny * lay.esz, kbJv = nO * g.taps * L;
@@ -1367,6 +1373,7 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                 }
             }
         }
+        rowsDone(o, rows);
         o += rows;
     }
 }
@@ -1424,22 +1431,28 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                                     dCh = plane;
                                 }
                             }
+                            // staged rows go out (converted) as soon as a tile row of all the channels is done,
+                            // while they are still in L1/L2
+                            auto rowsDone = [&](int64_t oFirst, int64_t rows)
+                            {
+                                if (staged)
+                                {
+                                    int64_t const at = (oFirst - b.o0) * g.wo, n = rows * g.wo;
+                                    for (int64_t cc = 0; cc < cb; ++cc)
+                                    {
+                                        writeRun(o + cc * plane + at, ob + cc * chunk + at, n, stream, converted);
+                                    }
+                                }
+                            };
                             if (g.up)
                             {
                                 forwardBand<K, S, true>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo, lay.lastLanes(g.wo),
-                                    lineStores);
+                                    lineStores, rowsDone);
                             }
                             else
                             {
                                 forwardBand<K, S, false>(g, lay, b, e, ny, kb, cb, dst, dCh, g.wo,
-                                    lay.lastLanes(g.wo), lineStores);
-                            }
-                            if (staged)
-                            {
-                                for (int64_t cc = 0; cc < cb; ++cc)
-                                {
-                                    writeRun(o + cc * plane, ob + cc * chunk, chunk, stream, converted);
-                                }
+                                    lay.lastLanes(g.wo), lineStores, rowsDone);
                             }
                         }
                         if (stream)
