@@ -1,15 +1,22 @@
-"""CPU speed of carafe_deploy::carafe: the native kernels against the PyTorch formulation they replaced, paired.
+"""CPU speed of carafe_deploy::carafe's native kernels: this tree's against another commit's, paired in one process.
 
-    python benchmarks/cpu_op.py                      # the four issue-14 shapes, 1 and 2 threads, forward and backward
-    python benchmarks/cpu_op.py --shapes up:1,256,50,84 --threads 1 --repeat 9
-    python benchmarks/cpu_op.py --threads 1 --clock cpu      # CPU time instead of wall time (busy machines)
+    python benchmarks/cpu_op.py --before cac7fb6             # the four FPN shapes, 1 and 2 threads, fp32/fp16/bf16
+    python benchmarks/cpu_op.py --before cac7fb6 --threads 1 --clock cpu
+    python benchmarks/cpu_op.py --shapes up:1,256,50,84 --threads 1 --repeat 9 --dtypes float32
+    python benchmarks/cpu_op.py --formulation --dtypes float32     # the PyTorch formulation (the op's fallback) too
     python benchmarks/cpu_op.py --memory [--shape 1 64 100 168]
 
-Each (shape, thread count) row runs the two implementations alternately in one process (median of --repeat), next to
-floors measured in the same run and thread count: the memory floor (bytes the op must move at this machine's copy
-bandwidth, a 256 MB tensor copy), the compute floor (its multiply-adds at this machine's sgemm rate) and the fresh
-output (allocating an output-sized tensor and writing it once: the page faults any op with that output pays).
-fp32, k=5, group 1, s=2. The "before" is carafe_deploy.ops.torch_formulation (the op's fallback, main's CPU kernel).
+Each (thread count, shape) runs every variant alternately in one process (median of --repeat): the kernels of the
+commit named by --before ("before", built from git by kernels_at.py) and of this tree ("after", on the widest
+instruction set this CPU runs and, where it has AVX-512, on AVX2 as well), forward and backward, in each of --dtypes.
+Next to them, measured in the same run at the same thread count:
+- the memory floor: the bytes the call must move at this machine's copy bandwidth (a 256 MB tensor copy); forward:
+  features + kernels read once, output written once; backward: grad_output, features and kernels read once, both
+  gradients written once (its own floor). "% of floor" = floor / time.
+- the fresh output: allocating a tensor of the output's size and writing it once (the page faults any op with that
+  output pays when its memory is new), and the minor page faults per call of each variant (getrusage).
+Without --before, only this tree's kernels run; --formulation adds the PyTorch formulation the op falls back to
+(carafe_deploy/ops/torch_formulation.py).
 
 --memory reports instead how much each formulation grows the peak resident set, each in a fresh process
 (the naive F.unfold formulation against carafe_deploy's op).
@@ -19,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +38,13 @@ import torch.nn.functional as F
 from carafe_deploy.bench import paired_medians
 from carafe_deploy.ops import _cpu, torch_formulation
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernels_at import build  # noqa: E402
+
 DEFAULT_SHAPES = ("up:1,256,25,42", "up:1,256,50,84", "up:1,256,100,168", "down:1,256,200,336")
 K, GROUP, SCALE = 5, 1, 2
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def naive_unfold(x, kern, k, group, s):
@@ -43,25 +57,15 @@ def naive_unfold(x, kern, k, group, s):
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-_clock = time.perf_counter
 
 
-def paired(fns: dict, repeat: int) -> dict:
-    return paired_medians(fns, repeat, _clock)
-
-
-def copy_bandwidth(repeat: int) -> float:
+def copy_bandwidth(repeat: int, clock) -> float:
     """Bytes per second read + written by a 256 MB tensor copy."""
     a = torch.empty(256 << 20, dtype=torch.uint8)
     b = torch.empty_like(a)
     a.fill_(1)
     b.fill_(0)
-    return 2 * a.numel() / paired({"copy": lambda: b.copy_(a)}, repeat)["copy"]
-
-
-def sgemm_macs_per_second(repeat: int) -> float:
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    return 1024**3 / paired({"mm": lambda: a @ b}, repeat)["mm"]
+    return 2 * a.numel() / paired_medians({"copy": lambda: b.copy_(a)}, repeat, clock)["copy"]
 
 
 def parse_shape(text: str):
@@ -72,70 +76,168 @@ def parse_shape(text: str):
     return mode, (n, c, h, w)
 
 
-def measure(mode, shape, repeat):
+def minor_faults_per_call(fn, calls: int = 3) -> float:
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
+def variants(before_ops, isas, formulation: bool):
+    """name -> (ops, instruction set or None): the implementations to compare (each has forward and backward)."""
+    out = {}
+    if formulation:
+        out["formulation"] = (torch_formulation, None)
+    if before_ops is not None:
+        out["before"] = (before_ops, None)
+    for isa in isas:
+        out["after" if isa == isas[0] else f"after-{isa}"] = (torch.ops.carafe_deploy_cpu, isa)
+    return out
+
+
+def measure(mode, shape, dtypes, impls, repeat, clock):
     n, c, h, w = shape
     ho, wo = (h * SCALE, w * SCALE) if mode == "up" else (-(-h // SCALE), -(-w // SCALE))
     torch.manual_seed(0)
-    x = torch.randn(n, c, h, w)
-    kern = torch.rand(n, GROUP * K * K, ho, wo)
-    gout = torch.randn(n, c, ho, wo)
-    native = torch.ops.carafe_deploy_cpu
-    err = (native.forward(x, kern, K, GROUP, SCALE, mode)
-           - torch_formulation.forward(x, kern, K, GROUP, SCALE, mode)).abs().max().item()
-    t = paired({
-        # what any op with this output pays: allocating it and touching every page once (page faults)
-        "fresh_output": lambda: torch.empty(n, c, ho, wo).fill_(0.0),
-        "before_fwd": lambda: torch_formulation.forward(x, kern, K, GROUP, SCALE, mode),
-        "after_fwd": lambda: native.forward(x, kern, K, GROUP, SCALE, mode),
-        "before_bwd": lambda: torch_formulation.backward(gout, x, kern, K, GROUP, SCALE, mode),
-        "after_bwd": lambda: native.backward(gout, x, kern, K, GROUP, SCALE, mode),
-    }, repeat)
-    elem = x.element_size()
-    fwd_bytes = (x.numel() + kern.numel() + gout.numel()) * elem
-    bwd_bytes = (2 * x.numel() + 2 * kern.numel() + gout.numel()) * elem
-    macs = gout.numel() * K * K
-    return t, fwd_bytes, bwd_bytes, macs, err
+    x32 = torch.randn(n, c, h, w)
+    kern32 = torch.rand(n, GROUP * K * K, ho, wo)
+    gout32 = torch.randn(n, c, ho, wo)
+    fns, faults = {}, {}
+    for dname in dtypes:
+        x, kern, gout = (t.to(DTYPES[dname]) for t in (x32, kern32, gout32))
+        for name, (ops, isa) in impls.items():
+            def call(direction, ops=ops, isa=isa, x=x, kern=kern, gout=gout):
+                if isa is not None:
+                    torch.ops.carafe_deploy_cpu.isa(isa)
+                if direction == "fwd":
+                    return ops.forward(x, kern, K, GROUP, SCALE, mode)
+                return ops.backward(gout, x, kern, K, GROUP, SCALE, mode)
+            for direction in ("fwd", "bwd"):
+                fns[(name, dname, direction)] = lambda call=call, d=direction: call(d)
+    # what any op with this output pays: allocating it and touching every page once
+    fns[("fresh", "float32", "fwd")] = lambda: torch.empty(n, c, ho, wo).fill_(0.0)
+    for key, fn in fns.items():
+        faults[key] = minor_faults_per_call(fn)
+    named = {"/".join(key): fn for key, fn in fns.items()}
+    t = paired_medians(named, repeat, clock)
+    times = {key: t["/".join(key)] for key in fns}
+    # agreement: every variant's fp32 forward against the first one's
+    ref = next(iter(impls))
+    err = {}
+    for name in impls:
+        a = fns[(name, "float32", "fwd")]() if "float32" in dtypes else None
+        b = fns[(ref, "float32", "fwd")]() if "float32" in dtypes else None
+        err[name] = (a - b).abs().max().item() if a is not None else float("nan")
+    elem = 4
+    fwd_bytes = (x32.numel() + kern32.numel() + gout32.numel()) * elem
+    bwd_bytes = (2 * x32.numel() + 2 * kern32.numel() + gout32.numel()) * elem
+    return dict(times=times, faults=faults, err=err, fwd_bytes=fwd_bytes, bwd_bytes=bwd_bytes)
 
 
-def benchmark(shapes, threads_list, repeat):
-    print(f"torch {torch.__version__}, native kernels: {_cpu.status()}; fp32, k={K}, group={GROUP}, s={SCALE}; "
-          f"median of {repeat}, before/after alternating\n", flush=True)
-    rows = []
-    for threads in threads_list:
-        torch.set_num_threads(threads)
-        bw = copy_bandwidth(repeat)
-        mac_rate = sgemm_macs_per_second(repeat)
-        print(f"{threads} thread(s): copy bandwidth {bw / 1e9:.1f} GB/s, sgemm {mac_rate / 1e9:.1f} GMAC/s", flush=True)
-        for mode, shape in shapes:
-            t, fb, bb, macs, err = measure(mode, shape, repeat)
-            rows.append(dict(threads=threads, mode=mode, shape=shape, bytes=fb, floor=fb / bw, compute=macs / mac_rate,
-                             err=err, **t, bwd_floor=bb / bw))
-            print(f"  {mode} {shape}: forward {t['before_fwd'] * 1e3:.1f} -> {t['after_fwd'] * 1e3:.2f} ms, "
-                  f"backward {t['before_bwd'] * 1e3:.0f} -> {t['after_bwd'] * 1e3:.1f} ms", flush=True)
-    print()
-    print("| case | threads | bytes moved | memory floor | compute floor | fresh output | before | after | speed-up "
-          "| % of memory floor | backward before | backward after | backward / forward | max abs diff |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def case_name(mode, shape):
+    n, c, h, w = shape
+    return f"{mode} {n}×{c}×{h}×{w} " + ("→ ×2" if mode == "up" else "÷2")
+
+
+def ms(v: float) -> str:
+    return f"{v * 1e3:.2f} ms" if v < 0.1 else f"{v * 1e3:.1f} ms"
+
+
+def report(rows, impls, dtypes, threads_list):
+    names = list(impls)
+    arrow = " → ".join
+    print("\nfp32, % of the memory floor (forward: its floor; backward: its own), and backward / forward:\n")
+    head = ["case", "threads", "fwd floor", *[f"fwd {v}" for v in names], "fwd % of floor",
+            "bwd floor", *[f"bwd {v}" for v in names], "bwd % of floor", "bwd / fwd", "max abs diff"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
     for r in rows:
-        n, c, h, w = r["shape"]
-        case = f"{r['mode']} {n}×{c}×{h}×{w} " + ("→ ×2" if r["mode"] == "up" else "÷2")
-        print(f"| {case} | {r['threads']} | {r['bytes'] / 1e6:.1f} MB | {r['floor'] * 1e3:.2f} ms "
-              f"| {r['compute'] * 1e3:.2f} ms | {r['fresh_output'] * 1e3:.2f} ms "
-              f"| {r['before_fwd'] * 1e3:.1f} ms | {r['after_fwd'] * 1e3:.2f} ms "
-              f"| {r['before_fwd'] / r['after_fwd']:.1f}× | {100 * r['floor'] / r['after_fwd']:.0f} % "
-              f"| {r['before_bwd'] * 1e3:.0f} ms | {r['after_bwd'] * 1e3:.1f} ms "
-              f"| {r['after_bwd'] / r['after_fwd']:.2f}× | {r['err']:.1e} |")
+        t = r["times"]
+        fwd = [t[(v, "float32", "fwd")] for v in names]
+        bwd = [t[(v, "float32", "bwd")] for v in names]
+        cells = [case_name(r["mode"], r["shape"]), str(r["threads"]), ms(r["fwd_floor"]), *map(ms, fwd),
+                 arrow(f"{100 * r['fwd_floor'] / v:.0f} %" for v in fwd), ms(r["bwd_floor"]), *map(ms, bwd),
+                 arrow(f"{100 * r['bwd_floor'] / v:.0f} %" for v in bwd),
+                 arrow(f"{b / f:.2f}×" for f, b in zip(fwd, bwd)),
+                 ", ".join(f"{r['err'][v]:.1e}" for v in names[1:]) or "–"]
+        print("| " + " | ".join(cells) + " |")
+
+    print("\nFresh output pages: the op's minor page faults per call, and the cost of a fresh output-sized tensor:\n")
+    head = ["case", "threads", "fresh output (alloc + fill)", "its page faults",
+            *[f"page faults / call, {v}" for v in names]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for r in rows:
+        f = r["faults"]
+        cells = [case_name(r["mode"], r["shape"]), str(r["threads"]), ms(r["times"][("fresh", "float32", "fwd")]),
+                 f"{f[('fresh', 'float32', 'fwd')]:.0f}",
+                 *[f"fwd {f[(v, 'float32', 'fwd')]:.0f}, bwd {f[(v, 'float32', 'bwd')]:.0f}" for v in names]]
+        print("| " + " | ".join(cells) + " |")
+
+    narrow = [d for d in dtypes if d != "float32"]
+    if narrow and "float32" in dtypes:
+        print("\nNarrow dtypes: time over the same call in fp32 (below 1 = faster than fp32):\n")
+        head = ["case", "threads", *[f"{SHORT[d]}/fp32 {direction}, {arrow(names)}" for d in narrow
+                                     for direction in ("fwd", "bwd")]]
+        print("| " + " | ".join(head) + " |")
+        print("|" + " --- |" * len(head))
+        for r in rows:
+            t = r["times"]
+            cells = [case_name(r["mode"], r["shape"]), str(r["threads"])]
+            for d in narrow:
+                for direction in ("fwd", "bwd"):
+                    cells.append(arrow(f"{t[(v, d, direction)] / t[(v, 'float32', direction)]:.2f}" for v in names))
+            print("| " + " | ".join(cells) + " |")
+
     if len(threads_list) > 1:
-        print("\n| case | forward, 1 → 2 threads | backward, 1 → 2 threads |")
-        print("| --- | --- | --- |")
-        by = {(r["mode"], r["shape"], r["threads"]): r for r in rows}
         t0, t1 = threads_list[0], threads_list[1]
-        for mode, shape in shapes:
-            a, b = by[(mode, shape, t0)], by[(mode, shape, t1)]
-            n, c, h, w = shape
-            print(f"| {mode} {n}×{c}×{h}×{w} | {a['after_fwd'] * 1e3:.2f} → {b['after_fwd'] * 1e3:.2f} ms "
-                  f"({a['after_fwd'] / b['after_fwd']:.2f}×) | {a['after_bwd'] * 1e3:.1f} → "
-                  f"{b['after_bwd'] * 1e3:.1f} ms ({a['after_bwd'] / b['after_bwd']:.2f}×) |")
+        print(f"\nSpeed-up from {t0} to {t1} threads (time at {t0} / time at {t1}), fp32:\n")
+        head = ["case", *[f"{direction} {v}" for direction in ("forward", "backward") for v in names]]
+        print("| " + " | ".join(head) + " |")
+        print("|" + " --- |" * len(head))
+        by = {(r["mode"], r["shape"], r["threads"]): r for r in rows}
+        for mode, shape in dict.fromkeys((r["mode"], r["shape"]) for r in rows):
+            a, b = by[(mode, shape, t0)]["times"], by[(mode, shape, t1)]["times"]
+            cells = [case_name(mode, shape)]
+            for direction in ("fwd", "bwd"):
+                for v in names:
+                    x0, x1 = a[(v, "float32", direction)], b[(v, "float32", direction)]
+                    cells.append(f"{ms(x0)} → {ms(x1)} ({x0 / x1:.2f}×)")
+            print("| " + " | ".join(cells) + " |")
+
+
+def benchmark(shapes, threads_list, repeat, dtypes, before, clock_name, formulation=False):
+    clock = CLOCKS[clock_name]
+    before_ops = build(before) if before else None
+    isas = [i for i in ("avx512", "avx2") if _cpu.isa_supported(i)] or [_cpu.isa()]
+    impls = variants(before_ops, isas, formulation)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"torch {torch.__version__}; after: {_cpu.status()}; before: {before or '–'}; k={K}, group={GROUP}, "
+          f"s={SCALE}; median of {repeat}, variants alternating, clock {clock_name}; load average {' '.join(load)}",
+          flush=True)
+    rows = []
+    try:
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            bw = copy_bandwidth(repeat, clock)
+            print(f"{threads} thread(s): copy bandwidth {bw / 1e9:.1f} GB/s", flush=True)
+            for mode, shape in shapes:
+                r = measure(mode, shape, dtypes, impls, repeat, clock)
+                r.update(threads=threads, mode=mode, shape=shape, fwd_floor=r["fwd_bytes"] / bw,
+                         bwd_floor=r["bwd_bytes"] / bw)
+                rows.append(r)
+                t = r["times"]
+                print(f"  {case_name(mode, shape)}: " + "; ".join(
+                    f"{v} fwd {ms(t[(v, 'float32', 'fwd')])} bwd {ms(t[(v, 'float32', 'bwd')])}" for v in impls)
+                    if "float32" in dtypes else "", flush=True)
+    finally:
+        torch.ops.carafe_deploy_cpu.isa(isas[0])
+    with open("/proc/loadavg") as f:
+        print(f"load average at the end: {' '.join(f.read().split()[:3])}")
+    if "float32" in dtypes:
+        report(rows, impls, dtypes, threads_list)
 
 
 _MEMORY_PROBE = """
@@ -155,8 +257,6 @@ print(json.dumps(growth))
 
 
 def peak_growth_mb(shape, k, s, ours: bool) -> float:
-    from pathlib import Path
-
     code = _MEMORY_PROBE.format(here=str(Path(__file__).resolve().parent), args=(*shape, k, s), ours=ours)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -164,9 +264,12 @@ def peak_growth_mb(shape, k, s, ours: bool) -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--before", metavar="COMMIT", help="the commit whose kernels are the 'before' (e.g. cac7fb6)")
+    p.add_argument("--formulation", action="store_true", help="time the PyTorch formulation (the fallback) too")
     p.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="MODE:N,C,H,W")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=list(DTYPES))
     p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                    help="cpu: this process's CPU time, which a busy machine disturbs less (1 thread only: with more "
                         "it is the threads' sum, not a speed)")
@@ -181,12 +284,9 @@ def main():
         return
     if not _cpu.available():
         raise SystemExit(f"the native CPU kernels are not available: {_cpu.status()}")
-    global _clock
-    _clock = CLOCKS[a.clock]
     if a.clock == "cpu" and max(a.threads) > 1:
         raise SystemExit("--clock cpu measures one thread's speed only: use it with --threads 1")
-    print(f"clock: {a.clock}", flush=True)
-    benchmark([parse_shape(s) for s in a.shapes], a.threads, a.repeat)
+    benchmark([parse_shape(s) for s in a.shapes], a.threads, a.repeat, a.dtypes, a.before, a.clock, a.formulation)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ onnxruntime-extensions' ``get_library_path()`` does::
     options.register_custom_ops_library(library_path())
     session = ort.InferenceSession("model_plugin.onnx", options)
 
-**Compiled on first use, like the op's CPU kernels** (``carafe_deploy/csrc/carafe_ort.cpp`` with
-``carafe_cpu_kernels.h``): a C++ compiler builds it once into a cache folder named after the sources, the ONNX Runtime
-header and the instruction set, later processes find it there. Not at install: ``pip install -e .`` needs no compiler
-and no ONNX Runtime header, and the library is built for the CPU it runs on (AVX2 where there is one). It links no
+**Compiled on first use, like the op's CPU kernels** (``carafe_deploy/csrc/carafe_ort.cpp`` with the kernels'
+torch-free dispatch, ``carafe_cpu_dispatch.cpp`` and ``carafe_cpu_isa_*.cpp``): a C++ compiler builds it once into a
+cache folder named after the sources and the ONNX Runtime header, later processes find it there. Not at install:
+``pip install -e .`` needs no compiler and no ONNX Runtime header. Like the op, it holds the AVX-512, AVX2 and baseline
+kernels and runs the widest this CPU has. It links no
 ONNX Runtime library and asks for C API version 16, so one build serves ONNX Runtime 1.16 up to the newest in the
 same environment.
 
@@ -35,7 +36,6 @@ import sys
 import threading
 from pathlib import Path
 
-from . import native
 from .errors import MissingDependencyError
 
 __all__ = ["INCLUDE_ENV", "CACHE_ENV", "SOURCES", "library_path", "available", "status", "register_library"]
@@ -45,7 +45,11 @@ CACHE_ENV = "CARAFE_DEPLOY_ORT_LIBRARY_DIR"
 HEADER = "onnxruntime_c_api.h"
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCE = _CSRC / "carafe_ort.cpp"
-SOURCES = (SOURCE, _CSRC / "carafe_cpu_kernels.h")
+# the kernels without torch: the dispatcher and its instruction-set builds (and the headers they include)
+_UNITS = (SOURCE, _CSRC / "carafe_cpu_dispatch.cpp",
+          *(_CSRC / f"carafe_cpu_isa_{isa}.cpp" for isa in ("generic", "avx2", "avx512")))
+SOURCES = (*_UNITS, *(_CSRC / h for h in ("carafe_cpu_dispatch.h", "carafe_cpu_geometry.h", "carafe_cpu_kernels.h",
+                                          "carafe_cpu_isa_entry.h")))
 _NAME = "libcarafe_ort.so"
 _SYSTEM_INCLUDES = ("/usr/include/onnxruntime", "/usr/local/include/onnxruntime", "/usr/include", "/usr/local/include")
 
@@ -77,19 +81,20 @@ def _compiler() -> str:
     raise MissingDependencyError("the ONNX Runtime custom-op library needs a C++ compiler (g++ or clang++); none found")
 
 
-def _flags(isa: str, include: Path) -> list[str]:
-    return ["-std=c++17", "-O3", "-ffp-contract=fast", *native.isa_flags(isa), "-fPIC", "-shared",
+def _flags(include: Path) -> list[str]:
+    # no -m flags: the instruction-set builds carry their own target pragmas, and the library runs on any CPU
+    return ["-std=c++17", "-O3", "-ffp-contract=fast", "-fPIC", "-shared",
             "-fvisibility=hidden", f"-I{include}", f"-I{_CSRC}"]
 
 
-def _build_directory(isa: str, include: Path) -> Path:
+def _build_directory(include: Path) -> Path:
     """One folder per (sources, header, flags): a changed source or header never loads a stale build."""
-    digest = hashlib.sha256(" ".join(_flags(isa, Path("."))).encode())
+    digest = hashlib.sha256(" ".join(_flags(Path("."))).encode())
     for path in (*SOURCES, include / HEADER):
         digest.update(path.read_bytes())
     root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
         "carafe-deploy" / "onnxruntime"
-    return Path(root) / f"carafe_ort-{digest.hexdigest()[:12]}-{isa}"
+    return Path(root) / f"carafe_ort-{digest.hexdigest()[:12]}"
 
 
 def library_path() -> str:
@@ -101,17 +106,16 @@ def library_path() -> str:
         missing = [str(p) for p in SOURCES if not p.is_file()]
         if missing:
             raise MissingDependencyError(f"the custom-op library's sources are missing ({', '.join(missing)})")
-        isa = native.isa()
         include = _include_dir()
-        folder = _build_directory(isa, include)
+        folder = _build_directory(include)
         library = folder / _NAME
         if not library.is_file():
-            _build(library, isa, include)
+            _build(library, include)
         _built["path"] = str(library)
         return _built["path"]
 
 
-def _build(library: Path, isa: str, include: Path) -> None:
+def _build(library: Path, include: Path) -> None:
     from .files import atomic_path
 
     compiler = _compiler()
@@ -119,8 +123,8 @@ def _build(library: Path, isa: str, include: Path) -> None:
     print(f"carafe_deploy: compiling the ONNX Runtime custom-op library once into {library.parent} "
           "(about 15 s)...", file=sys.stderr, flush=True)
     with atomic_path(library) as tmp:  # a concurrent or interrupted build never leaves half a library
-        proc = subprocess.run([compiler, *_flags(isa, include), str(SOURCE), "-o", str(tmp)], capture_output=True,
-                              text=True)
+        proc = subprocess.run([compiler, *_flags(include), *map(str, _UNITS), "-o", str(tmp)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             errors = [line for line in proc.stderr.splitlines() if "error" in line] or proc.stderr.splitlines()
             raise MissingDependencyError(f"building the ONNX Runtime custom-op library failed: "

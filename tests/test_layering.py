@@ -17,9 +17,8 @@ ALLOWED = {
     "files": {"errors"},
     "report": {"errors", "files"},
     "imaging": set(),  # numpy and PIL only: copied as it stands into Triton repositories
-    "native": set(),  # the instruction set native builds target
-    "ops": {"errors", "native"},
-    "onnxruntime": {"errors", "files", "native"},  # the custom-op library (no torch, no onnx)
+    "ops": {"errors"},
+    "onnxruntime": {"errors", "files"},  # the custom-op library (no torch, no onnx)
     "nn": {"ops", "errors"},
     "compat": {"ops", "nn", "onnx", "errors"},
     "onnx": {"ops", "nn", "errors", "files"},
@@ -29,10 +28,10 @@ ALLOWED = {
     "bench": {"backends", "errors", "files", "report"},
     "models": {"ops", "nn", "errors", "files", "imaging"},
     "tasks": {"models", "backends", "compare", "bench", "onnx", "onnxruntime", "trt", "nn", "ops", "compat",
-              "errors", "files", "report", "imaging", "native"},
+              "errors", "files", "report", "imaging"},
     "serving": {"tasks", "backends", "trt", "onnx", "onnxruntime", "models", "errors", "files", "report", "imaging"},
     "cli": {"serving", "tasks", "models", "backends", "compare", "bench", "onnx", "onnxruntime", "trt", "nn", "ops",
-            "compat", "errors", "files", "report", "imaging", "native"},
+            "compat", "errors", "files", "report", "imaging"},
 }
 # third-party modules model code must not touch: it is model definitions, builders and checkpoint import only
 NOT_IN_MODELS = {"onnx", "onnxruntime", "onnxscript", "tensorrt", "tensorrt_rtx", "argparse", "rich", "tqdm"}

@@ -1,5 +1,6 @@
 // ONNX Runtime custom-op library for carafe::CARAFE (CONTRACT §2, the plugin form), computed by the op's native CPU
-// kernels (carafe_cpu_kernels.h: makeGeometry, forwardKernel). Built on first use by carafe_deploy/onnxruntime.py;
+// kernels through their run-time dispatch (carafe_cpu_dispatch.h: makeGeometry, forward, the widest instruction set
+// this CPU runs). Built on first use by carafe_deploy/onnxruntime.py;
 // sessions load it with SessionOptions.register_custom_ops_library(carafe_deploy.onnxruntime.library_path()).
 //
 // Compiled against any onnxruntime_c_api.h from 1.16 on, it runs in ONNX Runtime 1.16 and every later version: it asks
@@ -15,10 +16,9 @@
 #include <new>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
-#include "carafe_cpu_kernels.h"
+#include "carafe_cpu_dispatch.h"
 
 namespace
 {
@@ -129,35 +129,39 @@ std::string shapeText(std::vector<int64_t> const& dims)
     return s + ")";
 }
 
-// forwardKernel's runner: the work items on ONNX Runtime's intra-op threads where the runtime offers them
-struct OrtRunner
+// The dispatcher's threads: its work items on ONNX Runtime's intra-op threads where the runtime offers them. The
+// kernels take items from a shared counter, so a body that runs alone (ParallelFor failed, or ONNX Runtime 1.16)
+// does all that is left.
+struct ParallelCall
 {
-    OrtKernelContext* context;
-
-    int64_t threads() const
-    {
-        return gApiParallel != nullptr ? std::max<int64_t>(1, std::thread::hardware_concurrency()) : 1;
-    }
-    template <typename F>
-    void run(int64_t n, F&& f) const
-    {
-        using Fn = std::remove_reference_t<F>;
-        auto trampoline = [](void* data, size_t) { (*static_cast<Fn*>(data))(); };
-        OrtStatus* status = gApiParallel->KernelContext_ParallelFor(
-            context, trampoline, static_cast<size_t>(n), 0, const_cast<void*>(static_cast<void const*>(&f)));
-        if (status != nullptr)
-        {
-            gApi->ReleaseStatus(status);
-            f(); // items are taken from a shared counter: one call does all that is left
-        }
-    }
+    void (*body)(void*);
+    void* bodyCtx;
 };
 
-template <typename T, typename Acc>
-void compute(OrtKernelContext* context, carafe_cpu::Geometry const& g, void const* x, void const* k, void* out)
+void ortRun(void* context, int64_t n, void (*body)(void*), void* bodyCtx)
 {
-    carafe_cpu::forwardKernel<T, Acc>(
-        OrtRunner{context}, g, static_cast<T const*>(x), static_cast<T const*>(k), static_cast<T*>(out));
+    ParallelCall call{body, bodyCtx};
+    auto trampoline = [](void* data, size_t)
+    {
+        auto const* c = static_cast<ParallelCall const*>(data);
+        c->body(c->bodyCtx);
+    };
+    OrtStatus* status = gApiParallel->KernelContext_ParallelFor(
+        static_cast<OrtKernelContext*>(context), trampoline, static_cast<size_t>(n), 0, &call);
+    if (status != nullptr)
+    {
+        gApi->ReleaseStatus(status);
+        body(bodyCtx);
+    }
+}
+
+carafe_cpu::Parallel ortParallel(OrtKernelContext* context)
+{
+    if (gApiParallel == nullptr)
+    {
+        return {};
+    }
+    return {std::max<int64_t>(1, std::thread::hardware_concurrency()), &ortRun, context};
 }
 
 struct Kernel
@@ -207,15 +211,15 @@ struct Kernel
         CARAFE_ORT_TRY(gApi->GetTensorMutableData(const_cast<OrtValue*>(inputs[0]), &xData));
         CARAFE_ORT_TRY(gApi->GetTensorMutableData(const_cast<OrtValue*>(inputs[1]), &kData));
         CARAFE_ORT_TRY(gApi->GetTensorMutableData(output, &outData));
+        carafe_cpu::DType dtype;
         switch (x.type)
         {
-        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: ::compute<float, float>(context, g, xData, kData, outData); break;
-        case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: ::compute<double, double>(context, g, xData, kData, outData); break;
-        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
-            ::compute<_Float16, float>(context, g, xData, kData, outData); // IEEE binary16, accumulated in float
-            break;
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: dtype = carafe_cpu::DType::kFloat32; break;
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: dtype = carafe_cpu::DType::kFloat64; break;
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: dtype = carafe_cpu::DType::kFloat16; break; // accumulated in float
         default: return fail("element type " + std::to_string(static_cast<int>(x.type)) + " is not supported");
         }
+        carafe_cpu::forward(carafe_cpu::bestIsa(), dtype, ortParallel(context), g, xData, kData, outData);
         return nullptr;
     }
 };

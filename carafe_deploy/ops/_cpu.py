@@ -1,9 +1,13 @@
-"""The native CPU kernels (``carafe_deploy/csrc/carafe_cpu.cpp``) behind ``carafe_deploy::carafe`` on the CPU.
+"""The native CPU kernels (``carafe_deploy/csrc/carafe_cpu*.cpp``) behind ``carafe_deploy::carafe`` on the CPU.
 
 Built on first use with ``torch.utils.cpp_extension.load`` into a cache folder (torch's extension root, which
-``TORCH_EXTENSIONS_DIR`` moves, under a name that carries the torch version and the instruction set), so the compiled
-library always matches the torch it is loaded into; the build prints one line and takes a few tens of seconds once,
+``TORCH_EXTENSIONS_DIR`` moves, under a name that carries the torch version and a hash of the sources), so the
+compiled library always matches the torch it is loaded into; the build prints one line and takes a minute or so once,
 later processes load the cached library. ``pip install -e .`` therefore needs no torch at install time.
+
+The library holds the kernels three times, for AVX-512, AVX2 and the platform's baseline (x86-64 with GCC; other
+compilers and platforms get the baseline only), and uses the widest one this CPU runs (``isa()``);
+``CARAFE_DEPLOY_CPU_ISA=avx2`` (or ``generic``, ``avx512``) picks one for the process, ``use_isa`` for a while (tests).
 
 When it cannot be had (no C++ compiler, a failed build, a non-GCC/Clang toolchain) the op warns once and runs the
 PyTorch formulation instead. ``CARAFE_DEPLOY_NO_CPU_EXT=1`` disables the kernels without a warning;
@@ -12,8 +16,10 @@ PyTorch formulation instead. ``CARAFE_DEPLOY_NO_CPU_EXT=1`` disables the kernels
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import platform
 import sys
 import threading
 import warnings
@@ -21,15 +27,20 @@ from pathlib import Path
 
 import torch
 
-from .. import native
-
-__all__ = ["DISABLE_ENV", "REQUIRE_ENV", "SOURCES", "available", "load", "native_ops", "status"]
+__all__ = ["DISABLE_ENV", "ISA_ENV", "ISAS", "REQUIRE_ENV", "SOURCES", "available", "isa", "isa_supported",
+           "isa_unavailable", "load", "native_ops", "release_reused_outputs", "status", "use_isa"]
 
 DISABLE_ENV = "CARAFE_DEPLOY_NO_CPU_EXT"
 REQUIRE_ENV = "CARAFE_DEPLOY_REQUIRE_CPU_EXT"
+ISA_ENV = "CARAFE_DEPLOY_CPU_ISA"
+ISAS = ("generic", "avx2", "avx512")
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
-SOURCE = _CSRC / "carafe_cpu.cpp"
-SOURCES = (SOURCE, _CSRC / "carafe_cpu_kernels.h")  # what the build depends on (its folder name hashes them)
+# compiled: the binding, the dispatcher and one translation unit per instruction set
+COMPILED = tuple(_CSRC / name for name in ("carafe_cpu.cpp", "carafe_cpu_dispatch.cpp",
+                                           *(f"carafe_cpu_isa_{isa}.cpp" for isa in ("generic", "avx2", "avx512"))))
+# what the build depends on (its folder name hashes them)
+SOURCES = (*COMPILED, *(_CSRC / name for name in ("carafe_cpu_dispatch.h", "carafe_cpu_geometry.h",
+                                                 "carafe_cpu_kernels.h", "carafe_cpu_isa_entry.h")))
 _NAME = "carafe_deploy_cpu"
 
 _lock = threading.Lock()
@@ -40,18 +51,14 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _isa() -> str:
-    return native.isa()
+# -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch already loaded
+# (same soname), so there is one OpenMP runtime and torch.set_num_threads applies. torch adds its -std. No -m flags:
+# the library must run on any CPU of the platform; the AVX2 / AVX-512 code is chosen at run time.
+_CFLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp"]
 
 
-def _cflags(isa: str) -> list[str]:
-    # -fopenmp so that at::parallel_for runs on torch's OpenMP pool: the library links the libgomp torch already
-    # loaded (same soname), so there is one OpenMP runtime and torch.set_num_threads applies. torch adds its -std.
-    return ["-O3", "-ffp-contract=fast", "-fopenmp", *native.isa_flags(isa)]
-
-
-def _build_directory(isa: str) -> Path:
-    """One folder per (sources, torch, Python, instruction set): a changed source or torch never loads a stale build.
+def _build_directory() -> Path:
+    """One folder per (sources, torch, Python, platform): a changed source or torch never loads a stale build.
 
     Under torch's extension root (``TORCH_EXTENSIONS_DIR``, else the user cache), as torch's own JIT builds are.
     """
@@ -59,12 +66,13 @@ def _build_directory(isa: str) -> Path:
 
     default = os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions"))
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or default
-    digest = hashlib.sha256(" ".join(_cflags(isa)).encode())
+    digest = hashlib.sha256(" ".join(_CFLAGS).encode())
     for path in SOURCES:
+        digest.update(path.name.encode())
         digest.update(path.read_bytes())
     version = torch.__version__.replace("+", "_")
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(root) / f"{_NAME}-{digest.hexdigest()[:12]}-torch{version}-{py}-{isa}"
+    return Path(root) / f"{_NAME}-{digest.hexdigest()[:12]}-torch{version}-{py}-{platform.machine().lower()}"
 
 
 def _why_disabled() -> str | None:
@@ -97,8 +105,27 @@ def load() -> str | None:
 
 
 def _build_and_load() -> str | None:
-    isa = _isa()
-    build_dir = _build_directory(isa)
+    reason = _load_library()
+    if reason is None:
+        reason = _apply_isa_env()
+    return reason
+
+
+def _apply_isa_env() -> str | None:
+    wanted = os.environ.get(ISA_ENV, "")
+    if not wanted:
+        return None
+    if wanted not in ISAS:
+        return f"{ISA_ENV}={wanted!r} is not one of {', '.join(ISAS)}"
+    why = torch.ops.carafe_deploy_cpu.isa_status(wanted)
+    if why:
+        return f"{ISA_ENV}={wanted}: {why}"
+    torch.ops.carafe_deploy_cpu.isa(wanted)
+    return None
+
+
+def _load_library() -> str | None:
+    build_dir = _build_directory()
     library = build_dir / f"{_NAME}.so"
     if library.is_file():  # built before from these very sources (the folder name says so): no build tools needed
         try:
@@ -114,9 +141,9 @@ def _build_and_load() -> str | None:
               file=sys.stderr, flush=True)
         cpp_load(
             name=_NAME,
-            sources=[str(SOURCE)],
+            sources=[str(p) for p in COMPILED],
             build_directory=str(build_dir),
-            extra_cflags=_cflags(isa),
+            extra_cflags=_CFLAGS,
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=_flag("CARAFE_DEPLOY_VERBOSE_BUILD"),
@@ -145,8 +172,50 @@ def status() -> str:
     """One line for reports: which CPU implementation the op uses and why."""
     reason = load()
     if reason is None:
-        return f"native ({_isa()}, {_build_directory(_isa())})"
+        return f"native ({isa()}, {_build_directory()})"
     return f"PyTorch formulation ({reason})"
+
+
+def isa() -> str:
+    """The instruction set the native kernels use now: "avx512", "avx2" or "generic" (loads them first)."""
+    reason = load()
+    if reason is not None:
+        raise RuntimeError(f"the native CPU kernels are not available: {reason}")
+    return torch.ops.carafe_deploy_cpu.isa("")
+
+
+def isa_unavailable(name: str) -> str | None:
+    """``None`` when the native kernels of instruction set `name` can run here, else why not (one line)."""
+    if name not in ISAS:
+        raise ValueError(f"unknown instruction set {name!r}; one of {', '.join(ISAS)}")
+    reason = load()
+    if reason is not None:
+        return f"the native CPU kernels are not available: {reason}"
+    return torch.ops.carafe_deploy_cpu.isa_status(name) or None
+
+
+def isa_supported(name: str) -> bool:
+    """Whether this build has the kernels for `name` and this CPU runs them."""
+    return isa_unavailable(name) is None
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Run the native kernels of one instruction set inside the block (process-wide; tests and benchmarks)."""
+    why = isa_unavailable(name)
+    if why is not None:
+        raise RuntimeError(f"the {name} CPU kernels cannot run here: {why}")
+    previous = torch.ops.carafe_deploy_cpu.isa(name)
+    try:
+        yield
+    finally:
+        torch.ops.carafe_deploy_cpu.isa(previous)
+
+
+def release_reused_outputs() -> None:
+    """Free the large output blocks the native kernels keep for reuse (see carafe_cpu.cpp, ReusingAllocator)."""
+    if _state["loaded"]:
+        torch.ops.carafe_deploy_cpu.release_reused()
 
 
 def fallback_reason() -> str | None:

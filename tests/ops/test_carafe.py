@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carafe_deploy.ops import carafe
+from support import mmcv_vectors
 from support.reference import carafe_reference, output_size
 
 
@@ -26,31 +27,18 @@ def _random_inputs(n, c, h, w, k, group, s, mode, dtype=torch.float64, seed=0, n
 # mmcv's own vectors: CARAFE(kernel_size=5, group_size=4, scale_factor=2), backward with a gradient of ones.
 
 
-def _load(d, name, shape):
-    return torch.from_numpy(np.fromfile(d / name, np.float32).reshape(shape))
-
-
 def test_mmcv_vectors_forward_and_gradients(mmcv_vectors_dir):
-    d = mmcv_vectors_dir
-    feat = _load(d, "carafe_feat.bin", (2, 64, 3, 3)).requires_grad_()
-    mask = _load(d, "carafe_mask.bin", (2, 100, 6, 6)).requires_grad_()
-    out = carafe(feat, mask, kernel_size=5, group=4, scale_factor=2)
-    out.sum().backward()
-    errors = {
-        "output": (out - _load(d, "carafe_output.bin", (2, 64, 6, 6))).abs().max().item(),
-        "features grad": (feat.grad - _load(d, "carafe_feat_grad.bin", (2, 64, 3, 3))).abs().max().item(),
-        "kernels grad": (mask.grad - _load(d, "carafe_mask_grad.bin", (2, 100, 6, 6))).abs().max().item(),
-    }
+    errors = mmcv_vectors.op_errors(mmcv_vectors_dir)
     assert all(e <= 1e-5 for e in errors.values()), errors
 
 
 def test_mmcv_vectors_match_float64_reference(mmcv_vectors_dir):
     # The vectors and the loop reference agree, so the reference itself encodes mmcv's semantics.
     d = mmcv_vectors_dir
-    feat = _load(d, "carafe_feat.bin", (2, 64, 3, 3))
-    mask = _load(d, "carafe_mask.bin", (2, 100, 6, 6))
+    feat = mmcv_vectors.load_vector(d, "carafe_feat.bin", (2, 64, 3, 3))
+    mask = mmcv_vectors.load_vector(d, "carafe_mask.bin", (2, 100, 6, 6))
     ref = carafe_reference(feat.numpy(), mask.numpy(), 5, 4, 2, "up")
-    assert np.abs(ref - _load(d, "carafe_output.bin", (2, 64, 6, 6)).numpy()).max() <= 1e-5
+    assert np.abs(ref - mmcv_vectors.load_vector(d, "carafe_output.bin", (2, 64, 6, 6)).numpy()).max() <= 1e-5
 
 
 # ----------------------------------------------------------------------------------------------------------------

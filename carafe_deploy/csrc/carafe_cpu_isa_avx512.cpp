@@ -1,0 +1,31 @@
+// The kernels for AVX-512 F/BW/DQ/VL with FMA and F16C (Skylake-SP, Ice Lake, Zen 4 and later), selected at run
+// time by carafe_cpu_dispatch.cpp.
+// A target pragma rather than -m flags: the library is built with the platform's baseline flags, and only the code
+// below may use these instructions. The standard headers come first so that their code stays baseline (it is shared
+// by every build), and the kernels live in their own namespace (no template of this build can stand in for another's).
+#include "carafe_cpu_dispatch.h"
+
+#if CARAFE_CPU_X86_BUILDS
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2")
+#define CARAFE_CPU_VEC_BYTES 64
+#define CARAFE_CPU_F16C 1
+#define CARAFE_CPU_ISA_NAMESPACE kernels_avx512
+#define CARAFE_CPU_ENTRY_NAMESPACE isa_avx512
+#include "carafe_cpu_isa_entry.h"
+#pragma GCC pop_options
+
+#endif
