@@ -34,8 +34,8 @@ class LoadedModel:
 @dataclass
 class ModelSource:
     """One of ``python`` (+ ``class_name``, ``kwargs``), ``torchscript``, ``exported_program`` or ``model``
-    (a registered name, with ``overrides`` for its builder and ``tiny`` for its narrow variant); ``checkpoint`` for
-    ``python`` and ``model``."""
+    (a registered name, with ``overrides`` for its builder and ``tiny`` for its narrow variant, whose checkpoint, if
+    given, must be of those widths: the detector sample's is); ``checkpoint`` for ``python`` and ``model``."""
 
     python: str | None = None
     class_name: str | None = None
@@ -70,8 +70,6 @@ class ModelSource:
         # Built without a checkpoint, a model's weights come from its random init: seed it so that `export` and
         # `check` of the same --python/--model build the same weights.
         torch.manual_seed(0)
-        if self.tiny and self.checkpoint:
-            raise DeployError("--tiny builds a narrow random model; it cannot load a released checkpoint")
         if self.checkpoint:
             if not Path(self.checkpoint).exists():
                 raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
