@@ -49,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a label map's name is the image's stem + this (mmseg's seg_map_suffix)")
     g.add_argument("--ignore-index", type=int, default=255, metavar="N", help="label of unlabelled pixels")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (default: all)")
-    g.add_argument("--scale", type=_scale, default=(1333, 800), metavar="LONG,SHORT",
+    g.add_argument("--scale", type=_scale, default=None, metavar="LONG,SHORT",
                    help="detection: mmdet's keep-ratio resize limits, for PyTorch and dynamic-size graphs (a "
-                        "fixed-size graph gets the image fitted to its size)")
+                        "fixed-size graph gets the image fitted to its size; default: 1333,800, mmdet's)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", type=Path, metavar="REPORT.json", help="write the report as JSON")
     o.add_argument("--chart", type=Path, metavar="CHART.png",
@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     check_task(model_task, dataset.task)
     rows = backends_for(loaded, args.files, dataset.task, args.threads)
     name = loaded.description if loaded is not None else ", ".join(f.name for f in args.files)
-    report = evaluate(rows, dataset, EvaluateOptions(scale=args.scale, threads=args.threads), model=name,
+    options = EvaluateOptions(threads=args.threads) if args.scale is None else EvaluateOptions(
+        scale=args.scale, threads=args.threads)
+    report = evaluate(rows, dataset, options, model=name,
                       model_task=model_task, log=out.print)
     out.print(rich_table(report))
     write_report(report, args.output, chart)

@@ -15,28 +15,25 @@ and the TensorRT engine, reported as built and not run (no GPU), or as skipped w
 
 from __future__ import annotations
 
-import argparse
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import run_guarded
-from ..files import atomic_path, atomic_write_text, make_dir
+from ..files import atomic_path, make_dir
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
 from ..models.detectors import TINY
 from ..report import write_json
-from .evaluation import DatasetOptions, EvaluateOptions, markdown_table
+from .evaluation import DatasetOptions, EvaluateOptions
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
-from .samples import evaluate_sample, exported_files, metric_of, sample_engine
+from .samples import evaluate_sample, exported_files, metric_of, sample_engine, sample_main
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, make_scenes
 from .threads import auto_threads
-from .segmentation_sample import SampleHelpFormatter
 from .training import threads_label
 
 MODEL_NAME = "faster_rcnn_r50_fpn_carafe"
@@ -217,46 +214,21 @@ def save_figure(path: str, scenes, loaded: LoadedModel, files: dict, size: int, 
     fig.suptitle(f"Faster R-CNN with FPN-CARAFE on held-out synthetic scenes (detections scoring >= {score_thr})",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
+    # the noisy backgrounds make a full-colour PNG of 1.2 MB; 128 colours look the same at a sixth of it
+    picture = Image.open(buffer).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG", optimize=True)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Train a small Faster R-CNN with FPN-CARAFE on synthetic scenes, write the held-out scenes as a "
-                    "COCO dataset, export the model (ONNX portable, fp16, plugin form; a TensorRT engine where one "
-                    "can be built) and evaluate box AP with each backend (carafe-deploy evaluate); writes the "
-                    "checkpoint, the files, report.json, report.png, a picture, results.json and table.md.",
-        formatter_class=SampleHelpFormatter)
-    p.add_argument("-o", "--output", "--out", dest="out", default="detection_sample_out", metavar="DIR",
-                   help="output folder")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N", help="training steps")
-    p.add_argument("--batch", type=int, default=TrainConfig.batch, metavar="N", help="training batch")
-    p.add_argument("--size", type=int, default=TrainConfig.size, metavar="PIXELS", help="image size")
-    p.add_argument("--train-count", type=int, default=TrainConfig.train_count, metavar="N",
-                   help="synthetic training images")
-    p.add_argument("--test-count", type=int, default=TrainConfig.test_count, metavar="N",
-                   help="held-out images the AP is measured on")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, metavar="N", help="seed of data, weights and order")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
-                        "during training)")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = p.parse_args(argv)
-    return run_guarded(p.prog, lambda: _main(args), debug=args.debug)
-
-
-def _main(args) -> int:
-    res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
-              test_count=args.test_count, seed=args.seed, threads=args.threads)
-    table = markdown_table(res["report"])
-    print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s")
-    print(table)
-    print(f"the same table from the files: {res['command']}")
-    atomic_write_text(os.path.join(args.out, "table.md"), table + "\n")
-    print(f"picture: {res['files']['figure']}; chart: {res['files']['chart']}")
-    return 0
+    return sample_main(
+        argv, "Train a small Faster R-CNN with FPN-CARAFE on synthetic scenes, write the held-out scenes as a COCO "
+        "dataset, export the model (ONNX portable, fp16, plugin form; a TensorRT engine where one can be built) and "
+        "evaluate box AP with each backend (carafe-deploy evaluate); writes the checkpoint, the files, report.json, "
+        "report.png, a picture, results.json and table.md.", "detection_sample_out", TrainConfig, "box AP", run)
 
 
 if __name__ == "__main__":  # python -m carafe_deploy.tasks.detection_sample

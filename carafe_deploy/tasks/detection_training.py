@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..models.detection_parts import extract_roi_features, grid_anchors
 from ..models.detectors import STRIDES, TwoStageDetector
-from .training import TrainingSteps
+from .training import TrainingSteps, one_cycle
 
 __all__ = ["TrainSettings", "box_iou", "encode_deltas", "detector_losses", "train_detector"]
 
@@ -197,7 +197,7 @@ def train_detector(model: TwoStageDetector, images: np.ndarray, boxes: list[np.n
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     width = x_all.shape[3]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, lr, steps)
     model.train()
     losses = []
     bar = TrainingSteps(steps, threads, progress, log)

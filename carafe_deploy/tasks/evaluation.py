@@ -502,7 +502,8 @@ def save_chart(report: dict, path) -> Path:
                                                               f"Δ {report['headline']} {d}")
                         for e, d in zip(done, deltas)], fontsize=7)
     top = 1.0 if report["task"] == "detection" else 100.0
-    ax.set_ylim(0, top * 1.18)
+    ax.set_ylim(0, top * 1.35)  # room for the values above the bars and the legend above them
+    ax.set_yticks(np.linspace(0, top, 6))
     ax.set_ylabel("AP (0..1)" if report["task"] == "detection" else "percent")
     ax.legend(fontsize=7, ncol=len(shown), loc="upper left", frameon=False)
     ax.set_title(textwrap.fill(_title(report), 100), fontsize=8.5)

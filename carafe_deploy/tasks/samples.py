@@ -1,17 +1,19 @@
-"""What the trained samples (:mod:`.segmentation_sample`, :mod:`.detection_sample`) share after training: the engine
-they ask the deploy pipeline for, and evaluating their exports on their held-out set with
+"""What the trained samples (:mod:`.segmentation_sample`, :mod:`.detection_sample`) share: their command line, the
+engine they ask the deploy pipeline for, and evaluating their exports on their held-out set with
 :func:`~.evaluation.evaluate`, the same code as ``carafe-deploy evaluate``."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .evaluation import Backend, DatasetOptions, EvaluateOptions, backends_for, evaluate, write_report
 from .pipeline import EngineOptions
 from .source import LoadedModel
 
-__all__ = ["sample_engine", "exported_files", "evaluate_sample", "metric_of"]
+__all__ = ["sample_engine", "exported_files", "evaluate_sample", "metric_of", "sample_main", "SampleHelpFormatter"]
 
 # the files a sample may write, in the order of the table
 _FILE_KEYS = ("onnx_portable", "onnx_decomposed", "onnx_fp16", "onnx_plugin", "engine")
@@ -54,3 +56,49 @@ def metric_of(report: dict, backend: str, form: str, precision: str, metric: str
         if (e["backend"], e["form"], e["precision"]) == (backend, form, precision) and e["status"] == "evaluated":
             return e["metrics"].get(metric or report["headline"])
     return None
+
+
+class SampleHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except ``None``: such an option's help says what it defaults to."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def sample_main(argv, description: str, default_out: str, defaults, measured: str, run: Callable[..., dict],
+                summary: Callable[[dict], str] = lambda res: "") -> int:
+    """A sample's command line: train (``defaults``: its ``TrainConfig``), evaluate, print the table and the
+    ``carafe-deploy evaluate`` command that gives it again; ``measured``: what the held-out images measure."""
+    from ..errors import run_guarded
+
+    p = argparse.ArgumentParser(description=description, formatter_class=SampleHelpFormatter)
+    p.add_argument("-o", "--output", "--out", dest="out", default=default_out, metavar="DIR", help="output folder")
+    p.add_argument("--steps", type=int, default=defaults.steps, metavar="N", help="training steps")
+    p.add_argument("--batch", type=int, default=defaults.batch, metavar="N", help="training batch")
+    p.add_argument("--size", type=int, default=defaults.size, metavar="PIXELS", help="image size")
+    p.add_argument("--train-count", type=int, default=defaults.train_count, metavar="N",
+                   help="synthetic training images")
+    p.add_argument("--test-count", type=int, default=defaults.test_count, metavar="N",
+                   help=f"held-out images the {measured} is measured on")
+    p.add_argument("--seed", type=int, default=defaults.seed, metavar="N", help="seed of data, weights and order")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
+                        "during training)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = p.parse_args(argv)
+
+    def work() -> int:
+        from ..files import atomic_write_text
+        from .evaluation import markdown_table
+
+        res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
+                  test_count=args.test_count, seed=args.seed, threads=args.threads)
+        table = markdown_table(res["report"])
+        print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s{summary(res)}")
+        print(table)
+        print(f"the same table from the files: {res['command']}")
+        atomic_write_text(os.path.join(args.out, "table.md"), table + "\n")
+        print(f"picture: {res['files']['figure']}; chart: {res['files']['chart']}")
+        return 0
+
+    return run_guarded(p.prog, work, debug=args.debug)

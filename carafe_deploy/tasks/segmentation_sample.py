@@ -13,9 +13,7 @@ the head) and CARAFE++ (7 in the backbone) are trained and exported.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -24,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import run_guarded
-from ..files import atomic_path, atomic_write_text, make_dir
+from ..files import atomic_path, make_dir
 from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
@@ -33,14 +30,14 @@ from ..models.segmenters import count_carafe_modules
 from ..onnx import to_decomposed
 from ..onnx.files import load_model, save_model
 from ..report import write_json
-from .evaluation import DatasetOptions, EvaluateOptions, markdown_table
+from .evaluation import DatasetOptions, EvaluateOptions
 from .metrics import confusion_matrix, segmentation_metrics
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
-from .samples import evaluate_sample, exported_files, metric_of, sample_engine
+from .samples import evaluate_sample, exported_files, metric_of, sample_engine, sample_main
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, PALETTE, make_set
 from .threads import auto_threads
-from .training import TrainingSteps, threads_label
+from .training import TrainingSteps, one_cycle, threads_label
 
 MODEL_NAME = "upernet_r50_carafe_pp"
 # reduced width/depth: ~0.5 M parameters, trains on 2 CPU cores in minutes
@@ -81,7 +78,7 @@ def train(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = _to_input(images), torch.from_numpy(labels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
     model.train()
     losses = []
     steps = TrainingSteps(cfg.steps, threads, progress, log)
@@ -266,48 +263,13 @@ def _chance_miou(labels: np.ndarray) -> float:
     return segmentation_metrics(confusion_matrix(np.full_like(labels, majority), labels, len(CLASSES)))["mIoU"]
 
 
-class SampleHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown, except ``None``: such an option's help says what it defaults to."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX "
-                    "(portable, decomposed, fp16; a TensorRT engine where one can be built), write the held-out "
-                    "images in mmseg's layout and evaluate mIoU with each backend (carafe-deploy evaluate); writes "
-                    "the checkpoint, the files, report.json, report.png, a picture, results.json and table.md.",
-        formatter_class=SampleHelpFormatter)
-    p.add_argument("-o", "--output", "--out", dest="out", default="segmentation_sample_out", metavar="DIR",
-                   help="output folder")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N", help="training steps")
-    p.add_argument("--batch", type=int, default=TrainConfig.batch, metavar="N", help="training batch")
-    p.add_argument("--size", type=int, default=TrainConfig.size, metavar="PIXELS", help="image size")
-    p.add_argument("--train-count", type=int, default=TrainConfig.train_count, metavar="N",
-                   help="synthetic training images")
-    p.add_argument("--test-count", type=int, default=TrainConfig.test_count, metavar="N",
-                   help="held-out images the mIoU is measured on")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, metavar="N", help="seed of data, weights and order")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
-                        "during training)")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = p.parse_args(argv)
-    return run_guarded(p.prog, lambda: _main(args), debug=args.debug)
-
-
-def _main(args) -> int:
-    res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
-              test_count=args.test_count, seed=args.seed, threads=args.threads)
-    table = markdown_table(res["report"])
-    print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s; chance mIoU {res['chance_miou']:.2f}")
-    print(table)
-    print(f"the same table from the files: {res['command']}")
-    atomic_write_text(os.path.join(args.out, "table.md"), table + "\n")
-    print(f"picture: {res['files']['figure']}; chart: {res['files']['chart']}")
-    return 0
+    return sample_main(
+        argv, "Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX (portable, "
+        "decomposed, fp16; a TensorRT engine where one can be built), write the held-out images in mmseg's layout and "
+        "evaluate mIoU with each backend (carafe-deploy evaluate); writes the checkpoint, the files, report.json, "
+        "report.png, a picture, results.json and table.md.", "segmentation_sample_out", TrainConfig, "mIoU", run,
+        lambda res: f"; chance mIoU {res['chance_miou']:.2f}")
 
 
 if __name__ == "__main__":  # python -m carafe_deploy.tasks.segmentation_sample

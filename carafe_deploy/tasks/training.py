@@ -12,12 +12,19 @@ from tqdm import tqdm
 
 from .threads import CoreMonitor, threads_for
 
-__all__ = ["TrainingSteps", "threads_label", "duration"]
+__all__ = ["TrainingSteps", "one_cycle", "threads_label", "duration"]
 
 # the first step pays for lazy initialisation; the estimate of the training time is taken over the next ones
 ESTIMATE_STEPS = 3
 # with automatic threads, the free cores are measured again this often (seconds) and the thread count follows
 RECHECK_SECONDS = 5.0
+
+
+def one_cycle(optimizer, lr: float, steps: int):
+    """AdamW's schedule in the samples: one cycle, warming up over the first tenth of the steps. torch divides by
+    the warm-up's length less one step, which is zero at exactly 10 steps: there the warm-up takes two."""
+    warmup = 0.1 if round(0.1 * steps) != 1 else 0.2
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
 
 
 def threads_label(n: int) -> str:
