@@ -41,10 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", type=Path, required=True, metavar="DIR", help="the image folder")
     truth = g.add_mutually_exclusive_group(required=True)
     truth.add_argument("--annotations", type=Path, metavar="INSTANCES.json",
-                       help="COCO annotations of the images (detection)")
+                       help="COCO annotations of the images: a detection dataset (needed for detection; a "
+                            "segmentation dataset takes --labels)")
     truth.add_argument("--labels", type=Path, metavar="DIR",
-                       help="label maps, one single-channel PNG per image with its name (segmentation, mmseg's "
-                            "ann_dir)")
+                       help="label maps, one single-channel PNG per image with its name: a segmentation dataset, "
+                            "mmseg's ann_dir (needed for segmentation; a detection dataset takes --annotations)")
     g.add_argument("--label-suffix", default=".png", metavar="SUFFIX",
                    help="a label map's name is the image's stem + this (mmseg's seg_map_suffix)")
     g.add_argument("--ignore-index", type=int, default=255, metavar="N", help="label of unlabelled pixels")
@@ -53,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="detection: mmdet's keep-ratio resize limits, for PyTorch and dynamic-size graphs (a "
                         "fixed-size graph gets the image fitted to its size; default: 1333,800, mmdet's)")
     o = p.add_argument_group("output")
-    o.add_argument("-o", "--output", type=Path, metavar="REPORT.json", help="write the report as JSON")
+    o.add_argument("-o", "--output", type=Path, metavar="REPORT.json",
+                   help="write the report as JSON (default: the table only)")
     o.add_argument("--chart", type=Path, metavar="CHART.png",
                    help="write the bar chart here (default: beside -o, as .png)")
     o.add_argument("--threads", type=int, default=None, metavar="N",

@@ -121,7 +121,9 @@ def _torch_row(loaded: LoadedModel, task: str) -> Backend:
     from ..backends import TorchRunner
 
     names = loaded.input_names or ["image"]
-    outputs = loaded.output_names or (("dets", "labels", "masks") if task == "detection" else ("logits",))
+    # a model of unknown output names (--python, TorchScript) gives them as output0, output1...: detection reads them
+    # in the registered detectors' order (_InferGuard)
+    outputs = loaded.output_names
     dtype = "fp32"
     params = getattr(loaded.model, "parameters", None)
     if params is not None:
@@ -228,8 +230,12 @@ def _infer(runner, feeds):
         raise _BackendFailed(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
 
+_DETECTION_OUTPUTS = ("dets", "labels", "masks")
+
+
 class _InferGuard:
-    """A runner whose ``infer`` reports the runtime's failures as :class:`_BackendFailed`."""
+    """A detector's runner whose ``infer`` reports the runtime's failures as :class:`_BackendFailed` and names
+    unnamed outputs (``output0``, ``output1``, ...) in the registered detectors' order."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -238,7 +244,10 @@ class _InferGuard:
         return self.runner.input_metadata()
 
     def infer(self, feeds):
-        return _infer(self.runner, feeds)
+        out = _infer(self.runner, feeds)
+        if "dets" not in out and all(k == f"output{i}" for i, k in enumerate(out)):
+            out = dict(zip(_DETECTION_OUTPUTS, out.values()))
+        return out
 
 
 def _detections(runner, dataset, scale, bar) -> tuple[list[dict], bool]:

@@ -233,15 +233,15 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
                              EvaluateOptions(threads=torch.get_num_threads(), progress=progress), log)
 
     files["figure"] = str(out / "segmentation_sample.png")
-    preds = {"PyTorch": predict_torch(model, test_x[:4])[1]}
-    for key, title in (("onnx_portable", "ORT fp32"), ("onnx_fp16", "ORT fp16")):
-        if key in files:
-            from ..backends import OnnxrtRunner
-
-            preds[title] = predict(OnnxrtRunner(files[key], threads=torch.get_num_threads()), test_x[:4])[1]
     mious = {title: metric_of(report, *row) for title, row in
              (("PyTorch", ("PyTorch", "eager", "fp32")), ("ORT fp32", ("ONNX Runtime", "portable", "fp32")),
               ("ORT fp16", ("ONNX Runtime", "portable", "fp16")))}
+    preds = {"PyTorch": predict_torch(model, test_x[:4])[1]}
+    for key, title in (("onnx_portable", "ORT fp32"), ("onnx_fp16", "ORT fp16")):
+        if mious[title] is not None:  # the files evaluated
+            from ..backends import OnnxrtRunner
+
+            preds[title] = predict(OnnxrtRunner(files[key], threads=torch.get_num_threads()), test_x[:4])[1]
     save_figure(files["figure"], test_x, test_y, preds, mious)
     command = (f"carafe-deploy evaluate {' '.join(exported_files(files))} --model {MODEL_NAME} "
                + " ".join(f"--set {_setting(k, v)}" for k, v in SMALL_CONFIG.items())

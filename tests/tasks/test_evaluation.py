@@ -90,6 +90,16 @@ def test_perfect_detections_give_one_in_pytorch_and_onnxruntime(tmp_path):
     assert report["backends"][1]["delta"]["bbox_mAP"] == pytest.approx(0.0)
 
 
+def test_a_pytorch_detector_without_output_names_is_read_in_the_detectors_order(tmp_path):
+    """A --python or TorchScript model names no outputs: (dets, labels[, masks]) by position, as the registered
+    detectors give them."""
+    annotations, images = _coco_set(tmp_path)
+    loaded = LoadedModel(_detector(), "a --python detector", input_names=None, output_names=None)
+    report = evaluate(backends_for(loaded, [], "detection"), DatasetOptions(images=images, annotations=annotations),
+                      EvaluateOptions(scale=SCALE, progress=False))
+    assert report["backends"][0]["metrics"]["bbox_mAP"] == pytest.approx(1.0)
+
+
 def test_shifted_boxes_give_the_ap_their_iou_clears(tmp_path):
     """Every detection moved right by 5 original pixels: each box's IoU with its object is known, so each
     threshold's AP is the share of objects (per category) whose IoU clears it."""
