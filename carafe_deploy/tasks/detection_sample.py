@@ -33,8 +33,7 @@ from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
 from .samples import evaluate_sample, exported_files, metric_of, sample_engine, sample_main
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, make_scenes
-from .threads import auto_threads
-from .training import threads_label
+from .training import start_threads
 
 MODEL_NAME = "faster_rcnn_r50_fpn_carafe"
 OBJECT_CLASSES = CLASSES[1:]  # the shapes; background is no class for a detector
@@ -116,12 +115,7 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = TrainConfig.b
     write_coco(test_dir, [s.image for s in test_set], [s.boxes for s in test_set], [s.classes - 1 for s in test_set],
                [s.masks for s in test_set], OBJECT_CLASSES)
     model = small_detector(cfg.seed)
-    if threads is None:
-        n, why = auto_threads()
-        torch.set_num_threads(n)
-        threads_note = f"{threads_label(n)} to start with ({why})"
-    else:
-        threads_note = threads_label(threads)
+    threads_note = start_threads(threads)
     objects = sum(len(s.classes) for s in train_set)
     log(f"{MODEL_NAME} (tiny, {len(OBJECT_CLASSES)} classes): {sum(p.numel() for p in model.parameters()):,} "
         f"parameters, 4 CARAFE modules; {cfg.steps} steps of {cfg.batch} on {cfg.train_count} training images "

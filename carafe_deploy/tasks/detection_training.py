@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..models.detection_parts import extract_roi_features, grid_anchors
 from ..models.detectors import STRIDES, TwoStageDetector
-from .training import TrainingSteps, one_cycle
+from .training import fit
 
 __all__ = ["TrainSettings", "box_iou", "encode_deltas", "detector_losses", "train_detector"]
 
@@ -196,27 +196,15 @@ def train_detector(model: TwoStageDetector, images: np.ndarray, boxes: list[np.n
     gen = torch.Generator().manual_seed(seed)
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     width = x_all.shape[3]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = one_cycle(opt, lr, steps)
-    model.train()
-    losses = []
-    bar = TrainingSteps(steps, threads, progress, log)
-    if True:
-        for _ in bar:
-            idx = torch.randint(0, len(x_all), (batch,), generator=gen)
-            x = x_all[idx]
-            b = [torch.from_numpy(boxes[i]).float() for i in idx.tolist()]
-            y = [torch.from_numpy(labels[i]).long() for i in idx.tolist()]
-            if torch.rand((), generator=gen) < 0.5:
-                x = x.flip(-1)
-                b = [torch.stack([width - t[:, 2], t[:, 1], width - t[:, 0], t[:, 3]], 1) for t in b]
-            parts = detector_losses(model, x, b, y, settings, gen)
-            loss = sum(parts.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.show_loss(losses)
-    model.eval()
-    return losses
+
+    def batch_loss() -> Tensor:
+        idx = torch.randint(0, len(x_all), (batch,), generator=gen)
+        x = x_all[idx]
+        b = [torch.from_numpy(boxes[i]).float() for i in idx.tolist()]
+        y = [torch.from_numpy(labels[i]).long() for i in idx.tolist()]
+        if torch.rand((), generator=gen) < 0.5:
+            x = x.flip(-1)
+            b = [torch.stack([width - t[:, 2], t[:, 1], width - t[:, 0], t[:, 3]], 1) for t in b]
+        return sum(detector_losses(model, x, b, y, settings, gen).values())
+
+    return fit(model, batch_loss, steps, lr, threads, progress, log)

@@ -36,8 +36,7 @@ from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
 from .samples import evaluate_sample, exported_files, metric_of, sample_engine, sample_main
 from .source import LoadedModel
 from .synthetic_shapes import CLASSES, PALETTE, make_set
-from .threads import auto_threads
-from .training import TrainingSteps, one_cycle, threads_label
+from .training import fit, start_threads
 
 MODEL_NAME = "upernet_r50_carafe_pp"
 # reduced width/depth: ~0.5 M parameters, trains on 2 CPU cores in minutes
@@ -77,25 +76,15 @@ def train(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: T
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = _to_input(images), torch.from_numpy(labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = one_cycle(opt, cfg.lr, cfg.steps)
-    model.train()
-    losses = []
-    steps = TrainingSteps(cfg.steps, threads, progress, log)
-    for _ in steps:
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, len(x_all), (cfg.batch,), generator=gen)
         x, y = x_all[idx], y_all[idx]
         if torch.rand((), generator=gen) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        steps.show_loss(losses)
-    model.eval()
-    return losses
+        return F.cross_entropy(model(x), y)
+
+    return fit(model, batch_loss, cfg.steps, cfg.lr, threads, progress, log)
 
 
 def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -197,12 +186,7 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
     img_dir, ann_dir = write_segmentation(out / "data", test_x, test_y)
     model = small_segmenter(cfg.seed)
     counts = count_carafe_modules(model)
-    if threads is None:
-        n, why = auto_threads()
-        torch.set_num_threads(n)
-        threads_note = f"{threads_label(n)} to start with ({why})"
-    else:
-        threads_note = threads_label(threads)
+    threads_note = start_threads(threads)
     log(f"{MODEL_NAME} (small): {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{counts['up']} CARAFE, {counts['down']} CARAFE++ modules; {cfg.steps} steps on {cfg.train_count} training "
         f"images {size}x{size}, {threads_note}")

@@ -5,14 +5,15 @@ the cores free of other work (:mod:`.threads`) when none was chosen."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .threads import CoreMonitor, threads_for
+from .threads import CoreMonitor, auto_threads, threads_for
 
-__all__ = ["TrainingSteps", "one_cycle", "threads_label", "duration"]
+__all__ = ["TrainingSteps", "fit", "one_cycle", "start_threads", "threads_label", "duration"]
 
 # the first step pays for lazy initialisation; the estimate of the training time is taken over the next ones
 ESTIMATE_STEPS = 3
@@ -23,7 +24,7 @@ RECHECK_SECONDS = 5.0
 def one_cycle(optimizer, lr: float, steps: int):
     """AdamW's schedule in the samples: one cycle, warming up over the first tenth of the steps. torch divides by
     the warm-up's length less one step, which is zero at exactly 10 steps: there the warm-up takes two."""
-    warmup = 0.1 if round(0.1 * steps) != 1 else 0.2
+    warmup = 0.1 if float(0.1 * steps) - 1 != 0 else 0.2  # torch's own expression for the warm-up's last step
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
 
 
@@ -77,3 +78,35 @@ class TrainingSteps:
 
     def show_loss(self, losses: list[float]) -> None:
         self.bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+
+
+def start_threads(threads: int | None) -> str:
+    """Set torch's threads for a sample (``None``: the cores free now, followed later by :class:`TrainingSteps`);
+    returns what to say about them."""
+    if threads is None:
+        n, why = auto_threads()
+        torch.set_num_threads(n)
+        return f"{threads_label(n)} to start with ({why})"
+    return threads_label(threads)
+
+
+def fit(model: torch.nn.Module, batch_loss: Callable[[], torch.Tensor], steps: int, lr: float,
+        threads: int | None = None, progress: bool = True, log=print) -> list[float]:
+    """The samples' training: AdamW (weight decay 1e-4) with the one-cycle schedule, ``steps`` times the loss of
+    ``batch_loss()`` (which draws its own batch); the model in training mode meanwhile, in eval mode after. Returns the
+    loss per step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = one_cycle(opt, lr, steps)
+    model.train()
+    losses: list[float] = []
+    bar = TrainingSteps(steps, threads, progress, log)
+    for _ in bar:
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.show_loss(losses)
+    model.eval()
+    return losses
