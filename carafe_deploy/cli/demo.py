@@ -176,7 +176,7 @@ def _detection_sample(out, out_dir: Path, steps: int, size: int, train: int, tes
 def _show(out, results: dict, said, tolerance: float, unit: str) -> int:
     """A sample's evaluate table, its files, and exit status 1 when an fp32 export's headline metric is off
     PyTorch's by more than ``tolerance``."""
-    from ..tasks.evaluation import rich_table
+    from ..tasks.evaluation_report import rich_table
 
     report = results["report"]
     out.print(rich_table(report, said))

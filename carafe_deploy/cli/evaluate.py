@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DeployError
     from ..files import refuse_overwriting_inputs
     from ..report import console
-    from ..tasks.evaluation import (DatasetOptions, EvaluateOptions, backends_for, check_task, evaluate, rich_table,
-                                    write_report)
+    from ..tasks.evaluation import DatasetOptions, EvaluateOptions, backends_for, check_task, evaluate
+    from ..tasks.evaluation_report import rich_table, write_report
 
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .evaluation import Backend, DatasetOptions, EvaluateOptions, backends_for, evaluate, write_report
+from .evaluation import Backend, DatasetOptions, EvaluateOptions, backends_for, evaluate
+from .evaluation_report import write_report
 from .pipeline import EngineOptions
 from .source import LoadedModel
 
@@ -89,7 +90,7 @@ def sample_main(argv, description: str, default_out: str, defaults, measured: st
 
     def work() -> int:
         from ..files import atomic_write_text
-        from .evaluation import markdown_table
+        from .evaluation_report import markdown_table
 
         res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
                   test_count=args.test_count, seed=args.seed, threads=args.threads)

@@ -18,8 +18,8 @@ from carafe_deploy.errors import DeployError
 from carafe_deploy.onnx.describe import carafe_form, precision
 from carafe_deploy.tasks import evaluation
 from carafe_deploy.tasks.datasets import write_coco, write_segmentation
-from carafe_deploy.tasks.evaluation import (DatasetOptions, EvaluateOptions, backends_for, evaluate, markdown_table,
-                                            write_report)
+from carafe_deploy.tasks.evaluation import DatasetOptions, EvaluateOptions, backends_for, evaluate
+from carafe_deploy.tasks.evaluation_report import markdown_table, write_report
 from carafe_deploy.tasks.source import LoadedModel
 from support.eval_stand_ins import KnownBoxesDetector, PixelClassSegmenter, coco_scene, label_scene
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from carafe_deploy.tasks.evaluation import markdown_table
+from carafe_deploy.tasks.evaluation_report import markdown_table
 from carafe_deploy.tasks.samples import metric_of
 from carafe_deploy.tasks.segmentation_sample import run
 from carafe_deploy.tasks.synthetic_shapes import CLASSES, make_set
