@@ -9,9 +9,9 @@ training is here, with its settings (``faster-rcnn_r50_fpn.py``'s ``train_cfg``)
   box deltas (stds 1), both averaged over the sampled anchors;
 - proposals: the model's own RPN post-processing (:meth:`TwoStageDetector.proposals`, fewer boxes than at test time),
   without gradients, plus the ground-truth boxes;
-- box head: proposals assigned at IoU 0.5, 512 sampled per image with up to a quarter positive, softmax
-  cross-entropy over the classes and background, L1 on the class's box deltas (stds 0.1, 0.1, 0.2, 0.2) averaged over
-  the sampled RoIs.
+- box head: proposals assigned at IoU 0.5, 128 sampled per image (mmdet: 512; these images hold 1-4 objects) with
+  up to a quarter positive, softmax cross-entropy over the classes and background, L1 on the class's box deltas
+  (stds 0.1, 0.1, 0.2, 0.2) averaged over the sampled RoIs.
 
 The mask head is not trained (the sample is a Faster R-CNN).
 """
@@ -38,7 +38,7 @@ RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """mmdet's train_cfg of the R50-FPN configs, with the proposal counts cut for small images."""
+    """mmdet's train_cfg of the R50-FPN configs, with the proposal and RoI counts cut for small images."""
 
     rpn_pos_iou: float = 0.7
     rpn_neg_iou: float = 0.3
