@@ -97,9 +97,10 @@ def _torch_runner(args, original):
     import torch
 
     from carafe_deploy.backends import TorchRunner
+    from carafe_deploy.imaging import image_tensor, resize_keep_ratio
     from carafe_deploy.models import build, spec
     from carafe_deploy.models.detectors import calibrate_random_heads
-    from carafe_deploy.tasks.detection import RANDOM_WEIGHTS_BANNER, image_tensor, resize_keep_ratio
+    from carafe_deploy.tasks.detection import RANDOM_WEIGHTS_BANNER
 
     model = build(args.model, checkpoint=args.checkpoint)
     banner = None

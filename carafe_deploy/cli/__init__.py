@@ -14,6 +14,7 @@ _COMMANDS = {
     "demo": ".demo",
     "export": ".export",
     "check": ".check",
+    "evaluate": ".evaluate",
     "build": ".build",
     "run": ".run",
     "bench": ".bench",

@@ -118,8 +118,8 @@ class ModelSourceArgs:
                        help="a builder option of --model or --config, e.g. score_thr=0.3 or num_classes=5; "
                             "repeatable (default: the model's own)")
         g.add_argument("--tiny", action="store_true",
-                       help="--model's or --config's narrow variant: same structure and names, random weights "
-                            "(quick checks)")
+                       help="--model's or --config's narrow variant: same structure and names (quick checks; random "
+                            "weights unless --checkpoint gives weights of those widths)")
 
     @staticmethod
     def parse(args: argparse.Namespace):

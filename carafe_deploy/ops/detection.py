@@ -152,16 +152,9 @@ def _pool_group(feat: Tensor, y0, bin_h, x0, bin_w, gh: int, gw: int, oh: int, o
     return vals.mul_((wy * wx).reshape(k, oh, ow, taps)).sum(-1).permute(1, 0, 2, 3)
 
 
-@torch.library.custom_op("carafe_deploy::roi_align", mutates_args=())
-def _roi_align_op(
-    features: Tensor,
-    rois: Tensor,
-    batch_indices: Tensor,
-    output_height: int,
-    output_width: int,
-    spatial_scale: float,
-    sampling_ratio: int,
-) -> Tensor:
+def _roi_align_impl(features: Tensor, rois: Tensor, batch_indices: Tensor, output_height: int, output_width: int,
+                    spatial_scale: float, sampling_ratio: int) -> Tensor:
+    """The op's computation in plain torch (differentiable in ``features``: the backward differentiates it)."""
     n, c, h, w = features.shape
     k = rois.shape[0]
     out = features.new_zeros((k, c, output_height, output_width))
@@ -198,6 +191,45 @@ def _roi_align_op(
                                  output_width)
             out[part] = pooled.to(out.dtype)
     return out
+
+
+@torch.library.custom_op("carafe_deploy::roi_align", mutates_args=())
+def _roi_align_op(
+    features: Tensor,
+    rois: Tensor,
+    batch_indices: Tensor,
+    output_height: int,
+    output_width: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+) -> Tensor:
+    return _roi_align_impl(features, rois, batch_indices, output_height, output_width, spatial_scale,
+                           sampling_ratio)
+
+
+def _roi_align_setup_context(ctx, inputs, output) -> None:
+    features, rois, batch_indices, *settings = inputs
+    ctx.save_for_backward(rois, batch_indices)
+    ctx.features = (features.shape, features.dtype, features.device)
+    ctx.settings = settings
+
+
+def _roi_align_backward(ctx, grad: Tensor):
+    # RoI Align is linear in the features, so its gradient does not depend on them: autograd through the same
+    # computation on zeros gives it (the sample positions and weights are the forward's). No gradient for the RoIs
+    # (mmdet's two-stage detectors detach their proposals too).
+    rois, batch_indices = ctx.saved_tensors
+    shape, dtype, device = ctx.features
+    with torch.enable_grad():
+        features = torch.zeros(shape, dtype=dtype, device=device, requires_grad=True)
+        out = _roi_align_impl(features, rois, batch_indices, *ctx.settings)
+        if not out.requires_grad:  # no RoI took a sample: nothing depends on the features
+            return torch.zeros(shape, dtype=dtype, device=device), None, None, None, None, None, None
+        (grad_features,) = torch.autograd.grad(out, features, grad)
+    return grad_features, None, None, None, None, None, None
+
+
+_roi_align_op.register_autograd(_roi_align_backward, setup_context=_roi_align_setup_context)
 
 
 @_roi_align_op.register_fake

@@ -18,7 +18,7 @@ from .base import CheckResult, Task, precision_class
 from .detection_parity import compare_detections
 from .source import LoadedModel
 
-__all__ = ["DetectionTask", "parity_image", "resize_keep_ratio", "fit_to_canvas", "to_original_pixels",
+__all__ = ["DetectionTask", "detect", "detect_active", "parity_image", "resize_keep_ratio", "fit_to_canvas", "to_original_pixels",
            "RANDOM_WEIGHTS_BANNER"]
 
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - not a trained model"
@@ -128,18 +128,23 @@ def detect(runner, original, scale=DETECTION_SCALE) -> dict:
     R-CNN) with boxes in the original image's pixels.
     """
     with runner:
-        inputs = runner.input_metadata()
-        if len(inputs) != 1:
-            raise DeployError(f"a detector takes one input (the image); this model takes {len(inputs)}: "
-                              f"{', '.join(t.name for t in inputs)}")
-        (meta,) = inputs
-        if len(meta.shape) != 4:
-            raise DeployError(f"a detector takes one (N, 3, H, W) image; this model's input {meta.name} has shape "
-                              f"{list(meta.shape)}")
-        h, w = meta.shape[2], meta.shape[3]
-        canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
-        tensor, factor = detection_input(original, canvas, scale)
-        out = runner.infer({meta.name: tensor})
+        return detect_active(runner, original, scale)
+
+
+def detect_active(runner, original, scale=DETECTION_SCALE) -> dict:
+    """:func:`detect` with a runner that is already active (``evaluate`` runs one over a whole dataset)."""
+    inputs = runner.input_metadata()
+    if len(inputs) != 1:
+        raise DeployError(f"a detector takes one input (the image); this model takes {len(inputs)}: "
+                          f"{', '.join(t.name for t in inputs)}")
+    (meta,) = inputs
+    if meta.shape and len(meta.shape) != 4:  # a PyTorch runner knows no shape: ()
+        raise DeployError(f"a detector takes one (N, 3, H, W) image; this model's input {meta.name} has shape "
+                          f"{list(meta.shape)}")
+    h, w = meta.shape[2:] if meta.shape else (None, None)
+    canvas = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+    tensor, factor = detection_input(original, canvas, scale)
+    out = runner.infer({meta.name: tensor})
     missing = [n for n in ("dets", "labels") if n not in out]
     if missing:
         raise DeployError(f"the model's outputs are {', '.join(out) or 'none'}; a detector export has dets and labels "

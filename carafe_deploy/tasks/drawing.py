@@ -25,9 +25,10 @@ def _font(size: int | None = None):
 
 
 def draw_detections(img, dets: np.ndarray, labels: np.ndarray, masks: np.ndarray | None, class_names,
-                    score_thr: float, banner: str | None = None):
+                    score_thr: float, banner: str | None = None, scores: bool = True):
     """``img`` (PIL RGB) with the detections scoring at least ``score_thr``: masks (pasted as mmdet pastes them)
-    as translucent overlays, boxes, "class score" labels, and an optional red ``banner`` across the top."""
+    as translucent overlays, boxes, "class score" labels (the class alone without ``scores``: ground truth), and an
+    optional red ``banner`` across the top."""
     import torch
     from PIL import Image, ImageDraw
 
@@ -49,7 +50,7 @@ def draw_detections(img, dets: np.ndarray, labels: np.ndarray, masks: np.ndarray
     for (x1, y1, x2, y2, score), label in zip(dets, labels):
         colour = class_colour(int(label))
         d.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        text = f"{class_names[int(label)]} {score:.2f}"
+        text = f"{class_names[int(label)]} {score:.2f}" if scores else class_names[int(label)]
         tb = d.textbbox((x1, y1), text, font=font)
         d.rectangle([tb[0], tb[1] - 2, tb[2] + 4, tb[3] + 2], fill=colour)
         d.text((x1 + 2, y1 - 1), text, fill=(0, 0, 0), font=font)

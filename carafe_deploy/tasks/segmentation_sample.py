@@ -2,10 +2,10 @@
 
 ``run(out_dir, ...)`` does it all and returns a results dict; ``main(argv)`` is the command line
 (``python samples/segmentation/synthetic.py --help``). Export and engine go through the deploy pipeline
-(:func:`carafe_deploy.tasks.deploy`); every backend runs through :mod:`carafe_deploy.backends`. Backends: PyTorch eager (the reference), ONNX Runtime on the
-``portable`` and ``decomposed`` exports, and TensorRT when an engine can be built and run here (with the plugin
-where its library is found, else unrolled: ``trt.choose_plugin``);
-otherwise TensorRT is reported as skipped with the reason.
+(:func:`carafe_deploy.tasks.deploy`); the held-out images are written in mmseg's layout and every backend is
+evaluated on them by :func:`~.evaluation.evaluate`, the code of ``carafe-deploy evaluate``: PyTorch eager (the
+reference), ONNX Runtime on the ``portable``, ``decomposed`` and fp16 exports, and a TensorRT engine where TensorRT can
+build one (run where a GPU is, else reported as built and not run; skipped with the reason where none can be built).
 
 The model is ``upernet_r50_carafe_pp`` at reduced width and depth (one block per stage), so both CARAFE (10 modules in
 the head) and CARAFE++ (7 in the backbone) are trained and exported.
@@ -13,30 +13,30 @@ the head) and CARAFE++ (7 in the backbone) are trained and exported.
 
 from __future__ import annotations
 
-import argparse
-import os
+import json
+import shlex
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from ..errors import run_guarded
-from ..files import atomic_path, atomic_write_text, make_dir
+from ..files import atomic_path, make_dir
 from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
 from ..models.segmenters import count_carafe_modules
 from ..onnx import to_decomposed
 from ..onnx.files import load_model, save_model
-from ..report import make_table, write_json
-from ..trt.availability import choose_plugin, engine_unavailable
+from ..report import write_json
+from .evaluation import DatasetOptions, EvaluateOptions
+from .metrics import confusion_matrix, segmentation_metrics
 from .pipeline import CheckOptions, EngineOptions, ExportOptions, deploy
+from .samples import evaluate_sample, exported_files, metric_of, sample_engine, sample_main
 from .source import LoadedModel
-from .synthetic_shapes import CLASSES, PALETTE, make_set, mean_iou
-from .threads import CoreMonitor, auto_threads, threads_for
+from .synthetic_shapes import CLASSES, PALETTE, make_set
+from .training import fit, start_threads
 
 MODEL_NAME = "upernet_r50_carafe_pp"
 # reduced width/depth: ~0.5 M parameters, trains on 2 CPU cores in minutes
@@ -66,67 +66,25 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(normalize(images.transpose(0, 3, 1, 2)))
 
 
-# the first step pays for lazy initialisation; the estimate of the training time is taken over the next ones
-_ESTIMATE_STEPS = 3
-# with automatic threads, the free cores are measured again this often (seconds) and the thread count follows
-_RECHECK_SECONDS = 5.0
-
-
 def train(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
           progress: bool = True, threads: int | None = None, log=print) -> list[float]:
     """AdamW + cosine schedule with random flips; returns the loss per step.
 
     ``threads``: torch's CPU threads for the whole run; ``None`` follows the cores free of other work
     (:mod:`carafe_deploy.tasks.threads`), measured every few seconds. After the first steps, one line estimates
-    the training time; the progress bar keeps it up to date.
+    the training time; the progress bar keeps it up to date (:class:`~.training.TrainingSteps`).
     """
-    if threads:
-        torch.set_num_threads(threads)
-    monitor, checked = (CoreMonitor(), time.monotonic()) if threads is None else (None, 0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = _to_input(images), torch.from_numpy(labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    model.train()
-    losses = []
-    bar = tqdm(range(cfg.steps), desc=f"training ({_threads(torch.get_num_threads())})", unit="step",
-               disable=not progress, dynamic_ncols=True)
-    say = bar.write if progress else log
-    for step in bar:
-        if step == 1:
-            t1 = time.perf_counter()
-        elif step == 1 + _ESTIMATE_STEPS and cfg.steps > step:
-            per_step = (time.perf_counter() - t1) / _ESTIMATE_STEPS
-            say(f"training time estimate: {_duration(per_step * cfg.steps)} for {cfg.steps} steps ({per_step:.2f} s "
-                f"per step over the first steps, {_threads(torch.get_num_threads())})")
-        if monitor is not None and time.monotonic() - checked > _RECHECK_SECONDS:
-            checked, n = time.monotonic(), threads_for(monitor.free_cores())
-            if n != torch.get_num_threads():
-                torch.set_num_threads(n)
-                bar.set_description(f"training ({_threads(n)})")
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, len(x_all), (cfg.batch,), generator=gen)
         x, y = x_all[idx], y_all[idx]
         if torch.rand((), generator=gen) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    model.eval()
-    return losses
+        return F.cross_entropy(model(x), y)
 
-
-def _threads(n: int) -> str:
-    return f"{n} thread{'s' * (n != 1)}"
-
-
-def _duration(seconds: float) -> str:
-    """``75`` -> ``"1 min 15 s"``."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+    return fit(model, batch_loss, cfg.steps, cfg.lr, threads, progress, log)
 
 
 def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -157,9 +115,10 @@ def _loaded(model: torch.nn.Module) -> LoadedModel:
                        weights="trained on synthetic shapes", spec=s, name=MODEL_NAME)
 
 
-def _export(model, example: torch.Tensor, path: str, mode: str, engine: EngineOptions | None = None) -> dict:
-    # the sample's own evaluation over the test set is the comparison here, so the pipeline's check is off
-    return deploy(_loaded(model), ExportOptions(output=path, mode=mode, input_shapes=[tuple(example.shape)]),
+def _export(model, example: torch.Tensor, path: str, mode: str, engine: EngineOptions | None = None,
+            fp16: bool = False) -> dict:
+    # the evaluation over the test set is the comparison here, so the pipeline's check is off
+    return deploy(_loaded(model), ExportOptions(output=path, mode=mode, fp16=fp16, input_shapes=[tuple(example.shape)]),
                   CheckOptions(enabled=False), engine, log=lambda _msg: None)
 
 
@@ -193,172 +152,108 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
     plt.close(fig)
 
 
+BACKENDS = ("portable", "decomposed", "fp16", "tensorrt")
+
+
 def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int = 64, train_count: int = 800,
-        test_count: int = 48, lr: float = 3e-3, seed: int = 0, backends=("portable", "decomposed", "tensorrt"),
-        progress: bool = True, log=print, threads: int | None = None) -> dict:
-    """Train, export, evaluate; write ``model.pth``, ``*.onnx``, ``segmentation_sample.png`` and ``results.json``.
+        test_count: int = 48, lr: float = 3e-3, seed: int = 0, backends=BACKENDS, progress: bool = True, log=print,
+        threads: int | None = None) -> dict:
+    """Train, write the held-out images in mmseg's layout, export, evaluate (:func:`~.evaluation.evaluate`); write
+    ``model.pth``, ``*.onnx``, ``report.json`` / ``.png``, ``segmentation_sample.png`` and ``results.json``.
 
-    ``threads``: CPU threads of PyTorch and ONNX Runtime; ``None``: the cores free of other work, followed during
-    training (:mod:`carafe_deploy.tasks.threads`).
+    ``backends``: the exports evaluated beside PyTorch: ``portable``, ``decomposed``, ``fp16`` (ONNX Runtime) and
+    ``tensorrt`` (an engine, built where TensorRT can build one: evaluated where it can run, else reported as built
+    and not run). ``threads``: CPU threads of PyTorch and ONNX Runtime; ``None``: the cores free of other work,
+    followed during training (:mod:`carafe_deploy.tasks.threads`).
 
-    Returns ``{"miou": {backend: percent}, "skipped": {backend: reason}, "argmax_agreement": {...},
-    "max_abs_logit_diff": {...}, "train_seconds", "losses", "files"}``.
+    Returns ``{"report": evaluate's report, "train_seconds", "losses", "files", "config", "chance_miou",
+    "command"}``.
     """
+    from .datasets import write_segmentation
+
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
     if steps < 1 or batch < 1 or test_count < 2 or train_count < 1 or size < 8:
         raise ValueError(f"need steps >= 1, batch >= 1, train_count >= 1, test_count >= 2 and size >= 8, got "
                          f"{steps}, {batch}, {train_count}, {test_count} and {size}")
-    unknown = [b for b in backends if b not in ("portable", "decomposed", "tensorrt")]
+    unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise ValueError(f"unknown backend {unknown[0]!r}; use portable, decomposed or tensorrt")
+        raise ValueError(f"unknown backend {unknown[0]!r}; use {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    make_dir(out_dir, "output folder")
+    out = make_dir(out_dir, "output folder")
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
+    img_dir, ann_dir = write_segmentation(out / "data", test_x, test_y)
     model = small_segmenter(cfg.seed)
     counts = count_carafe_modules(model)
-    if threads is None:
-        n, why = auto_threads()
-        torch.set_num_threads(n)
-        threads_note = f"{_threads(n)} to start with ({why})"
-    else:
-        threads_note = _threads(threads)
+    threads_note = start_threads(threads)
     log(f"{MODEL_NAME} (small): {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{counts['up']} CARAFE, {counts['down']} CARAFE++ modules; {cfg.steps} steps on {cfg.train_count} training "
         f"images {size}x{size}, {threads_note}")
     t0 = time.perf_counter()
     losses = train(model, train_x, train_y, cfg, progress, threads, log)
     train_seconds = time.perf_counter() - t0
-    files = {"checkpoint": os.path.join(out_dir, "model.pth")}
+    files = {"checkpoint": str(out / "model.pth"), "report": str(out / "report.json"), "chart": str(out / "report.png"),
+             "onnx_portable": str(out / "segmenter_portable.onnx")}
     save_checkpoint(model, files["checkpoint"], {"model": MODEL_NAME, "config": SMALL_CONFIG, "steps": steps})
 
-    ref_logits, ref_pred = predict_torch(model, test_x)
-    preds = {"PyTorch": ref_pred}
-    results = {"miou": {"PyTorch": mean_iou(ref_pred, test_y, len(CLASSES))[0]}, "skipped": {},
-               "argmax_agreement": {}, "max_abs_logit_diff": {}}
     # batch 2: with a batch-1 example torch.export may specialise the batch dimension to 1
     example = _to_input(test_x[:2])
-    for backend in backends:
-        if backend in ("portable", "decomposed"):
+    engine = None
+    if "tensorrt" in backends:
+        files["engine"] = str(out / "segmenter.engine")
+        engine = sample_engine(files["engine"])
+    report = _export(model, example, files["onnx_portable"], "portable", engine)
+    if "decomposed" in backends:
+        # what --mode decomposed writes: the portable graph with each CARAFE node inlined; one export less
+        files["onnx_decomposed"] = str(out / "segmenter_decomposed.onnx")
+        save_model(to_decomposed(load_model(files["onnx_portable"])), files["onnx_decomposed"])
+    if "fp16" in backends:
+        files["onnx_fp16"] = str(out / "segmenter_fp16.onnx")
+        _export(model, example, files["onnx_fp16"], "portable", fp16=True)
+    loaded = _loaded(model)
+    report = evaluate_sample(loaded, files, report, [k for k in ("portable", "decomposed", "fp16") if k in backends],
+                             DatasetOptions(images=img_dir, labels=ann_dir),
+                             EvaluateOptions(threads=torch.get_num_threads(), progress=progress), log)
+
+    files["figure"] = str(out / "segmentation_sample.png")
+    mious = {title: metric_of(report, *row) for title, row in
+             (("PyTorch", ("PyTorch", "eager", "fp32")), ("ORT fp32", ("ONNX Runtime", "portable", "fp32")),
+              ("ORT fp16", ("ONNX Runtime", "portable", "fp16")))}
+    preds = {"PyTorch": predict_torch(model, test_x[:4])[1]}
+    for key, title in (("onnx_portable", "ORT fp32"), ("onnx_fp16", "ORT fp16")):
+        if mious[title] is not None:  # the files evaluated
             from ..backends import OnnxrtRunner
 
-            path = os.path.join(out_dir, f"segmenter_{backend}.onnx")
-            if backend == "decomposed" and "onnx_portable" in files:
-                # what --mode decomposed writes: the portable graph with each CARAFE node inlined; one export less
-                save_model(to_decomposed(load_model(files["onnx_portable"])), path)
-            else:
-                _export(model, example, path, backend)
-            files[f"onnx_{backend}"] = path
-            logits, pred = predict(OnnxrtRunner(path, threads=torch.get_num_threads()), test_x)
-            key = f"ORT {backend}"
-        else:
-            use_plugin, _ = choose_plugin(None)  # the one engine choice: the plugin where it is found, else unrolled
-            reason = engine_unavailable(use_plugin)
-            if reason:
-                results["skipped"]["TensorRT"] = reason
-                continue
-            from ..backends import TrtRunner  # pragma: no cover -- needs TensorRT and a GPU
-
-            form = "plugin" if use_plugin else "portable"
-            path = os.path.join(out_dir, f"segmenter_{form}.onnx")
-            files["engine"] = os.path.join(out_dir, "segmenter.engine")
-            shape = lambda n: (n, 3, cfg.size, cfg.size)  # noqa: E731
-            _export(model, example, path, form, EngineOptions(
-                path=files["engine"], min_shapes={"image": shape(1)}, opt_shapes={"image": shape(16)},
-                max_shapes={"image": shape(16)}, use_plugin=use_plugin, progress=False))
-            logits, pred = predict(TrtRunner(files["engine"]), test_x)
-            key = "TensorRT"
-        preds[key] = pred
-        results["miou"][key] = mean_iou(pred, test_y, len(CLASSES))[0]
-        results["argmax_agreement"][key] = float((pred == ref_pred).mean())
-        results["max_abs_logit_diff"][key] = float(np.abs(logits - ref_logits).max())
-
-    files["figure"] = os.path.join(out_dir, "segmentation_sample.png")
-    save_figure(files["figure"], test_x, test_y, preds, results["miou"])
-    results.update(train_seconds=train_seconds, losses=losses, files=files, config=vars(cfg),
-                   chance_miou=_chance_miou(test_y))
-    write_json(os.path.join(out_dir, "results.json"), {k: v for k, v in results.items() if k != "losses"})
+            preds[title] = predict(OnnxrtRunner(files[key], threads=torch.get_num_threads()), test_x[:4])[1]
+    save_figure(files["figure"], test_x, test_y, preds, mious)
+    command = (f"carafe-deploy evaluate {' '.join(exported_files(files))} --model {MODEL_NAME} "
+               + " ".join(f"--set {_setting(k, v)}" for k, v in SMALL_CONFIG.items())
+               + f" --checkpoint {files['checkpoint']} --images {img_dir} --labels {ann_dir} -o {files['report']}")
+    results = {"report": report, "train_seconds": train_seconds, "losses": losses, "files": files,
+               "config": vars(cfg), "chance_miou": _chance_miou(test_y), "command": command}
+    write_json(out / "results.json", {k: v for k, v in results.items() if k != "losses"})
     return results
+
+
+def _setting(key: str, value) -> str:
+    """``KEY=VALUE`` as ``--set`` reads it (JSON), quoted for the shell."""
+    return shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
 
 
 def _chance_miou(labels: np.ndarray) -> float:
     """mIoU of always predicting the most frequent class: the floor a trained model must clear."""
     majority = np.bincount(labels.ravel(), minlength=len(CLASSES)).argmax()
-    return mean_iou(np.full_like(labels, majority), labels, len(CLASSES))[0]
-
-
-def format_table(results: dict) -> str:
-    """A Markdown table of mIoU per backend with the difference to PyTorch."""
-    ref = results["miou"]["PyTorch"]
-    lines = ["| backend | mIoU (%) | Δ vs PyTorch (points) | argmax agreement | max abs logit diff |",
-             "|---|---|---|---|---|"]
-    for k, v in results["miou"].items():
-        agree = results["argmax_agreement"].get(k)
-        diff = results["max_abs_logit_diff"].get(k)
-        lines.append(f"| {k} | {v:.2f} | {v - ref:+.3f} | "
-                     f"{'-' if agree is None else f'{agree * 100:.3f}%'} | {'-' if diff is None else f'{diff:.2e}'} |")
-    for k, reason in results["skipped"].items():
-        lines.append(f"| {k} | skipped: {reason} | | | |")
-    return "\n".join(lines)
-
-
-def rich_table(results: dict, said=()):
-    """The same content as :func:`format_table`, as a table for the terminal (``carafe-deploy demo``); skip reasons
-    once, below it (a reason in ``said``, already printed above, is referred to, not repeated)."""
-    ref = results["miou"]["PyTorch"]
-    rows = []
-    for k, v in results["miou"].items():
-        agree = results["argmax_agreement"].get(k)
-        diff = results["max_abs_logit_diff"].get(k)
-        rows.append((k, f"{v:.2f}", f"{v - ref:+.3f}", "-" if agree is None else f"{agree * 100:.3f}%",
-                     "-" if diff is None else f"{diff:.2e}"))
-    rows += [(k, "[yellow]skipped[/]", "", "", "") for k in results["skipped"]]
-    notes = [f"{k}: skipped: {'the reason above' if reason in said else reason}"
-             for k, reason in results["skipped"].items()]
-    return make_table("UperNet-CARAFE on held-out synthetic images: mIoU per backend",
-                      ("backend", "mIoU (%)", "Δ vs PyTorch", "argmax agreement", "max |Δlogit|"), rows, notes)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown, except ``None``: such an option's help says what it defaults to."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+    return segmentation_metrics(confusion_matrix(np.full_like(labels, majority), labels, len(CLASSES)))["mIoU"]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX "
-                    "(portable and decomposed), and compare mIoU of PyTorch, ONNX Runtime and TensorRT (when "
-                    "present); writes the checkpoint, the ONNX files, a PNG, results.json and table.md.",
-        formatter_class=_HelpFormatter)
-    p.add_argument("-o", "--output", "--out", dest="out", default="segmentation_sample_out", metavar="DIR",
-                   help="output folder")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N", help="training steps")
-    p.add_argument("--batch", type=int, default=TrainConfig.batch, metavar="N", help="training batch")
-    p.add_argument("--size", type=int, default=TrainConfig.size, metavar="PIXELS", help="image size")
-    p.add_argument("--train-count", type=int, default=TrainConfig.train_count, metavar="N",
-                   help="synthetic training images")
-    p.add_argument("--test-count", type=int, default=TrainConfig.test_count, metavar="N",
-                   help="held-out images the mIoU is measured on")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, metavar="N", help="seed of data, weights and order")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads of PyTorch and ONNX Runtime (default: the cores free of other work, followed "
-                        "during training)")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = p.parse_args(argv)
-    return run_guarded(p.prog, lambda: _main(args), debug=args.debug)
-
-
-def _main(args) -> int:
-    res = run(args.out, steps=args.steps, batch=args.batch, size=args.size, train_count=args.train_count,
-              test_count=args.test_count, seed=args.seed, threads=args.threads)
-    print(f"trained {args.steps} steps in {res['train_seconds']:.0f} s; chance mIoU {res['chance_miou']:.2f}")
-    print(format_table(res))
-    atomic_write_text(os.path.join(args.out, "table.md"), format_table(res) + "\n")
-    print(f"figure: {res['files']['figure']}")
-    return 0
+    return sample_main(
+        argv, "Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX (portable, "
+        "decomposed, fp16; a TensorRT engine where one can be built), write the held-out images in mmseg's layout and "
+        "evaluate mIoU with each backend (carafe-deploy evaluate); writes the checkpoint, the files, report.json, "
+        "report.png, a picture, results.json and table.md.", "segmentation_sample_out", TrainConfig, "mIoU", run,
+        lambda res: f"; chance mIoU {res['chance_miou']:.2f}")
 
 
 if __name__ == "__main__":  # python -m carafe_deploy.tasks.segmentation_sample

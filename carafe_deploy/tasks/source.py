@@ -37,7 +37,8 @@ class LoadedModel:
 class ModelSource:
     """One of ``python`` (+ ``class_name``, ``kwargs``), ``torchscript``, ``exported_program``, ``model`` (a
     registered name) or ``config`` (an mmdetection / mmsegmentation config file), the last two with ``overrides``
-    for the builder and ``tiny`` for the narrow variant; ``checkpoint`` for ``python``, ``model`` and ``config``."""
+    for the builder and ``tiny`` for the narrow variant (whose checkpoint, if given, must be of those widths: the
+    detector sample's is); ``checkpoint`` for ``python``, ``model`` and ``config``."""
 
     python: str | None = None
     class_name: str | None = None
@@ -74,8 +75,6 @@ class ModelSource:
         # Built without a checkpoint, a model's weights come from its random init: seed it so that `export` and
         # `check` of the same --python/--model build the same weights.
         torch.manual_seed(0)
-        if self.tiny and self.checkpoint:
-            raise DeployError("--tiny builds a narrow random model; it cannot load a released checkpoint")
         if self.checkpoint:
             if not Path(self.checkpoint).exists():
                 raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")

@@ -7,6 +7,8 @@ class colour with jitter, so colour helps but shape and context are needed at th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -29,29 +31,41 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255)
 
 
-def _draw_shape(draw_img: ImageDraw.ImageDraw, draw_lbl: ImageDraw.ImageDraw, cls: int, rng, size: int) -> None:
+@dataclass(frozen=True)
+class _Shape:
+    cls: int
+    r: float
+    cx: float
+    cy: float
+    colour: tuple[int, int, int]
+    angle: float = 0.0
+
+
+def _random_shape(cls: int, rng: np.random.Generator, size: int) -> _Shape:
     r = rng.uniform(0.1, 0.22) * size
     cx, cy = rng.uniform(r, size - r, size=2)
     colour = tuple(int(np.clip(c + rng.normal(0, 25), 0, 255)) for c in _CLASS_COLOURS[cls])
+    angle = rng.uniform(0, np.pi / 2) if cls == 2 else rng.uniform(0, 2 * np.pi) if cls == 3 else 0.0
+    return _Shape(cls, r, cx, cy, colour, angle)
+
+
+def _paint(shape: _Shape, draw_img: ImageDraw.ImageDraw, draw_lbl: ImageDraw.ImageDraw, value: int) -> None:
+    """``shape`` into the image in its colour and into the label image as ``value``."""
+    cls, r, cx, cy, a = shape.cls, shape.r, shape.cx, shape.cy, shape.angle
+    box = [cx - r, cy - r, cx + r, cy + r]
     if cls == 1:
-        box = [cx - r, cy - r, cx + r, cy + r]
-        draw_img.ellipse(box, fill=colour)
-        draw_lbl.ellipse(box, fill=cls)
-    elif cls == 2:
-        a = rng.uniform(0, np.pi / 2)
-        pts = [(cx + r * np.cos(a + k * np.pi / 2), cy + r * np.sin(a + k * np.pi / 2)) for k in range(4)]
-        draw_img.polygon(pts, fill=colour)
-        draw_lbl.polygon(pts, fill=cls)
-    elif cls == 3:
-        a = rng.uniform(0, 2 * np.pi)
-        pts = [(cx + r * np.cos(a + k * 2 * np.pi / 3), cy + r * np.sin(a + k * 2 * np.pi / 3)) for k in range(3)]
-        draw_img.polygon(pts, fill=colour)
-        draw_lbl.polygon(pts, fill=cls)
+        draw_img.ellipse(box, fill=shape.colour)
+        draw_lbl.ellipse(box, fill=value)
+    elif cls in (2, 3):
+        corners = 4 if cls == 2 else 3
+        pts = [(cx + r * np.cos(a + k * 2 * np.pi / corners), cy + r * np.sin(a + k * 2 * np.pi / corners))
+               for k in range(corners)]
+        draw_img.polygon(pts, fill=shape.colour)
+        draw_lbl.polygon(pts, fill=value)
     else:
-        box = [cx - r, cy - r, cx + r, cy + r]
         width = max(2, int(r * 0.35))
-        draw_img.ellipse(box, outline=colour, width=width)
-        draw_lbl.ellipse(box, outline=cls, width=width)
+        draw_img.ellipse(box, outline=shape.colour, width=width)
+        draw_lbl.ellipse(box, outline=value, width=width)
 
 
 def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +74,8 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     lbl = Image.new("L", (size, size), 0)
     di, dl = ImageDraw.Draw(img), ImageDraw.Draw(lbl)
     for _ in range(rng.integers(2, 5)):
-        _draw_shape(di, dl, int(rng.integers(1, len(CLASSES))), rng, size)
+        shape = _random_shape(int(rng.integers(1, len(CLASSES))), rng, size)
+        _paint(shape, di, dl, shape.cls)
     return np.asarray(img), np.asarray(lbl)
 
 
@@ -73,17 +88,60 @@ def make_set(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int64)
 
 
-def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) counts, rows = ground truth, columns = prediction."""
-    idx = label.reshape(-1).astype(np.int64) * num_classes + pred.reshape(-1).astype(np.int64)
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+# --------------------------------------------------------------------------------------------------------------
+# detection scenes: the same shapes as objects, each with its box and its visible mask
+
+# shapes are placed so that their circumscribed circles overlap little: a box then holds one object, mostly visible
+_MIN_SPACING = 0.85  # centre distance >= this x (r1 + r2)
+_PLACEMENT_TRIES = 30
+# an object hidden under later ones down to this share of its own area is left out (and painted over)
+_MIN_VISIBLE = 0.5
 
 
-def mean_iou(pred: np.ndarray, label: np.ndarray, num_classes: int) -> tuple[float, np.ndarray]:
-    """mIoU in percent over the classes present in ``label`` or ``pred``, and the per-class IoU (nan if absent)."""
-    cm = confusion_matrix(pred, label, num_classes).astype(np.float64)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, np.nan)
-    return float(np.nanmean(iou) * 100), iou
+@dataclass
+class Scene:
+    """One detection image: ``image`` uint8 (H, W, 3); per object its class (1..4, as in :data:`CLASSES`), its box
+    (x1, y1, x2, y2 in pixel edges, of the visible part) and its visible mask (H, W) bool."""
+
+    image: np.ndarray
+    classes: np.ndarray  # (K,) int64
+    boxes: np.ndarray  # (K, 4) float32
+    masks: np.ndarray  # (K, H, W) bool
+
+
+def make_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> Scene:
+    """A detection image of 1..``max_objects`` shapes on the segmentation set's backgrounds."""
+    img = Image.fromarray(_background(rng, size).astype(np.uint8))
+    ids = Image.new("L", (size, size), 0)
+    di, dl = ImageDraw.Draw(img), ImageDraw.Draw(ids)
+    placed: list[_Shape] = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        cls = int(rng.integers(1, len(CLASSES)))
+        for _try in range(_PLACEMENT_TRIES):
+            shape = _random_shape(cls, rng, size)
+            if all(np.hypot(shape.cx - p.cx, shape.cy - p.cy) >= _MIN_SPACING * (shape.r + p.r) for p in placed):
+                placed.append(shape)
+                _paint(shape, di, dl, len(placed))
+                break
+    id_map = np.asarray(ids)
+    classes, boxes, masks = [], [], []
+    for k, shape in enumerate(placed, start=1):
+        mask = id_map == k
+        own = Image.new("L", (size, size), 0)
+        _paint(shape, ImageDraw.Draw(Image.new("RGB", (size, size))), ImageDraw.Draw(own), 1)
+        if not mask.any() or mask.sum() < _MIN_VISIBLE * np.count_nonzero(np.asarray(own)):
+            continue
+        ys, xs = np.nonzero(mask)
+        classes.append(shape.cls)
+        boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        masks.append(mask)
+    return Scene(np.asarray(img), np.asarray(classes, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4),
+                 np.asarray(masks, bool).reshape(-1, size, size))
+
+
+def make_scenes(count: int, size: int, seed: int, max_objects: int = 4) -> list[Scene]:
+    """``count`` detection scenes from ``seed``."""
+    if count < 1 or size < 32:
+        raise ValueError(f"need count >= 1 and size >= 32, got count={count}, size={size}")
+    rng = np.random.default_rng(seed)
+    return [make_scene(rng, size, max_objects) for _ in range(count)]

@@ -11,7 +11,8 @@ def test_demo_runs_and_reports(tmp_path):
     proc = subprocess.run(
         # a test-sized segmentation sample; the default (400 steps on 800 images) takes minutes (README)
         [sys.executable, "-m", "carafe_deploy", "demo", "-o", str(tmp_path), "--sample-steps", "60",
-         "--sample-size", "48", "--sample-images", "160", "16"],
+         "--sample-size", "48", "--sample-images", "160", "16", "--detection-steps", "10", "--detection-size", "64",
+         "--detection-images", "16", "4"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -23,8 +24,8 @@ def test_demo_runs_and_reports(tmp_path):
     assert f"carafe-deploy triton {tmp_path / 'tiny_carafe_net.onnx'} -o {tmp_path / 'triton'}" in proc.stdout
     # the threads it chose, and why
     assert "CPU threads: " in proc.stdout and "--threads N to choose" in proc.stdout
-    # an estimate of the training time before the bar runs its course
-    assert proc.stdout.count("training time estimate: ") == 1
+    # an estimate of the training time before the bar runs its course (one per sample)
+    assert proc.stdout.count("training time estimate: ") == 2
     # the engine step: built by the TensorRT at hand (TensorRT-RTX in CI: its builder needs no GPU), with the plugin
     # when its library is built and usable, else from the unrolled standard ops, said in one line; or skipped with
     # the reason, said once (the sample refers back to it)
@@ -37,15 +38,19 @@ def test_demo_runs_and_reports(tmp_path):
     else:
         assert proc.stdout.count("TensorRT engine: skipped: ") == 1
         assert proc.stdout.count(reason.split(":")[0]) == 1
-        assert "TensorRT: skipped: the reason above" in proc.stdout
+        assert "TensorRT (engine) fp32: skipped: no engine could be built here: the reason above" in proc.stdout
         assert not (tmp_path / "tiny_carafe_net.engine").exists()
         if "is not installed" in reason:
             # the URL on one line, followed by a space: copied whole
             assert re.search(r"installing-tensorrt/installing\.html(\s|$)", proc.stdout, re.M), proc.stdout
-    # the segmentation sample ran: picture written, mIoU table for PyTorch and both ONNX forms
+    # the segmentation sample ran: picture written, evaluate's mIoU table for PyTorch and the ONNX files
     assert (tmp_path / "segmentation" / "segmentation_sample.png").is_file()
-    assert "mIoU per backend" in proc.stdout
-    assert "portable" in proc.stdout and "decomposed" in proc.stdout
+    assert "segmentation metrics (percent) per backend" in proc.stdout
+    assert "ONNX Runtime (portable)" in proc.stdout and "ONNX Runtime (decomposed)" in proc.stdout
+    # and the detection sample: its box AP table, a picture, and the evaluate command that gives the same table
+    assert (tmp_path / "detection" / "detection_sample.png").is_file()
+    assert "detection metrics (COCO AP, 0..1) per backend" in proc.stdout and "bbox_mAP_50" in proc.stdout
+    assert f"carafe-deploy evaluate {tmp_path / 'detection' / 'detector.onnx'}" in proc.stdout
 
 
 def test_cli_rejects_unknown_command():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from carafe_deploy.tasks import segmentation_sample, threads
+from carafe_deploy.tasks import segmentation_sample, threads, training
 
 
 @pytest.fixture
@@ -43,8 +43,8 @@ def test_training_follows_the_free_cores(monkeypatch):
     """With automatic threads the count is measured again during training and torch's thread count follows; one
     line estimates the training time."""
     before = torch.get_num_threads()
-    monkeypatch.setattr(segmentation_sample, "_RECHECK_SECONDS", 0.0)
-    monkeypatch.setattr(segmentation_sample, "threads_for", lambda free: 1)
+    monkeypatch.setattr(training, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(training, "threads_for", lambda free: 1)
     torch.set_num_threads(2)
     try:
         model = segmentation_sample.small_segmenter(0)
