@@ -42,11 +42,22 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")
-    if not args.no_onnx:
-        from ..files import make_dir
+    if not (args.no_onnx or args.no_sample):  # all of the demo's arguments before any of its work
+        from ..tasks.segmentation_sample import check_arguments
 
-        make_dir(args.output, "-o/--output")  # before any work: a folder that cannot be written fails now
+        check_arguments({"steps": "--sample-steps", "size": "--sample-size", "train_count": "--sample-images TRAIN",
+                         "test_count": "--sample-images TEST"}, steps=args.sample_steps, size=args.sample_size,
+                        train_count=args.sample_images[0], test_count=args.sample_images[1])
+    if args.no_onnx:
+        return _demo(args)
+    from ..files import output_dir
 
+    # made before any work (a folder that cannot be written fails now); removed again if the demo writes nothing
+    with output_dir(args.output, "-o/--output"):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     import torch
 
     from ..report import console, make_table

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..errors import run_guarded
-from ..files import atomic_path, atomic_write_text, make_dir
+from ..errors import ArgumentParser, run_guarded
+from ..files import atomic_path, atomic_write_text, output_dir
 from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
@@ -192,6 +192,18 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
     plt.close(fig)
 
 
+_LIMITS = {"steps": 1, "batch": 1, "train_count": 1, "test_count": 2, "size": 8}
+
+
+def check_arguments(names: dict[str, str] | None = None, **values: int) -> None:
+    """``ValueError`` for the first of ``values`` (steps, batch, train_count, test_count, size) below its minimum,
+    named as ``names`` says (the caller's option names), before any work."""
+    for key, value in values.items():
+        if value < _LIMITS[key]:
+            label = (names or {}).get(key, key)
+            raise ValueError(f"{label} must be >= {_LIMITS[key]}, got {value}")
+
+
 def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int = 64, train_count: int = 800,
         test_count: int = 48, lr: float = 3e-3, seed: int = 0, backends=("portable", "decomposed", "tensorrt"),
         progress: bool = True, log=print, threads: int | None = None) -> dict:
@@ -204,15 +216,19 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
     "max_abs_logit_diff": {...}, "train_seconds", "losses", "files"}``.
     """
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
-    if steps < 1 or batch < 1 or test_count < 2 or train_count < 1 or size < 8:
-        raise ValueError(f"need steps >= 1, batch >= 1, train_count >= 1, test_count >= 2 and size >= 8, got "
-                         f"{steps}, {batch}, {train_count}, {test_count} and {size}")
+    check_arguments(steps=steps, batch=batch, train_count=train_count, test_count=test_count, size=size)
     unknown = [b for b in backends if b not in ("portable", "decomposed", "tensorrt")]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; use portable, decomposed or tensorrt")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    make_dir(out_dir, "output folder")
+    # removed again if interrupted before anything is written in it
+    with output_dir(out_dir, "output folder"):
+        return _run(out_dir, cfg, backends, progress, log, threads)
+
+
+def _run(out_dir: str, cfg: TrainConfig, backends, progress: bool, log, threads: int | None) -> dict:
+    steps, size = cfg.steps, cfg.size
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
     model = small_segmenter(cfg.seed)
@@ -325,7 +341,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Train a small UperNet-CARAFE (CARAFE and CARAFE++) on synthetic shapes, export it to ONNX "
                     "(portable and decomposed), and compare mIoU of PyTorch, ONNX Runtime and TensorRT (when "
                     "present); writes the checkpoint, the ONNX files, a PNG, results.json and table.md.",
