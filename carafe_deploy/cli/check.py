@@ -1,7 +1,13 @@
 """carafe-deploy check MODEL.onnx: run the model on ONNX Runtime (and a TensorRT engine with --engine) and compare
-each output with PyTorch or a saved reference; print a per-output table and optionally write a JSON report.
+it with PyTorch or a saved reference; print a table and optionally write a JSON report.
 
-Exit status: 0 when every compared output is within tolerance, 1 when any is not (or a backend errored).
+The comparison is the task's, as export makes it: a registered detector's detections matched one to one (label, IoU,
+score), a segmenter's logits and argmax, anything else element-wise (allclose; the default atol scales with each
+output's largest magnitude, and the table says what it was). A --model rebuilt with random weights is prepared as the
+export prepared it (a detector's heads calibrated on the same image), so that it is the model the file came from;
+--reference files are compared as the task named in the file's metadata.
+
+Exit status: 0 when every compared backend is within tolerance, 1 when any is not (or a backend errored).
 A backend that cannot run here (e.g. TensorRT missing) is reported as skipped, never as passed.
 """
 
@@ -10,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter, ModelSourceArgs, add_backend, parse_shape
+from .args import HelpFormatter, ModelSourceArgs, add_backend, parse_shape, tolerance
 
 SOURCE = ModelSourceArgs(required=False, title="PyTorch model to compare with (one of; or --reference)")
 
@@ -30,38 +36,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--providers", nargs="+", default=None, metavar="PROVIDER",
                    help="ONNX Runtime execution providers (default: CPUExecutionProvider)")
     p.add_argument("--fp16", action="store_true", help="the ONNX file is an fp16 export: looser default tolerances")
-    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: 1e-4; with --fp16: 1e-2)")
-    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: 1e-5; with --fp16: 1e-2)")
+    p.add_argument("--rtol", type=tolerance, default=None,
+                   help="relative tolerance of element-wise models (default: 1e-4; with --fp16: 1e-2)")
+    p.add_argument("--atol", type=tolerance, default=None,
+                   help="absolute tolerance of element-wise models (default: 1e-5 times each output's largest "
+                        "magnitude; with --fp16: 1e-2 times)")
     p.add_argument("-o", "--output", type=Path, metavar="REPORT.json",
                    help="write the comparison as JSON (default: the table only)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs")
     p.set_defaults(func=run)
 
 
-def _reference(args, model):
+def _reference(args, model, out):
+    """(task, feeds, reference outputs): from --reference, or from the PyTorch model on inputs made here."""
     from ..backends.onnxrt import random_feeds
-    from ..backends.pytorch import torch_outputs
     from ..errors import DeployError
+    from ..tasks.pipeline import task_for, task_named, torch_reference
 
     source = SOURCE.parse(args)
+    props = {p.key: p.value for p in model.metadata_props}
     if args.reference:
         if source.given():
             raise DeployError("give either --reference or a model source, not both")
-        return _load_reference(args.reference)
+        feeds, outputs = _load_reference(args.reference)
+        return task_named(props.get("carafe_deploy.task", "generic"), f"{args.onnx}'s metadata"), feeds, outputs
     if not source.given():
         raise DeployError("nothing to compare with: give --reference REF.npz or a model (--python/--model/...)")
     import numpy as np
     import torch
 
     loaded = source.load()
-    shapes = args.input_shape or loaded.input_shapes
-    feeds = random_feeds(model, shapes, seed=args.seed)
+    task = task_for(loaded)
+    static = [_static(dims) for dims in _input_dims(model)]
+    shapes = args.input_shape or (static if all(static) else None) or loaded.input_shapes
+    feeds = random_feeds(model, shapes, seed=args.seed)  # also holds the shapes against the file's fixed dims
+    task.rebuild(loaded, props, static, lambda m: out.print(f"[dim]{m}[/dim]"))
+    samples = task.sample_inputs([v.shape for v in feeds.values()], args.seed)
+    if samples is not None:
+        feeds = {name: t.numpy().astype(v.dtype) for (name, v), t in zip(feeds.items(), samples)}
     inputs = [torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for v in feeds.values()]
-    outputs = torch_outputs(loaded.model, inputs)
+    outputs = torch_reference(loaded, inputs)
     names = [o.name for o in model.graph.output]
     if len(names) != len(outputs):
         raise DeployError(f"PyTorch gave {len(outputs)} outputs, the ONNX model has {len(names)}")
-    return feeds, dict(zip(names, outputs))
+    return task, feeds, dict(zip(names, outputs))
+
+
+def _input_dims(model) -> list[list]:
+    from ..trt.graph import onnx_input_dims
+
+    return list(onnx_input_dims(model).values())
+
+
+def _static(dims: list) -> tuple[int, ...] | None:
+    return tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
 
 
 def _load_reference(path: Path):
@@ -88,37 +116,75 @@ def _load_reference(path: Path):
 def run(args: argparse.Namespace) -> int:
     from ..backends import OnnxrtRunner, TrtRunner
     from ..backends.onnxrt import check_providers, tensor_shapes
-    from ..compare import render_table, report_dict, run_comparison
+    from ..compare import DEFAULT_TOLERANCES, describe_tolerances, render_table, report_dict, run_comparison
     from ..files import refuse_overwriting_inputs
-    from ..onnx.files import load_model
+    from ..onnx.files import load_model, uses_external_data
     from ..onnx.validate import validate_carafe_nodes, validate_mmcv_nodes
     from ..report import console, write_json
+    from ..trt.availability import unidentified_engine
 
     source = SOURCE.parse(args)
     refuse_overwriting_inputs({"-o/--output": args.output}, [args.onnx, args.reference, args.engine, *source.inputs()])
     out = console()
-    model = load_model(args.onnx)
+    if args.engine:
+        unidentified_engine(args.engine, args.backend, "--engine")
+    # the graph only: a model over 2 GB keeps its weights in a data file, which ONNX Runtime reads from the file
+    model = load_model(args.onnx, weights=False)
     # before anything runs: ONNX Runtime ignores `mode` and would run a node outside the contract
     validate_carafe_nodes(model)
     validate_mmcv_nodes(model)
     check_providers(args.providers)
-    rtol = args.rtol if args.rtol is not None else (1e-2 if args.fp16 else 1e-4)
-    atol = args.atol if args.atol is not None else (1e-2 if args.fp16 else 1e-5)
-    feeds, reference = _reference(args, model)
+    task, feeds, reference = _reference(args, model, out)
     # again at the shapes it runs with: a dynamic-shape model's symbolic dims hid a mode that does not fit (ONNX
     # Runtime computes the right answer regardless, reading the mode from the shapes; the plugin would not)
     validate_carafe_nodes(model, input_shapes={name: value.shape for name, value in feeds.items()},
                           measure=lambda names: tensor_shapes(model, feeds, names, args.providers))
-    runners = [OnnxrtRunner(model, args.providers)]
+    runners = [OnnxrtRunner(args.onnx if uses_external_data(model) else model, args.providers)]
     if args.engine:
         runners.append(TrtRunner(args.engine, backend=args.backend))
-    results = run_comparison(runners, feeds, reference, rtol, atol)
-    out.print(render_table(results, title=f"carafe-deploy check: {args.onnx} (rtol {rtol:g}, atol {atol:g})"))
-    report = report_dict(results, model=str(args.onnx), rtol=rtol, atol=atol, reference=str(args.reference or "pytorch"),
-                         inputs={k: list(v.shape) for k, v in feeds.items()})
+    extra = dict(model=str(args.onnx), reference=str(args.reference or "pytorch"), task=task.name,
+                 inputs={k: list(v.shape) for k, v in feeds.items()})
+    if task.name == "generic":
+        results = run_comparison(runners, feeds, reference, args.rtol, args.atol, args.fp16)
+        tolerances = describe_tolerances(args.rtol, args.atol, args.fp16)
+        out.print(render_table(results, title=f"carafe-deploy check: {args.onnx} ({tolerances})"))
+        rtol = args.rtol if args.rtol is not None else DEFAULT_TOLERANCES[args.fp16][0]
+        report = report_dict(results, rtol=rtol, atol=args.atol, tolerances=tolerances, **extra)
+    else:
+        report = _task_check(task, runners, feeds, reference, args, out, extra)
     if args.output:
         write_json(args.output, report)
         out.print(f"wrote {args.output}")
-    if not any(r.status in ("passed", "failed", "error") for r in results):
+    if not any(b["status"] in ("passed", "failed", "error") for b in report["backends"]):
         out.print("[red]nothing was compared: every backend was skipped[/]")
     return 0 if report["passed"] else 1
+
+
+def _task_check(task, runners, feeds, reference, args, out, extra) -> dict:
+    """Each runner compared at the level of the task (detections matched, segmentation logits and argmax)."""
+    from ..compare import failure_reason
+    from ..errors import MissingDependencyError
+    from ..report import make_table
+
+    backends = []
+    for runner in runners:
+        try:
+            with runner:
+                actual = runner.infer(feeds)
+        except MissingDependencyError as exc:
+            backends.append({"backend": runner.name, "status": "skipped", "reason": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 -- a backend failure is a row in the report, not a crash
+            backends.append({"backend": runner.name, "status": "error", "reason": failure_reason(exc)})
+            continue
+        result = task.compare(reference, actual, args.fp16)
+        backends.append({"backend": runner.name, "status": "passed" if result.passed else "failed",
+                         "summary": result.summary, "details": result.details})
+    colours = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]error[/]"}
+    rows = [(b["backend"], colours.get(b["status"], f"[yellow]{b['status']}[/]"), b.get("summary") or b["reason"])
+            for b in backends]
+    out.print(make_table(f"carafe-deploy check: {args.onnx} ({task.name}: the task's comparison)",
+                         ("backend", "result", "details"), rows))
+    compared = [b for b in backends if b["status"] != "skipped"]
+    return {**extra, "passed": bool(compared) and all(b["status"] == "passed" for b in compared),
+            "skipped": [b["backend"] for b in backends if b["status"] == "skipped"], "backends": backends}

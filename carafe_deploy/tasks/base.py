@@ -59,8 +59,6 @@ class Task:
     """The generic family: any model, element-wise comparison (``allclose`` with rtol/atol)."""
 
     name = "generic"
-    # (rtol, atol) for fp32 and fp16 exports
-    tolerances = {False: (1e-4, 1e-5), True: (1e-2, 1e-2)}
 
     def example_inputs(self, loaded: LoadedModel, shapes: Sequence[Sequence[int]] | None):
         """The tensors the model is traced with: standard-normal, seeded, of ``shapes`` (else the source's)."""
@@ -88,20 +86,28 @@ class Task:
 
     def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], fp16: bool,
                 rtol: float | None = None, atol: float | None = None) -> CheckResult:
-        from ..compare import compare
+        """Element-wise, :func:`carafe_deploy.compare.compare`'s tolerances (the default atol scaled per output)."""
+        from ..compare import compare, describe_tolerances
 
-        default_rtol, default_atol = self.tolerances[fp16]
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
-        diffs = compare(reference, actual, rtol=rtol, atol=atol)
+        diffs = compare(reference, actual, rtol=rtol, atol=atol, fp16=fp16)
         passed = all(d.passed for d in diffs)
         worst = max((d.max_rel for d in diffs if d.max_rel is not None), default=None)
         problems = [f"{d.name}: {d.problem}" for d in diffs if d.problem]
-        summary = (f"{sum(d.passed for d in diffs)}/{len(diffs)} outputs allclose (rtol {rtol:g}, atol {atol:g})"
+        summary = (f"{sum(d.passed for d in diffs)}/{len(diffs)} outputs allclose ({describe_tolerances(rtol, atol, fp16)})"
                    + (f", max rel {worst:.2e}" if worst is not None else "") + ("; " + "; ".join(problems)
                                                                               if problems else ""))
-        return CheckResult(passed, summary, {"rtol": rtol, "atol": atol,
+        return CheckResult(passed, summary, {"rtol": diffs[0].rtol if diffs else rtol, "atol": atol,
                                              "outputs": [{**d.__dict__, "passed": d.passed} for d in diffs]})
+
+    def sample_inputs(self, shapes: Sequence[Sequence[int]], seed: int) -> tuple | None:
+        """Inputs of ``shapes`` for a check against a rebuilt model, where random normal values are not what the
+        model takes (``None``: they are)."""
+        return None
+
+    def rebuild(self, loaded: LoadedModel, metadata: Mapping[str, str], input_shapes, log) -> None:
+        """Do to a model rebuilt from its source (``check``) what :meth:`prepare` did before the export, from the
+        file's ``metadata`` (what :meth:`metadata` wrote) and its static ``input_shapes`` (``None`` where dynamic),
+        so that it computes what the file was exported from."""
 
     def engine_profile(self, input_names: Sequence[str], export_inputs, dynamic: bool) -> tuple[Shapes, Shapes, Shapes]:
         """(min, opt, max) shapes per input: the export shapes (override with --min/--opt/--max)."""

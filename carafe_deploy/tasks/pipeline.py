@@ -17,7 +17,8 @@ from ..files import refuse_overwriting_inputs
 from .base import Task
 from .source import LoadedModel
 
-__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "TASKS"]
+__all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "task_named",
+           "torch_reference", "TASKS"]
 
 
 @dataclass
@@ -75,10 +76,15 @@ TASKS = ("generic", "detection", "segmentation")
 def task_for(loaded: LoadedModel) -> Task:
     """The task family of a loaded model: its registered spec's, else generic."""
     family = getattr(loaded.spec, "task", "generic") if loaded.spec is not None else "generic"
+    return task_named(family, f"model {loaded.name!r}")
+
+
+def task_named(family: str, who: str = "the model") -> Task:
+    """The task family ``family`` (a registered spec's, or an export's ``carafe_deploy.task`` metadata)."""
     try:
         return _tasks()[family]()
     except KeyError:
-        raise DeployError(f"model {loaded.name!r} names an unknown task family {family!r}") from None
+        raise DeployError(f"{who} names an unknown task family {family!r} (known: {', '.join(TASKS)})") from None
 
 
 def _names(given, count: int, stem: str) -> list[str]:
@@ -118,7 +124,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     import onnx
 
     from ..onnx import carafe_nodes, export as onnx_export, to_portable
-    from ..onnx.files import save_model
+    from ..onnx.files import save_model, uses_external_data
 
     check = check or CheckOptions()
     engine = engine or EngineOptions()
@@ -134,7 +140,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     # PyTorch's outputs first: a model that fails on its inputs (a channel mismatch, say) is one clear error here,
     # not the exporter's page about two exporters
     sets = task.check_inputs(loaded, example, check.shapes, dynamic) if check.enabled or check.save_reference else []
-    references = [_torch_reference(loaded, s) for s in sets]
+    references = [torch_reference(loaded, s) for s in sets]
 
     report: dict = {"model": loaded.description, "task": task.name, "weights": loaded.weights,
                     "onnx": {"path": str(export.output), "mode": export.mode, "fp16": export.fp16, "dynamic": dynamic,
@@ -165,6 +171,8 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
 
         # a plugin-form graph runs in ONNX Runtime with the standard-op function attached (the same nodes)
         checked = to_portable(_copy(proto)) if export.mode == "plugin" else proto
+        if uses_external_data(checked):  # over 2 GB: its weights went to the data file, ONNX Runtime reads it there
+            checked = export.output
         runner = OnnxrtRunner(checked, name="onnxruntime")
         _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
 
@@ -202,7 +210,7 @@ def output_paths(export: ExportOptions, check: CheckOptions, engine: EngineOptio
     return {**paths, **(other_outputs or {})}
 
 
-def _torch_reference(loaded: LoadedModel, tensors) -> list:
+def torch_reference(loaded: LoadedModel, tensors) -> list:
     """PyTorch's outputs on ``tensors``; a model that cannot run on them is the user's to fix (``DeployError``)."""
     from ..backends.pytorch import torch_outputs
 

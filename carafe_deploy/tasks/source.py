@@ -64,6 +64,8 @@ class ModelSource:
                               "FILE or --model NAME")
         if (self.overrides or self.tiny) and not self.model:
             raise DeployError("--set and --tiny apply to a registered model (--model NAME)")
+        if (self.class_name or self.kwargs not in ({}, "{}", "", None)) and not self.python:
+            raise DeployError("--class and --kwargs apply to --python FILE (the class it defines and its arguments)")
         if self.checkpoint and not (self.python or self.model):
             raise DeployError("--checkpoint applies to --python and --model (TorchScript and ExportedProgram files "
                               "carry their weights)")
