@@ -22,7 +22,7 @@ from .files import atomic_path
 from .report import make_table, write_json as _write_json
 
 __all__ = ["BenchRow", "BenchReport", "time_callable", "paired_medians", "summarize", "with_batch", "bench_runner",
-           "render_table", "write_json", "plot", "peak_rss_growth"]
+           "render_table", "write_json", "plot", "check_plot_path", "peak_rss_growth"]
 
 
 @dataclass
@@ -157,8 +157,16 @@ def write_json(report: BenchReport, path) -> Path:
     return _write_json(path, report.to_json())
 
 
+def check_plot_path(path, option: str = "plot") -> None:
+    """``ValueError`` unless ``path`` names a PNG (the plot is one: a ``.txt`` or ``.pdf`` name would get PNG
+    bytes)."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{option} {path}: the plot is a PNG image; give a file name ending in .png")
+
+
 def plot(report: BenchReport, path) -> Path:
     """Median latency (p90 as the upper whisker) and throughput per backend over batch size, as a PNG."""
+    check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -4,13 +4,18 @@ exit; a traceback only with ``--debug`` (or ``CARAFE_DEPLOY_DEBUG=1``) or for a 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from typing import Callable
+from typing import Callable, Iterator
 
-__all__ = ["DeployError", "MissingDependencyError", "run_guarded", "debug_requested", "EXIT_USER_ERROR",
-           "EXIT_BAD_ARGUMENT", "EXIT_BUG"]
+__all__ = ["DeployError", "MissingDependencyError", "run_guarded", "debug_requested", "ArgumentParser",
+           "interrupts_noticed", "raise_if_interrupted", "EXIT_USER_ERROR", "EXIT_BAD_ARGUMENT", "EXIT_BUG",
+           "EXIT_INTERRUPTED"]
 
 EXIT_USER_ERROR = 1  # DeployError, an unwritable or unreadable file, out of memory
 EXIT_BAD_ARGUMENT = 2  # ValueError / TypeError / FileNotFoundError: a bad value, as argparse's own exit 2
@@ -24,6 +29,15 @@ class DeployError(RuntimeError):
 
 class MissingDependencyError(DeployError):
     """An optional dependency (TensorRT, pycuda, the plugin library) is not installed; the message says how to get it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the boundary's manners: a bad option or value is one line on stderr, exit status 2, not the
+    usage block first (``--help`` still shows it). Subparsers made by ``add_subparsers`` are of this class too."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_ARGUMENT, f"{self.prog}: error: {_one_line(message)} ({self.prog} --help lists the "
+                                     "options)\n")
 
 
 def _one_line(text: str) -> str:
@@ -75,3 +89,50 @@ def run_guarded(prog: str, fn: Callable[[], int | None], debug: bool = False) ->
         status, message = known
         print(f"{prog}: error: {message}", file=sys.stderr)
         return status
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Interrupts that a library turns into its own error
+
+
+@contextlib.contextmanager
+def interrupts_noticed() -> Iterator[Callable[[], bool]]:
+    """Yield ``interrupted()``: whether SIGINT arrived inside the block. Code that catches a library's failures
+    asks it before it treats one as a failure to recover from: a library that catches broadly can turn the
+    ``KeyboardInterrupt`` into an error of its own (torch's exporter, interrupted while it imports ``torch._dynamo``,
+    reports an ``AttributeError`` about the half-imported module), and a fallback would then carry on past the
+    user's Ctrl-C. The interrupt is still raised as usual; outside the main thread only the exception chain tells."""
+    hit = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield hit.is_set
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        hit.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield hit.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted(exc: BaseException, interrupted: Callable[[], bool] = lambda: False) -> None:
+    """``KeyboardInterrupt`` (from ``exc``) when ``interrupted()`` says SIGINT arrived, or when a
+    ``KeyboardInterrupt`` is anywhere in ``exc``'s chain of causes and contexts; else nothing."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        todo += [e.__cause__, e.__context__]
+    if interrupted():
+        raise KeyboardInterrupt from exc

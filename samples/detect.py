@@ -23,10 +23,10 @@ DEFAULT_IMAGE = HERE / "data" / "scene.png"
 
 
 def main(argv=None) -> int:
-    from carafe_deploy.errors import run_guarded
+    from carafe_deploy.errors import ArgumentParser, run_guarded
     from carafe_deploy.models.detectors import DETECTORS
 
-    p = argparse.ArgumentParser(description="Detect objects with a CARAFE detector and draw them into a PNG.",
+    p = ArgumentParser(description="Detect objects with a CARAFE detector and draw them into a PNG.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("image", nargs="?", default=str(DEFAULT_IMAGE), help="input image (default: the bundled scene)")
     p.add_argument("--model", default=DETECTORS[1], choices=DETECTORS, help="the detector (PyTorch)")

@@ -21,9 +21,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv=None) -> int:
+    from carafe_deploy.errors import ArgumentParser
     from carafe_deploy.models.detectors import DETECTORS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("image", nargs="?", default=str(HERE / "data" / "scene.png"), help="the image to send")
     p.add_argument("--model", default=DETECTORS[1], choices=DETECTORS)

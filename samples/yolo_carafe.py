@@ -66,7 +66,9 @@ def _ort(path: Path, x):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from carafe_deploy.errors import ArgumentParser
+
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--yaml", default="yolov8n.yaml", help="ultralytics model yaml")
     p.add_argument("--imgsz", type=int, default=320, help="square input size")
     p.add_argument("-o", "--output-dir", type=Path, help="where the ONNX files go (default: a temporary folder)")

@@ -59,25 +59,28 @@ def needs_custom_op_library(model: onnx.ModelProto) -> bool:
 
 
 def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, graph: onnx.ModelProto | None = None):
     """An ``onnxruntime.InferenceSession`` for ``model`` (a ModelProto or a path).
 
     A plugin-form model (CARAFE nodes without their function) gets the custom-op library
     (:func:`carafe_deploy.onnxruntime.library_path`); where it cannot be built, ``DeployError`` with the reason and
-    the ``convert --to portable`` command. ``DeployError`` too for a requested provider this onnxruntime does not
-    have (a silent fallback to the CPU would pass for a test of the requested one).
+    the ``convert --to portable`` command. A plugin-form detector's NMS / RoI Align nodes run as their standard-op
+    functions, attached here. ``DeployError`` too for a requested provider this onnxruntime does not have (a silent
+    fallback to the CPU would pass for a test of the requested one). ``graph``: the model's graph where the caller
+    has read it already (a path's file read without its external data).
     """
     ort = _import_ort()
-    proto = model if isinstance(model, onnx.ModelProto) else None
-    if proto is None:
-        from ..onnx.files import load_model
-
-        proto = load_model(model)
+    proto = graph if graph is not None else _graph(model)
     from ..onnx.detection_nodes import function_missing
 
-    if function_missing(proto):  # a plugin-form detector: its NMS / RoI Align run as their standard-op functions
+    attached = function_missing(proto) is not None
+    if attached:  # a plugin-form detector: its NMS / RoI Align run as their standard-op functions
+        from ..onnx.files import uses_external_data
         from ..onnx.forms import attach_detection_functions
 
+        if uses_external_data(proto):
+            raise DeployError(f"a plugin-form detector with external data: ONNX Runtime runs it once its NMS / RoI "
+                              f"Align functions are attached: {PORTABLE_HINT}")
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)
         proto = attach_detection_functions(copy)
@@ -95,12 +98,73 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence
             raise DeployError(f"the model has carafe::CARAFE nodes without their function (the plugin form), which "
                               f"ONNX Runtime runs with carafe-deploy's custom-op library, and {exc}; "
                               f"{PORTABLE_HINT}") from None
+    # a file goes to ONNX Runtime as a path: its external data (weights over protobuf's 2 GB) stay where they are,
+    # and nothing is serialized again (a model over 2 GB cannot be)
+    source = proto.SerializeToString() if attached or isinstance(model, onnx.ModelProto) else os.fspath(model)
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+        return ort.InferenceSession(source, options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        text = " ".join(str(exc).split())
-        hint = f"; {PORTABLE_HINT}" if "CARAFE" in text else ""
-        raise DeployError(f"ONNX Runtime cannot load the model: {text}{hint}") from None
+        raise DeployError(f"ONNX Runtime cannot load the model: {ort_reason(exc, proto)}") from None
+
+
+def _graph(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    """The model's graph: ``model`` itself, or the file read without its external data (the weights ONNX Runtime
+    reads from the file itself)."""
+    if isinstance(model, onnx.ModelProto):
+        from ..onnx.files import uses_external_data
+
+        if uses_external_data(model):
+            raise DeployError("this model keeps its weights in an external data file: give ONNX Runtime its path")
+        return model
+    from ..onnx.files import load_model
+
+    return load_model(model, weights=False)
+
+
+def ort_reason(exc: BaseException, model: onnx.ModelProto | None = None) -> str:
+    """ONNX Runtime's error as the part that names the problem: its status prefix ("[ONNXRuntimeError] : 1 : FAIL :
+    Load model from ... failed:") and its source locations dropped; and where the model's carafe::CARAFE function is
+    not the one this package writes, that first (an edited body is the likely cause)."""
+    import re
+
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"^(Load model from .*? failed|Exception during initialization): ?", "", text)
+    text = re.sub(r"/\S+\.(cc|h|cpp):\d+ \S+ ", "", text)  # "/onnxruntime/core/graph/graph.cc:1234 Status f() "
+    if len(text) > 240:  # the rest is ONNX Runtime's dump of the node's inputs and outputs
+        text = text[:240].rstrip() + " ..."
+    hint = _function_problem(model) if model is not None else None
+    if hint:
+        return f"{hint}; ONNX Runtime says: {text}"
+    return f"{text}; {PORTABLE_HINT}" if "CARAFE" in text else text
+
+
+def _function_problem(model: onnx.ModelProto) -> str | None:
+    """Why the model's carafe::CARAFE function is not the one this package writes for the model's opset (written
+    for another opset than the model imports, an opset below what it needs, or its body edited), or ``None``."""
+    from ..onnx.forms import _default_opset
+    from ..onnx.function import MIN_OPSET, carafe_function
+
+    theirs = [f for f in model.functions if f.domain == "carafe" and f.name == "CARAFE"]
+    if not theirs:
+        return None
+    fix = "`carafe-deploy convert MODEL.onnx --to portable -o NEW.onnx` writes it afresh"
+    opset = _default_opset(model)
+    own = next((imp.version for imp in theirs[0].opset_import if imp.domain in ("", "ai.onnx")), opset)
+    if own != opset:
+        return (f"the model imports ONNX opset {opset}, its carafe::CARAFE function is written for opset {own} (ONNX "
+                f"Runtime runs the function at the model's opset): {fix}")
+    if opset < MIN_OPSET:
+        return f"the model's ONNX opset {opset} is below the {MIN_OPSET} its carafe::CARAFE function needs: {fix}"
+    reference = carafe_function(opset)
+    mine = onnx.FunctionProto()
+    mine.CopyFrom(theirs[0])
+    for fn in (mine, reference):
+        fn.ClearField("doc_string")
+    if mine.SerializeToString(deterministic=True) == reference.SerializeToString(deterministic=True):
+        return None
+    return f"the model's carafe::CARAFE function differs from the one this package writes for opset {opset} " \
+           f"(edited?): {fix}"
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, list[int | str], np.dtype]]:
@@ -156,7 +220,9 @@ class OnnxrtRunner(Runner):
         self.session = None
 
     def activate_impl(self) -> None:
-        self.session = make_session(self.model, self.providers, self.threads)
+        graph = _graph(self.model)
+        self.session = make_session(self.model, self.providers, self.threads, graph=graph)
+        self._declared = {o.name: _dims(o) for o in graph.graph.output}
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -170,7 +236,29 @@ class OnnxrtRunner(Runner):
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, dict(feeds))))
+        outputs = dict(zip(names, self.session.run(names, dict(feeds))))
+        for name, value in outputs.items():
+            _check_declared(name, self._declared.get(name), value.shape)
+        return outputs
+
+
+def _dims(value: onnx.ValueInfoProto) -> list | None:
+    """A graph output's declared dims (an int, or None where symbolic); None when it declares no shape."""
+    t = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _check_declared(name: str, declared: list | None, shape: tuple) -> None:
+    """``DeployError`` when an output's shape is not what the file declares (ONNX Runtime only warns, and a
+    consumer that sizes its buffers from the declaration -- TensorRT, Triton -- would be wrong)."""
+    if declared is None:
+        return
+    if len(declared) != len(shape) or any(d is not None and d != n for d, n in zip(declared, shape)):
+        shown = "[" + ", ".join("?" if d is None else str(d) for d in declared) + "]"
+        raise DeployError(f"output {name!r} has shape {list(shape)}, but the file declares {shown}: its declared "
+                          "shape is wrong (re-export it, or fix the graph output's shape)")
 
 
 def _ort_dtype(type_str: str) -> str:
@@ -191,6 +279,10 @@ def tensor_values(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names
     with them as extra outputs, run once)."""
     from onnx import helper
 
+    from ..onnx.files import uses_external_data
+
+    if uses_external_data(model):  # its weights are in a file beside the model: nothing to copy and run here
+        return {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}

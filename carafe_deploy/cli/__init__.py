@@ -27,8 +27,9 @@ _COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+    from ..errors import ArgumentParser
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="carafe-deploy",
         description="Ship CARAFE / CARAFE++ models: PyTorch op and modules, ONNX export, TensorRT plugin and engines.",
         epilog="carafe-deploy COMMAND --help shows the options of a command.",

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 __all__ = ["HelpFormatter", "ModelSourceArgs", "ExportArgs", "CheckArgs", "EngineArgs", "ProfileArgs", "parse_shape",
-           "parse_dynamic", "add_backend"]
+           "parse_dynamic", "add_backend", "tolerance", "port"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -45,6 +45,29 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d < 1 for d in dims):
         raise argparse.ArgumentTypeError(f"bad shape {text!r}: use comma-separated positive ints, e.g. 1,3,224,224")
     return dims
+
+
+def tolerance(text: str) -> float:
+    """``--rtol`` / ``--atol``: a finite number >= 0 (``carafe_deploy.compare.check_tolerance`` holds the API to the
+    same rule; numpy is not imported here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"{text!r}: a tolerance must be a finite number >= 0")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1 to 65535)")
+    return value
 
 
 def parse_dynamic(text: str) -> tuple[str, dict[int, str]]:
@@ -191,10 +214,11 @@ class CheckArgs:
         g.add_argument("--no-check", action="store_true", help="do not compare ONNX Runtime with PyTorch")
         g.add_argument("--check-shape", type=parse_shape, action="append", metavar="N,C,H,W",
                        help="input shape of the comparison, once per input (default: the task's choice)")
-        g.add_argument("--rtol", type=float, default=None,
+        g.add_argument("--rtol", type=tolerance, default=None,
                        help="relative tolerance of element-wise models (default: 1e-4; fp16: 1e-2)")
-        g.add_argument("--atol", type=float, default=None,
-                       help="absolute tolerance of element-wise models (default: 1e-5; fp16: 1e-2)")
+        g.add_argument("--atol", type=tolerance, default=None,
+                       help="absolute tolerance of element-wise models (default: 1e-5 times each output's largest "
+                            "magnitude; fp16: 1e-2 times)")
         g.add_argument("--save-reference", type=Path, metavar="REF.npz",
                        help="also save the inputs and PyTorch's outputs, for carafe-deploy check --reference")
         g.add_argument("--save-report", type=Path, metavar="REPORT.json", help="also save the report as JSON")

@@ -46,7 +46,7 @@ def _input_names_and_shapes(args, loaded) -> tuple[list[str], list | None]:
     if args.onnx:
         from ..trt.graph import load_onnx, onnx_input_dims
 
-        dims = onnx_input_dims(load_onnx(args.onnx))
+        dims = onnx_input_dims(load_onnx(args.onnx, weights=False))
         shapes = [None if any(not isinstance(x, int) or x < 1 for x in d[1:]) else (1, *d[1:]) for d in dims.values()]
         return list(dims), shapes
     if loaded is not None:
@@ -54,6 +54,17 @@ def _input_names_and_shapes(args, loaded) -> tuple[list[str], list | None]:
         names = loaded.input_names or ([f"input{i}" for i in range(len(shapes))] if len(shapes) > 1 else ["input"])
         return names, list(shapes)
     return [], []
+
+
+def _refuse_fixed_batch(args, dims: dict) -> None:
+    """``ValueError`` before any timing when the ONNX fixes an input's batch and ``--batch`` asks for another."""
+    for name, d in dims.items():
+        fixed = d[0] if d and isinstance(d[0], int) and d[0] > 0 else None
+        other = [b for b in args.batch if fixed is not None and b != fixed]
+        if other:
+            raise ValueError(f"{args.onnx} fixes the batch of input {name!r} to {fixed}, so --batch "
+                             f"{' '.join(map(str, other))} cannot run on it: give --batch {fixed}, or export with a "
+                             "dynamic batch (--dynamic)")
 
 
 def _default_shapes(args, loaded) -> dict[str, tuple[int, ...]]:
@@ -89,8 +100,17 @@ def run(args: argparse.Namespace) -> int:
     if any(b < 1 for b in args.batch):
         raise ValueError(f"batch sizes must be >= 1, got {args.batch}")
     plot_path = args.plot or args.output.with_suffix(".png")
+    bench.check_plot_path(plot_path, "--plot")
     refuse_overwriting_inputs({"-o/--output": args.output, "--plot": plot_path},
                               [args.onnx, args.engine, *source.inputs()])
+    if args.onnx:
+        from ..trt.graph import load_onnx, onnx_input_dims
+
+        _refuse_fixed_batch(args, onnx_input_dims(load_onnx(args.onnx, weights=False)))
+    if args.engine:
+        from ..trt.availability import unidentified_engine
+
+        unidentified_engine(args.engine, args.backend, "--engine")
     loaded = source.load() if source.given() else None
     shapes = _default_shapes(args, loaded)
     report = bench.BenchReport(shapes={n: list(s) for n, s in shapes.items()})

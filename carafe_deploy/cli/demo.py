@@ -53,16 +53,27 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError(f"--batch and --size must be >= 1, got {args.batch} and {args.size}")
     if args.threads is not None and args.threads < 1:
         raise DeployError(f"--threads must be >= 1, got {args.threads}")
-    plugin_choice = parse_plugin_choice(args)
+    parse_plugin_choice(args)  # a --plugin LIB.so that is not a file fails now
     if args.detection_steps < 1 or args.detection_size < 64 or min(args.detection_images) < 1:
         raise DeployError(f"--detection-steps and --detection-images must be >= 1 and --detection-size >= 64, got "
                           f"{args.detection_steps}, {' '.join(map(str, args.detection_images))} and "
                           f"{args.detection_size}")
-    if not args.no_onnx:
-        from ..files import make_dir
+    if not (args.no_onnx or args.no_sample):  # all of the demo's arguments before any of its work
+        from ..tasks.segmentation_sample import check_arguments
 
-        make_dir(args.output, "-o/--output")  # before any work: a folder that cannot be written fails now
+        check_arguments({"steps": "--sample-steps", "size": "--sample-size", "train_count": "--sample-images TRAIN",
+                         "test_count": "--sample-images TEST"}, steps=args.sample_steps, size=args.sample_size,
+                        train_count=args.sample_images[0], test_count=args.sample_images[1])
+    if args.no_onnx:
+        return _demo(args)
+    from ..files import output_dir
 
+    # made before any work (a folder that cannot be written fails now); removed again if the demo writes nothing
+    with output_dir(args.output, "-o/--output"):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     import torch
 
     from ..report import console, make_table
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
               f"{bool(torch.isfinite(y).all())}")
     if args.no_onnx:
         return 0
-    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output, *plugin_choice)
+    code, engine_skipped = _deploy_tiny(out, loaded, tuple(x.shape), args.output, *parse_plugin_choice(args))
     if code or args.no_sample:
         return code
     code = _segmentation_sample(out, args.output / "segmentation", args.sample_steps, args.sample_size,

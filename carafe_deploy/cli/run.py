@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..backends import TrtRunner
-    from ..files import atomic_path, make_dir, refuse_overwriting_inputs, require_file
+    from ..files import atomic_path, output_dir, refuse_overwriting_inputs, require_file
     from ..report import console
 
     if not args.engine.exists():
@@ -68,21 +68,22 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.engine, "engine")  # a directory or an empty file
     named, unnamed = load_inputs(args.input)
     out_dir = args.output or args.engine.with_name(args.engine.stem + "_outputs")
-    make_dir(out_dir, "-o/--output")  # before the engine runs, not after
     out = console(stderr=True)
-    with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose, backend=args.backend) as runner:
-        names = [t.name for t in runner.input_metadata()]
-        if unnamed:
-            if len(unnamed) > 1 or len(names) != 1 or named:
-                raise ValueError(f"the engine's inputs are {', '.join(names)}: name each input as NAME=FILE")
-            named = {names[0]: unnamed[0]}
-        outputs = runner.infer(named)
-    paths = {name: out_dir / f"{name.replace('/', '_')}.npy" for name in outputs}
-    inputs = [args.engine] + [spec.partition("=")[2] or spec for spec in args.input]
-    refuse_overwriting_inputs({f"output {name!r}": path for name, path in paths.items()}, inputs)
-    for name, value in outputs.items():
-        path = paths[name]
-        with atomic_path(path) as tmp:
-            np.save(tmp, value)
-        out.print(f"{name}: {value.dtype} {'x'.join(map(str, value.shape))} -> {path}")
+    # made before the engine runs (a folder that cannot be written fails now), removed again if nothing is written
+    with output_dir(out_dir, "-o/--output"):
+        with TrtRunner(args.engine, plugin=not args.no_plugin, verbose=args.verbose, backend=args.backend) as runner:
+            names = [t.name for t in runner.input_metadata()]
+            if unnamed:
+                if len(unnamed) > 1 or len(names) != 1 or named:
+                    raise ValueError(f"the engine's inputs are {', '.join(names)}: name each input as NAME=FILE")
+                named = {names[0]: unnamed[0]}
+            outputs = runner.infer(named)
+        paths = {name: out_dir / f"{name.replace('/', '_')}.npy" for name in outputs}
+        inputs = [args.engine] + [spec.partition("=")[2] or spec for spec in args.input]
+        refuse_overwriting_inputs({f"output {name!r}": path for name, path in paths.items()}, inputs)
+        for name, value in outputs.items():
+            path = paths[name]
+            with atomic_path(path) as tmp:
+                np.save(tmp, value)
+            out.print(f"{name}: {value.dtype} {'x'.join(map(str, value.shape))} -> {path}")
     return 0

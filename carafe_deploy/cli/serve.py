@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import HelpFormatter
+from .args import HelpFormatter, port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--load-model", dest="load_model", action="append", metavar="NAME",
                    help="load only this model (repeatable; an ensemble loads its steps; default: every model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--http-port", type=int, metavar="N", default=8000, help="HTTP/REST port")
-    p.add_argument("--grpc-port", type=int, metavar="N", default=8001, help="gRPC port")
-    p.add_argument("--metrics-port", type=int, metavar="N", default=8002, help="Prometheus metrics port")
+    p.add_argument("--http-port", type=port, metavar="N", default=8000, help="HTTP/REST port")
+    p.add_argument("--grpc-port", type=port, metavar="N", default=8001, help="gRPC port")
+    p.add_argument("--metrics-port", type=port, metavar="N", default=8002, help="Prometheus metrics port")
     p.add_argument("--log", type=Path, metavar="FILE", help="write the server's log here (default: a temporary file)")
     p.add_argument("--timeout", type=float, default=300, metavar="S", help="seconds to wait for the models to load")
+    p.add_argument("--exit-timeout", type=int, default=5, metavar="S",
+                   help="at a stop (Ctrl-C), seconds Triton waits for requests in flight and for the models to unload")
     p.set_defaults(func=run)
 
 
@@ -54,10 +56,15 @@ def run(args: argparse.Namespace) -> int:
             return 0
     elif args.repository is None:
         raise DeployError("give the model repository (REPO), or --install to make the server environment")
+    if args.exit_timeout < 0 or not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 and --exit-timeout >= 0, got {args.timeout} and {args.exit_timeout}")
     install = find_server(args.server_env)
+    if args.repository.is_dir() and not any(args.repository.glob("*/config.pbtxt")):
+        raise DeployError(f"{args.repository} holds no model (no NAME/config.pbtxt in it): the server would serve "
+                          f"nothing; write a repository with carafe-deploy triton MODEL.onnx -o REPO")
     server = TritonServer(args.repository, install=install, models=args.load_model, host=args.host,
                           http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                          log_path=args.log, timeout=args.timeout)
+                          log_path=args.log, timeout=args.timeout, exit_timeout=args.exit_timeout)
     t0 = time.perf_counter()
     try:
         with out.status(f"starting Triton on {server.repository}"):
@@ -82,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         out.print("stopping Triton ...")
         code = server.stop()
+        if server.unload_cut_short:  # the stop asked for, quicker than the models' unloading: no failure
+            out.print(f"stopped in {time.perf_counter() - t1:.1f} s (Triton's {server.exit_timeout} s for unloading "
+                      "the models ran out, and it exited before the last ones had unloaded)")
+            return 0
         out.print(f"stopped (exit status {code}) in {time.perf_counter() - t1:.1f} s")
         return 0 if code == 0 else 1
     finally:

@@ -328,9 +328,27 @@ def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5):
 _CFG_FIELDS = set(TestConfig.__dataclass_fields__)
 
 
+def _cfg_value(name: str, value):
+    """``value`` for TestConfig field ``name`` if it has the field's type (an int where the default is one, any
+    finite number for a float, a string for a string), else ``ValueError`` naming the field."""
+    import math
+
+    default = getattr(TestConfig, name)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, int):
+        ok, want = number and float(value).is_integer(), "an integer"
+    else:
+        ok, want = number and math.isfinite(value), "a finite number"
+    if not ok:
+        raise ValueError(f"{name} must be {want} (default {default!r}), got {value!r}")
+    return type(default)(value)
+
+
 def _builder(with_mask: bool):
     def build(**overrides) -> TwoStageDetector:
-        cfg_over = {k: overrides.pop(k) for k in list(overrides) if k in _CFG_FIELDS}
+        cfg_over = {k: _cfg_value(k, overrides.pop(k)) for k in list(overrides) if k in _CFG_FIELDS}
         unknown = set(overrides) - {"num_classes", "base_channels", "neck_channels", "fc_channels", "mask_channels",
                                     "compressed_channels", "depth", "upsample_cfg", "mask_upsample_cfg"}
         if unknown:

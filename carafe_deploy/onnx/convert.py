@@ -86,7 +86,8 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
         raise ValueError(f"unknown form {to!r}; use one of {', '.join(FORMS)}")
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
         raise ValueError(f"opset must be a positive int, got {opset!r}")
-    if isinstance(model, (str, os.PathLike)):
+    mine = isinstance(model, (str, os.PathLike))  # read here: changed in place, not copied (a 2 GB model twice)
+    if mine:
         from .files import load_model
 
         model = load_model(model)
@@ -101,7 +102,7 @@ def convert(model: onnx.ModelProto | str | os.PathLike, to: str, *, opset: int |
         notes.append(f"no {DOMAIN}::{OP_TYPE} or {MMCV_DOMAIN}::MMCVCARAFE node: the model is unchanged{inlined}")
         return ConvertResult(model, to, 0, _default_opset_or_none(model), notes)
 
-    out = copy.deepcopy(model)
+    out = model if mine else copy.deepcopy(model)
     if n_mmcv:
         rewrite_mmcv_nodes(out)
         notes.append(f"{n_mmcv} {MMCV_DOMAIN}::MMCVCARAFE node(s) -> {DOMAIN}::{OP_TYPE}")

@@ -3,8 +3,9 @@
 
 Both of torch's exporters translate ``torch.ops.carafe_deploy.carafe`` through the registrations of
 :mod:`.symbolic` (the same ones a user's plain ``torch.onnx.export`` gets); the default (``dynamo=True``) one is
-used, the deprecated TorchScript exporter only where the default fails (e.g. some TorchScript modules), with a
-warning that says so. The exported nodes are then put into the requested form.
+used, the deprecated TorchScript exporter only where the default reports a failure of its own (e.g. some TorchScript
+modules), with a warning that says so -- never after a Ctrl-C (which ends the export), nor for a ``dynamic_axes``
+entry on an axis the model fixes (an error: the TorchScript exporter would write it as dynamic regardless). The exported nodes are then put into the requested form.
 
 ``fp16=True`` exports a float16 copy of the model: weights, activations and the CARAFE nodes are float16 (TensorRT
 11 is strongly typed and builds what the ONNX types say). Float inputs and outputs stay float32, with a Cast after
@@ -26,7 +27,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..errors import DeployError
+from ..errors import DeployError, interrupts_noticed, raise_if_interrupted
 from .files import is_big, save_model
 from .forms import EXPORT_MODES, to_decomposed, to_plugin, to_portable
 from .schema import DOMAIN, OPSET_VERSION
@@ -148,6 +149,19 @@ def _check_dynamic_axes(dynamic_axes, proto: onnx.ModelProto | None = None, name
                           f"are {', '.join(names) or 'none'}): pass input_names/output_names or use those names")
 
 
+def _check_names(proto: onnx.ModelProto, input_names, output_names) -> None:
+    """More names than the exported graph has inputs or outputs is a mistake (both exporters drop the extra ones
+    without a word, and a caller would look for an output that is not there)."""
+    initializers = {t.name for t in proto.graph.initializer}
+    counts = {"input_names": len([v for v in proto.graph.input if v.name not in initializers]),
+              "output_names": len(proto.graph.output)}
+    for what, names in (("input_names", input_names), ("output_names", output_names)):
+        if names is not None and len(names) > counts[what]:
+            kind = what.split("_")[0]
+            raise DeployError(f"{len(names)} {what} ({', '.join(names)}) for a model with {counts[what]} {kind}(s): "
+                              f"give at most {counts[what]}")
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -159,6 +173,32 @@ def _first_line(exc: Exception) -> str:
         exc = exc.__cause__
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _refuse_fixed_dynamic_axis(error: Exception) -> None:
+    """``DeployError`` when the default exporter failed because a ``dynamic_axes`` entry names an axis the model
+    fixes (a channel count, say): the TorchScript exporter would write that axis as dynamic all the same, a file
+    that fails at any other size, so there is no fallback for this."""
+    import re
+
+    text = "\n".join(str(e) for e in _chain(error))
+    if "conflicts between user-specified ranges and inferred ranges" not in text:
+        return
+    fixed = re.findall(r"inferred a static shape of (\d+) for dimension inputs\[['\"]?([^\]'\"]+)['\"]?\]\.shape\[(\d+)\]",
+                       text)
+    if fixed:
+        size, name, axis = fixed[0]
+        raise DeployError(f"dynamic_axes makes axis {axis} of input {name!r} dynamic, but the model fixes it to {size} "
+                          f"(torch.export); leave that axis out of dynamic_axes") from None
+    raise DeployError(f"dynamic_axes names an axis the model fixes (torch.export: {_first_line(error)})") from None
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
@@ -264,25 +304,34 @@ def export(
     if isinstance(model, nn.Module) and model.training:
         warnings.warn("exporting a model in training mode; call model.eval() first", stacklevel=2)
 
-    with torch.no_grad():
+    with torch.no_grad(), interrupts_noticed() as interrupted:
         try:
             proto = _export_dynamo(model, args, opset, input_names, output_names, dynamic_axes)
-        except Exception as dynamo_error:  # noqa: BLE001 -- any failure of the default exporter triggers the fallback
+            if interrupted():  # swallowed somewhere inside, yet the export went on: the user still asked to stop
+                raise KeyboardInterrupt
+        except torch.onnx.errors.OnnxExporterError as dynamo_error:  # the exporter's own failures, nothing else
+            # a Ctrl-C that the exporter turned into an error of its own ends the command, as any Ctrl-C does
+            raise_if_interrupted(dynamo_error, interrupted)
+            _refuse_fixed_dynamic_axis(dynamo_error)
+            if isinstance(model, torch.export.ExportedProgram):
+                raise DeployError(f"ONNX export of the ExportedProgram failed: {_first_line(dynamo_error)}") \
+                    from dynamo_error
             warnings.warn(
                 f"the default (dynamo) ONNX exporter failed ({_first_line(dynamo_error)}); "
                 "trying the TorchScript exporter",
                 stacklevel=2,
             )
-            if isinstance(model, torch.export.ExportedProgram):
-                raise DeployError(f"ONNX export of the ExportedProgram failed: {dynamo_error}") from dynamo_error
             try:
                 proto = _export_torchscript(model, args, opset, input_names, output_names, dynamic_axes)
             except Exception as ts_error:
+                raise_if_interrupted(ts_error, interrupted)
                 raise DeployError(
                     f"ONNX export failed with both exporters. dynamo: {_first_line(dynamo_error)}; "
                     f"torchscript: {_first_line(ts_error)}"
                 ) from ts_error
+            raise_if_interrupted(dynamo_error, interrupted)
 
+    _check_names(proto, input_names, output_names)
     if dynamic_axes:
         _check_dynamic_axes(dynamic_axes, proto)
     if fp16:

@@ -16,6 +16,7 @@ attribute may refer to the function's own, ``ref_attr_name``, and is checked at 
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import onnx
@@ -23,7 +24,8 @@ from onnx import AttributeProto
 
 from ..errors import DeployError
 from .contract import PLUGIN_LIMITS, attribute_problem, lenient, output_extent, shape_problem
-from .schema import DOMAIN, OP_TYPE, carafe_schema, register_schema
+from .files import tensor_nbytes
+from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, carafe_schema, register_schema
 
 __all__ = ["validate_carafe_nodes", "validate_mmcv_nodes", "walk_nodes", "attribute_problem", "shape_problem",
            "output_extent", "PLUGIN_LIMITS", "MMCV_DOMAIN", "MMCV_OP_TYPES"]
@@ -145,7 +147,7 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
         getattr(graph, field).extend(getattr(src, field))
     for t in src.initializer:
-        if t.ByteSize() <= _SMALL_TENSOR:
+        if tensor_nbytes(t) <= _SMALL_TENSOR:  # never ByteSize(): it walks a 2 GB weight
             graph.initializer.append(t)
         else:
             graph.initializer.append(onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims))
@@ -206,6 +208,28 @@ def _known_shapes(model: onnx.ModelProto, inferred: bool, input_shapes: dict | N
 # The validators
 
 
+_KNOWN_OPS = {(DOMAIN, OP_TYPE)} | {(MMCV_DOMAIN, op) for op in MMCV_OP_TYPES}
+
+
+def _check_domain(model: onnx.ModelProto) -> None:
+    """The ``carafe`` domain exists at version 1 only (CONTRACT §2), and a node that is CARAFE but for the case of
+    its domain or type (``Carafe::CARAFE``) is no CARAFE node at all: no runtime, parser or plugin takes it, and
+    everything else here would pass it by as a foreign op."""
+    imports = [*model.opset_import, *(imp for fn in model.functions for imp in fn.opset_import)]
+    for imp in imports:
+        if imp.domain == DOMAIN and imp.version != OPSET_VERSION:
+            raise DeployError(f"the model imports domain {DOMAIN!r} at version {imp.version}; {DOMAIN}::{OP_TYPE} is "
+                              f"defined at version {OPSET_VERSION} only (CONTRACT §2): import it at version "
+                              f"{OPSET_VERSION}")
+    near = {(d.lower(), o.lower()): (d, o) for d, o in _KNOWN_OPS}
+    for node, where in walk_nodes(model):
+        known = near.get((node.domain.lower(), node.op_type.lower()))
+        if known is not None and known != (node.domain, node.op_type):
+            raise DeployError(f"{_name(node, where)}: ONNX domains and op types are case-sensitive, so this is not "
+                              f"{known[0]}::{known[1]}, and no runtime, TensorRT parser or plugin takes it: write it "
+                              f"as {known[0]}::{known[1]}")
+
+
 def _carafe_attribute_types() -> dict[str, tuple[int, ...]]:
     """The schema's attributes and their types, in the order people know them (for messages)."""
     attributes = carafe_schema().attributes
@@ -224,6 +248,7 @@ def validate_carafe_nodes(model: onnx.ModelProto, *, plugin: bool = False, shape
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"validate_carafe_nodes expects an onnx.ModelProto, got {type(model).__name__}")
     register_schema()
+    _check_domain(model)
     types = _carafe_attribute_types()
     defaults = {"group": 1, "scale_factor": 2, "mode": "up"}
     found = []
@@ -273,7 +298,7 @@ def validate_mmcv_nodes(model: onnx.ModelProto, *, shapes: bool = True) -> None:
         group = attrs["group_size"].i if "group_size" in attrs else 1
         s_attr = attrs.get("scale_factor")
         s_value = (s_attr.f if s_attr.type == AttributeProto.FLOAT else s_attr.i) if s_attr is not None else 2
-        if s_value != int(s_value) or s_value < 1:
+        if not math.isfinite(s_value) or s_value != int(s_value) or s_value < 1:
             raise DeployError(f"{what}: scale_factor {s_value:g} is not a positive integer, which CARAFE needs")
         problem = attribute_problem(k, group, int(s_value), "up", group_name="group_size")
         if problem:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DeployError
-from ..files import atomic_write_text, check_writable
+from ..files import atomic_write_text, check_writable, replace_dir, staging_dir
 from ..tasks.pipeline import file_task
 from .config import TensorSpec, ensemble_config, model_config, model_config_module, onnx_tensor_specs, write_config
 
@@ -101,8 +100,11 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
         raise DeployError("--ensemble-backend tensorrt needs --engine")
 
     result = Repository(out, name, task, {}, notes=notes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # written in a hidden folder beside REPO and swapped into place when complete (a killed run's folder is removed
+    # by the next one: carafe_deploy.files)
+    with staging_dir(out) as staging:
+        tmp = staging / out.name
+        tmp.mkdir(mode=0o755)  # the server (e.g. in a container) must read it
         _write_onnx_models(tmp, name, model, inputs, outputs, options, result, library, out)
         if engine is not None:
             _write_tensorrt_model(tmp, name, engine, options, result)
@@ -111,10 +113,9 @@ def write_repository(onnx_path, options: RepositoryOptions) -> Repository:
         elif task != "generic":
             result.notes.append(f"task {task!r} has no ensemble here; the network models serve tensors")
         _write_launcher(tmp, result, engine)
-        _replace_dir(tmp, out, options.force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if out.exists() and not options.force:  # appeared meanwhile
+            raise DeployError(f"{out} exists: choose a new folder, or --force to replace it")
+        replace_dir(tmp, out)  # the old repository, if any, is now at tmp and goes with the staging folder
     return result
 
 
@@ -375,16 +376,3 @@ def _write_launcher(root: Path, result: Repository, engine: _Engine | None) -> N
     path = root / "tritonserver.sh"
     atomic_write_text(path, "\n".join(lines) + "\n")
     path.chmod(0o755)
-
-
-def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: the server (e.g. in a container) must read it
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if not force:  # appeared meanwhile
-        raise DeployError(f"{out} exists: choose a new folder, or --force to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -217,6 +217,7 @@ class TritonServer:
         self.http_port = self.grpc_port = self.metrics_port = None
         self._work: Path | None = None
         self._shm_prefix = f"carafe_triton_{uuid.uuid4().hex[:10]}_"
+        self.unload_cut_short = False  # set by stop(): the server's exit timeout ran out while models unloaded
 
     # endpoints ----------------------------------------------------------------------------------------------
     @property
@@ -245,6 +246,7 @@ class TritonServer:
         for repository in self.repositories:
             if not repository.is_dir():
                 raise DeployError(f"model repository {repository} is not a folder")
+        self._check_ports()
         bad = [m for r in self.repositories for m in python_models_without_model_py(r)]
         if bad:
             raise DeployError(f"Python model(s) {', '.join(bad)} lack a version folder with model.py (Triton 2.51 "
@@ -273,12 +275,37 @@ class TritonServer:
                     self.log_path = log
                     return self
                 except _PortInUse:
-                    if not pick or attempt == 2:
-                        raise DeployError(self._failure(log, "a port is in use")) from None
+                    if not pick or attempt == 2:  # one line: the log's own
+                        taken = [line.strip() for line in log.read_text(errors="replace").splitlines()
+                                 if "already in use" in line]
+                        raise DeployError(f"a port is in use: {taken[-1] if taken else 'see the log'}") from None
         except BaseException:
             self.stop()
             raise
         raise AssertionError("unreachable")
+
+    def _check_ports(self) -> None:
+        """The ports given: each a TCP port, no two the same, each free on ``host`` now (``DeployError`` naming it,
+        one line, before the server starts; Triton would say so only in its log, or not at all)."""
+        given = {kind: p for kind, p in zip(_PORT_KINDS, self.ports) if p is not None}
+        for kind, p in given.items():
+            if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+                raise DeployError(f"the {kind} port {p!r} is not a TCP port (1 to 65535)")
+        seen: dict[int, str] = {}
+        for kind, p in given.items():
+            if p in seen:
+                raise DeployError(f"the {seen[p]} and {kind} ports are both {p}: give each its own port")
+            seen[p] = kind
+        host = self.host if self.host not in ("0.0.0.0", "") else "127.0.0.1"
+        for kind, p in given.items():
+            with socket.socket() as probe:
+                # as the server binds: a port a closed connection still holds (TIME_WAIT) is free to it
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, p))
+                except OSError as exc:
+                    raise DeployError(f"the {kind} port {p} cannot be used on {host} ({exc.strerror or exc}; "
+                                      "another server?): choose another port") from None
 
     def _launch(self, install: ServerInstall, log: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
@@ -374,6 +401,10 @@ class TritonServer:
                 except subprocess.TimeoutExpired:
                     self._kill()
             code = self.proc.returncode
+            log = self.log_path if self.log_path and self.log_path.is_file() else None
+            # Triton exits 1 when its --exit-timeout-secs ran out before every model unloaded: stopped all the same
+            self.unload_cut_short = code == 1 and log is not None and "Exit timeout expired" in log.read_text(
+                errors="replace")
         for f in Path("/dev/shm").glob(f"{self._shm_prefix}*"):  # left behind when a stub was killed
             f.unlink(missing_ok=True)
         if self._work is not None:
@@ -393,6 +424,9 @@ class TritonServer:
 
 class _PortInUse(Exception):
     pass
+
+
+_PORT_KINDS = ("HTTP", "gRPC", "metrics")
 
 
 def _stop_with_parent() -> None:

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..compare import failure_reason
 from ..errors import MissingDependencyError
 from .base import Task
 
@@ -54,8 +55,7 @@ def check_candidates(task: Task, candidates: Sequence[Candidate], feeds: Mapping
             out.append(TaskCheck(name, c.precision, c.file, "skipped", str(exc)))
             continue
         except Exception as exc:  # noqa: BLE001 -- a backend failure is a row in the report, not a crash
-            first = " ".join(str(exc).split())[:300]
-            out.append(TaskCheck(name, c.precision, c.file, "error", f"{type(exc).__name__}: {first}"))
+            out.append(TaskCheck(name, c.precision, c.file, "error", failure_reason(exc)))
             continue
         result = task.compare(reference, actual, c.precision)
         out.append(TaskCheck(name, c.precision, c.file, "passed" if result.passed else "failed", result.summary,

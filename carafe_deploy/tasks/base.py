@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..compare import precision_class  # noqa: F401 -- the task families' tolerance classes
 from ..errors import DeployError
 from .source import LoadedModel
 
@@ -56,23 +57,10 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int, option: str) -> tu
         raise DeployError(f"{option}: not enough memory for inputs of {need / 2**30:.3g} GiB") from None
 
 
-def precision_class(precision: str | bool) -> str:
-    """The tolerance class of a file's precision: "fp32"; "fp16" for fp16, bf16 and mixed float files; "int8" for
-    quantized ones (int8, fp8, int4). ``True``/``False`` are the pipeline's fp16 flag."""
-    if isinstance(precision, bool):
-        return "fp16" if precision else "fp32"
-    if precision == "fp32":
-        return "fp32"
-    return "fp16" if precision in ("fp16", "bf16", "mixed") else "int8"
-
-
 class Task:
     """The generic family: any model, element-wise comparison (``allclose`` with rtol/atol)."""
 
     name = "generic"
-    # (rtol, atol) per precision class (:func:`precision_class`). INT8: measured on the tiny demo net
-    # (docs/QUANTIZATION.md); element-wise limits say little for a quantized model: compare at the task's level
-    tolerances = {"fp32": (1e-4, 1e-5), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
 
     def example_inputs(self, loaded: LoadedModel, shapes: Sequence[Sequence[int]] | None):
         """The tensors the model is traced with: standard-normal, seeded, of ``shapes`` (else the source's)."""
@@ -106,21 +94,29 @@ class Task:
     def compare(self, reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], precision: str | bool,
                 rtol: float | None = None, atol: float | None = None) -> CheckResult:
         """``actual`` against ``reference`` for a file of ``precision`` ("fp32", "fp16", "int8", ...; the pipeline's
-        fp16 flag as a bool)."""
-        from ..compare import compare
+        fp16 flag as a bool), element-wise with :func:`carafe_deploy.compare.compare`'s tolerances of that precision
+        (the default atol scaled per output)."""
+        from ..compare import compare, describe_tolerances
 
-        default_rtol, default_atol = self.tolerances[precision_class(precision)]
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
-        diffs = compare(reference, actual, rtol=rtol, atol=atol)
+        diffs = compare(reference, actual, rtol=rtol, atol=atol, precision=precision)
         passed = all(d.passed for d in diffs)
         worst = max((d.max_rel for d in diffs if d.max_rel is not None), default=None)
         problems = [f"{d.name}: {d.problem}" for d in diffs if d.problem]
-        summary = (f"{sum(d.passed for d in diffs)}/{len(diffs)} outputs allclose (rtol {rtol:g}, atol {atol:g})"
+        summary = (f"{sum(d.passed for d in diffs)}/{len(diffs)} outputs allclose ({describe_tolerances(rtol, atol, precision)})"
                    + (f", max rel {worst:.2e}" if worst is not None else "") + ("; " + "; ".join(problems)
                                                                               if problems else ""))
-        return CheckResult(passed, summary, {"rtol": rtol, "atol": atol,
+        return CheckResult(passed, summary, {"rtol": diffs[0].rtol if diffs else rtol, "atol": atol,
                                              "outputs": [{**d.__dict__, "passed": d.passed} for d in diffs]})
+
+    def sample_inputs(self, shapes: Sequence[Sequence[int]], seed: int) -> tuple | None:
+        """Inputs of ``shapes`` for a check against a rebuilt model, where random normal values are not what the
+        model takes (``None``: they are)."""
+        return None
+
+    def rebuild(self, loaded: LoadedModel, metadata: Mapping[str, str], input_shapes, log) -> None:
+        """Do to a model rebuilt from its source (``check``) what :meth:`prepare` did before the export, from the
+        file's ``metadata`` (what :meth:`metadata` wrote) and its static ``input_shapes`` (``None`` where dynamic),
+        so that it computes what the file was exported from."""
 
     def engine_profile(self, input_names: Sequence[str], export_inputs, dynamic: bool) -> tuple[Shapes, Shapes, Shapes]:
         """(min, opt, max) shapes per input: the export shapes (override with --min/--opt/--max)."""

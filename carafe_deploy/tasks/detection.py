@@ -24,6 +24,8 @@ __all__ = ["DetectionTask", "detect", "detect_active", "parity_image", "resize_k
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - not a trained model"
 # precision class -> (IoU above which a pair matches, largest |score| and mask difference of a matched pair)
 MATCHING = {"fp32": (0.99, 1e-3), "fp16": (0.9, 5e-2), "int8": (0.5, 0.1)}
+# metadata_props key: the H x W of the image a random-weights export calibrated its heads on
+CALIBRATION_KEY = "carafe_deploy.calibrated_on"
 
 
 def parity_image(height: int, width: int, seed: int = 0):
@@ -54,11 +56,13 @@ class DetectionTask(Task):
         return (parity_image(h, w),)
 
     def prepare(self, loaded: LoadedModel, inputs, log) -> None:
+        self._calibrated_on = None
         if loaded.weights == "random" and loaded.spec is not None:
             from ..models.detectors import calibrate_random_heads
 
             log("no --checkpoint: RANDOM weights (classifier calibrated so that detections exist)")
             calibrate_random_heads(loaded.model, inputs[0])
+            self._calibrated_on = tuple(inputs[0].shape[2:])
 
     @contextlib.contextmanager
     def exporting(self, loaded: LoadedModel, detection_ops: str):
@@ -76,7 +80,28 @@ class DetectionTask(Task):
             model.detection_ops = before
 
     def metadata(self, loaded: LoadedModel) -> dict[str, str]:
-        return {"carafe_deploy.input": "image: N x 3 x H x W float32 RGB 0..255 (resized, not normalized)"}
+        props = {"carafe_deploy.input": "image: N x 3 x H x W float32 RGB 0..255 (resized, not normalized)"}
+        if getattr(self, "_calibrated_on", None):  # what `check` must redo to rebuild the same random model
+            props[CALIBRATION_KEY] = "x".join(map(str, self._calibrated_on))
+        return props
+
+    def rebuild(self, loaded: LoadedModel, metadata, input_shapes, log) -> None:
+        """Random weights: calibrate the heads on the image the export calibrated them on (its size from the file's
+        metadata, else from its static input size, else the model's default size), as :meth:`prepare` did."""
+        if loaded.weights != "random" or loaded.spec is None:
+            return
+        size = metadata.get(CALIBRATION_KEY, "")
+        if size:
+            h, w = (int(v) for v in size.split("x"))
+        elif input_shapes and input_shapes[0] is not None and len(input_shapes[0]) == 4:
+            h, w = input_shapes[0][2:]
+        else:
+            h, w = loaded.input_shapes[0][2:]
+        self.prepare(loaded, (parity_image(h, w),), log)
+
+    def sample_inputs(self, shapes, seed: int):
+        """Test images (:func:`parity_image`), not noise: a detector's output on noise says little."""
+        return tuple(parity_image(s[2], s[3], seed=seed + i) for i, s in enumerate(shapes))
 
     def check_inputs(self, loaded: LoadedModel, export_inputs, shapes, dynamic: bool) -> list[tuple]:
         from ..models.detectors import MIN_IMAGE_SIZE, PAD_DIVISOR

@@ -18,7 +18,7 @@ from .base import Task
 from .source import LoadedModel
 
 __all__ = ["ExportOptions", "CheckOptions", "EngineOptions", "deploy", "output_paths", "task_for", "task_named",
-           "file_task", "TASKS", "TASK_METADATA"]
+           "file_task", "torch_reference", "TASKS", "TASK_METADATA"]
 
 
 @dataclass
@@ -87,7 +87,7 @@ def task_for(loaded: LoadedModel) -> Task:
     return task_named(family, f"model {loaded.name!r}")
 
 
-def task_named(family: str, where: str) -> Task:
+def task_named(family: str, where: str = "the model") -> Task:
     """The task family ``family``; ``where`` (a model, an ONNX file's ``carafe_deploy.task`` metadata) names it."""
     try:
         return _tasks()[family]()
@@ -133,7 +133,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
 
     from ..onnx import carafe_nodes, export as onnx_export, to_portable
     from ..onnx.detection_nodes import detection_nodes
-    from ..onnx.files import save_model
+    from ..onnx.files import save_model, uses_external_data
 
     check = check or CheckOptions()
     engine = engine or EngineOptions()
@@ -149,7 +149,7 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
     # PyTorch's outputs first: a model that fails on its inputs (a channel mismatch, say) is one clear error here,
     # not the exporter's page about two exporters
     sets = task.check_inputs(loaded, example, check.shapes, dynamic) if check.enabled or check.save_reference else []
-    references = [_torch_reference(loaded, s) for s in sets]
+    references = [torch_reference(loaded, s) for s in sets]
 
     report: dict = {"model": loaded.description, "task": task.name, "weights": loaded.weights,
                     "onnx": {"path": str(export.output), "mode": export.mode, "fp16": export.fp16, "dynamic": dynamic,
@@ -192,6 +192,8 @@ def deploy(loaded: LoadedModel, export: ExportOptions, check: CheckOptions | Non
         checked = proto
         if export.mode == "plugin" and not custom_op_library_available():
             checked = to_portable(_copy(proto))
+        if uses_external_data(checked):  # over 2 GB: its weights went to the data file, ONNX Runtime reads it there
+            checked = export.output
         runner = OnnxrtRunner(checked, name="onnxruntime")
         _check_backend(report, task, runner, input_names, sets, references, export.fp16, check, log)
 
@@ -246,7 +248,7 @@ def output_paths(export: ExportOptions, check: CheckOptions, engine: EngineOptio
     return {**paths, **(other_outputs or {})}
 
 
-def _torch_reference(loaded: LoadedModel, tensors) -> list:
+def torch_reference(loaded: LoadedModel, tensors) -> list:
     """PyTorch's outputs on ``tensors``; a model that cannot run on them is the user's to fix (``DeployError``)."""
     from ..backends.pytorch import torch_outputs
 

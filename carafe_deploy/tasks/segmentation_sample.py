@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..files import atomic_path, make_dir
+from ..files import atomic_path, output_dir
 from ..imaging import normalize
 from ..models import build, spec
 from ..models.checkpoint import save_checkpoint
@@ -155,6 +155,18 @@ def save_figure(path: str, images: np.ndarray, labels: np.ndarray, preds: dict[s
 BACKENDS = ("portable", "decomposed", "fp16", "tensorrt")
 
 
+_LIMITS = {"steps": 1, "batch": 1, "train_count": 1, "test_count": 2, "size": 8}
+
+
+def check_arguments(names: dict[str, str] | None = None, **values: int) -> None:
+    """``ValueError`` for the first of ``values`` (steps, batch, train_count, test_count, size) below its minimum,
+    named as ``names`` says (the caller's option names), before any work."""
+    for key, value in values.items():
+        if value < _LIMITS[key]:
+            label = (names or {}).get(key, key)
+            raise ValueError(f"{label} must be >= {_LIMITS[key]}, got {value}")
+
+
 def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int = 64, train_count: int = 800,
         test_count: int = 48, lr: float = 3e-3, seed: int = 0, backends=BACKENDS, progress: bool = True, log=print,
         threads: int | None = None) -> dict:
@@ -169,18 +181,22 @@ def run(out_dir: str, steps: int = TrainConfig.steps, batch: int = 8, size: int 
     Returns ``{"report": evaluate's report, "train_seconds", "losses", "files", "config", "chance_miou",
     "command"}``.
     """
-    from .datasets import write_segmentation
-
     cfg = TrainConfig(steps, batch, size, train_count, test_count, lr, seed)
-    if steps < 1 or batch < 1 or test_count < 2 or train_count < 1 or size < 8:
-        raise ValueError(f"need steps >= 1, batch >= 1, train_count >= 1, test_count >= 2 and size >= 8, got "
-                         f"{steps}, {batch}, {train_count}, {test_count} and {size}")
+    check_arguments(steps=steps, batch=batch, train_count=train_count, test_count=test_count, size=size)
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; use {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    out = make_dir(out_dir, "output folder")
+    # removed again if interrupted before anything is written in it
+    with output_dir(out_dir, "output folder") as out:
+        return _run(out, cfg, backends, progress, log, threads)
+
+
+def _run(out, cfg: TrainConfig, backends, progress: bool, log, threads: int | None) -> dict:
+    from .datasets import write_segmentation
+
+    steps, size = cfg.steps, cfg.size
     train_x, train_y = make_set(cfg.train_count, cfg.size, seed=cfg.seed)
     test_x, test_y = make_set(cfg.test_count, cfg.size, seed=cfg.seed + 10_000)  # disjoint stream: held out
     img_dir, ann_dir = write_segmentation(out / "data", test_x, test_y)

@@ -69,6 +69,8 @@ class ModelSource:
                               "FILE, --model NAME or --config FILE")
         if (self.overrides or self.tiny) and not (self.model or self.config):
             raise DeployError("--set and --tiny apply to a registered model (--model NAME) or a config (--config)")
+        if (self.class_name or self.kwargs not in ({}, "{}", "", None)) and not self.python:
+            raise DeployError("--class and --kwargs apply to --python FILE (the class it defines and its arguments)")
         if self.checkpoint and not (self.python or self.model or self.config):
             raise DeployError("--checkpoint applies to --python, --model and --config (TorchScript and "
                               "ExportedProgram files carry their weights)")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib
 import os
 
-from ..errors import MissingDependencyError
+from ..errors import DeployError, MissingDependencyError
 from .plugin import ENV_VAR, plugin_library
 from .rtx import core_link_missing, plugin_unusable
-from .runtime import import_tensorrt, runtime_installed
+from .runtime import NO_GPU, cuda_device_count, import_tensorrt, runtime_installed
 
-__all__ = ["build_unavailable", "run_unavailable", "engine_unavailable", "choose_plugin"]
+__all__ = ["build_unavailable", "run_unavailable", "engine_unavailable", "choose_plugin", "unidentified_engine"]
 
 
 def choose_plugin(use_plugin: bool | None, plugin_path=None, backend: str | None = None) -> tuple[bool, str | None]:
@@ -60,7 +60,10 @@ def build_unavailable(use_plugin: bool = True, backend: str | None = None) -> st
 
 
 def run_unavailable() -> str | None:
-    """``None`` when an engine can run here (a CUDA device for its buffers, through torch or pycuda), else why not."""
+    """``None`` when an engine can run here (a CUDA device for its buffers, through torch or pycuda), else why not:
+    first whether there is a GPU at all (installing pycuda would not help a machine without one)."""
+    if cuda_device_count() == 0:
+        return NO_GPU
     try:
         import torch
 
@@ -78,3 +81,33 @@ def run_unavailable() -> str | None:
 def engine_unavailable(use_plugin: bool | None = None, backend: str | None = None) -> str | None:
     """``None`` when an engine in the form ``choose_plugin`` picks can be built and run here, else the reason."""
     return build_unavailable(choose_plugin(use_plugin, backend=backend)[0], backend) or run_unavailable()
+
+
+def unidentified_engine(path, backend: str | None = None, option: str = "--engine") -> None:
+    """``DeployError`` before anything runs when ``path`` is given as an engine and nothing here can tell that it is
+    one, where it would otherwise be reported "skipped" (no runtime or GPU here to try it): it has no sidecar
+    (``ENGINE.json``, which every engine built by carafe-deploy has) and lacks TensorRT-RTX's magic. A sidecar that
+    describes another file (its sha256 differs) is an error too. A missing file is left to the runner."""
+    from ..files import require_file
+    from .runner import engine_runtime
+    from .sidecar import read_sidecar, sha256_file, sidecar_path
+
+    if not os.path.lexists(path):
+        return
+    require_file(path, option)
+    try:
+        side = read_sidecar(path)
+    except ValueError as exc:
+        raise DeployError(f"{option} {path}: its sidecar is not valid: {exc}") from None
+    if side is not None:
+        if side["engine"]["sha256"] != sha256_file(path):
+            raise DeployError(f"{option} {path}: its sidecar {sidecar_path(path).name} describes another file (the "
+                              "sha256 differs): rebuild the engine, or remove the stale sidecar")
+        return
+    if engine_runtime(path)[0] is not None:
+        return
+    why = build_unavailable(False, backend) or run_unavailable()
+    if why is None:
+        return  # TensorRT is here to read it, and says what it is
+    raise DeployError(f"{option} {path}: nothing here says it is a TensorRT engine (no sidecar "
+                      f"{sidecar_path(path).name}, no engine magic), and none can be read here to try ({why})")

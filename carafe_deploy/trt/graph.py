@@ -42,11 +42,12 @@ class PreparedGraph:
     notes: list[str] = field(default_factory=list)
 
 
-def load_onnx(path) -> onnx.ModelProto:
-    """Load an ONNX file with its external data; ``DeployError`` naming the file when it is not a model."""
+def load_onnx(path, weights: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file with its external data (``weights=False``: the graph alone); ``DeployError`` naming the
+    file when it is not a model."""
     from ..onnx.files import load_model
 
-    return load_model(path)
+    return load_model(path, weights=weights)
 
 
 def all_nodes(model: onnx.ModelProto):

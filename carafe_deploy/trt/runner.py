@@ -18,7 +18,8 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import DeployError, MissingDependencyError
-from .runtime import RUNTIME_LABELS, check_backend, dtype_name, import_tensorrt, make_logger, runtime_label
+from .runtime import (NO_GPU, RUNTIME_LABELS, check_backend, cuda_device_count, dtype_name, import_tensorrt,
+                      make_logger, runtime_label)
 from .profiles import InputProfile
 from .sidecar import read_sidecar
 
@@ -147,6 +148,8 @@ class _PyCudaArray:
 def _buffers(device: int, buffers: str | None):
     if buffers not in (None, "torch", "pycuda"):
         raise ValueError(f"buffers must be 'torch' or 'pycuda', got {buffers!r}")
+    if cuda_device_count() == 0:  # before any advice to install pycuda, which needs a GPU too
+        raise MissingDependencyError(NO_GPU)
     if buffers in (None, "torch"):
         try:
             import torch

@@ -17,7 +17,7 @@ from types import ModuleType
 
 from ..errors import MissingDependencyError
 
-__all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "import_tensorrt", "tensorrt_available", "runtime_name",
+__all__ = ["RUNTIMES", "RUNTIME_LABELS", "INSTALL_HINT", "NO_GPU", "cuda_device_count", "import_tensorrt", "tensorrt_available", "runtime_name",
            "runtime_label", "is_rtx", "trt_major", "check_backend", "runtime_installed", "cuda_device_count", "make_logger", "dtype_name"]
 
 # runtime name (as --backend and the sidecar write it) -> Python module, in the order of automatic choice
@@ -121,6 +121,10 @@ def trt_major(trt: ModuleType) -> int:
         return int(str(version).split(".")[0])
     except ValueError:
         return 0
+
+
+NO_GPU = ("no CUDA device here (the NVIDIA driver sees no GPU): a TensorRT engine runs only on an NVIDIA GPU, and "
+          "no package installed here changes that")
 
 
 def cuda_device_count() -> int:

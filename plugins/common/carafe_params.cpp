@@ -239,6 +239,19 @@ std::string checkShapes(Params const& p, int64_t const fd[4], int64_t const kd[4
 {
     auto known = [](int64_t v) { return v >= 0; };
     std::ostringstream s;
+    for (int t = 0; t < 2; ++t)
+    {
+        int64_t const* const d = t == 0 ? fd : kd;
+        for (int i = 0; i < 4; ++i)
+        {
+            if (d[i] < -1) // -1 is TensorRT's "unknown until run time"; nothing else below 0 is an extent
+            {
+                s << (t == 0 ? "features" : "kernels") << " dimension " << i << " is " << d[i]
+                  << ": an extent is >= 0, or -1 where it is known only at run time";
+                return s.str();
+            }
+        }
+    }
     if (known(fd[1]) && fd[1] % p.group != 0)
     {
         s << "features channels (" << fd[1] << ") must be divisible by group (" << p.group << ")";
@@ -293,6 +306,27 @@ std::string checkShapes(Params const& p, int64_t const fd[4], int64_t const kd[4
           << ") has more elements than int64 can count";
         return s.str();
     }
+    return {};
+}
+
+std::string launchGeometry(Params const& p, int64_t const fd[4], int64_t const kd[4], Geometry& g)
+{
+    for (int i = 0; i < 4; ++i)
+    {
+        if (fd[i] < 0 || kd[i] < 0)
+        {
+            std::ostringstream s;
+            s << "a launch needs every extent; got features (" << fd[0] << ", " << fd[1] << ", " << fd[2] << ", "
+              << fd[3] << ") and kernels (" << kd[0] << ", " << kd[1] << ", " << kd[2] << ", " << kd[3] << ")";
+            return s.str();
+        }
+    }
+    std::string err = checkShapes(p, fd, kd);
+    if (!err.empty())
+    {
+        return err;
+    }
+    g = makeGeometry(fd[0], fd[1], fd[2], fd[3], p.kernelSize, p.group, p.scale, p.mode);
     return {};
 }
 

@@ -60,8 +60,13 @@ std::string parseFields(std::vector<Field> const& fields, FieldSet set, Params& 
 char const* modeName(Mode mode);
 
 // Checks features (N, C, H, W) against kernels (N, G*k*k, Ho, Wo) for these attributes. Any extent may be -1
-// (unknown at build time) and is then not checked. Extents whose output size or element count would not fit in
-// int64 are an error, not an overflow. Empty string when consistent.
+// (unknown at build time) and is then not checked; any other negative extent is an error. Extents whose output size
+// or element count would not fit in int64 are an error, not an overflow. Empty string when consistent.
 std::string checkShapes(Params const& p, int64_t const featureDims[4], int64_t const kernelDims[4]);
+
+// The geometry a launch (enqueue) runs with: every extent known (>= 0) and accepted by checkShapes. Empty string
+// with `g` set, otherwise a message and `g` untouched: the kernels' index math never sees extents whose products
+// overflow, whatever dims reach enqueue.
+std::string launchGeometry(Params const& p, int64_t const featureDims[4], int64_t const kernelDims[4], Geometry& g);
 
 } // namespace carafe

@@ -321,13 +321,23 @@ int32_t CarafePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
         return -1;
     }
     Dims const& f = inputDesc[0].dims;
-    if (f.nbDims != 4)
+    Dims const& k = inputDesc[1].dims;
+    if (f.nbDims != 4 || k.nbDims != 4)
     {
-        logError(where() + ": enqueue got features " + dimsString(f) + ", not 4-D");
+        logError(where() + ": enqueue got features " + dimsString(f) + " and kernels " + dimsString(k) + ", not 4-D");
         return -1;
     }
-    Geometry const g = makeGeometry(f.d[0], f.d[1], f.d[2], f.d[3], mParams.kernelSize, mParams.group, mParams.scale,
-        mParams.mode);
+    int64_t fd[4];
+    int64_t kd[4];
+    dims4(f, fd);
+    dims4(k, kd);
+    Geometry g{};
+    std::string const bad = launchGeometry(mParams, fd, kd, g); // never index math on extents that overflow
+    if (!bad.empty())
+    {
+        logError(where() + ": enqueue: " + bad);
+        return -1;
+    }
     cudaError_t const err = launchForward(g, toDType(inputDesc[0].type), inputs[0], inputs[1], outputs[0], stream);
     if (err != cudaSuccess)
     {

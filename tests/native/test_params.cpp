@@ -219,6 +219,65 @@ void refusesExtentsThatOverflow()
     CHECK_MSG(contains(err, "kernels") && contains(err, "int64"), "%s", err.c_str());
 }
 
+// configurePlugin sees -1 for an extent known only at run time; any other negative extent is a broken network.
+void refusesNegativeExtents()
+{
+    Params up;
+    up.kernelSize = 5;
+    int64_t const fNeg[4] = {1, -7, 5, 5};
+    int64_t const k[4] = {1, 25, 10, 10};
+    std::string err = carafe::checkShapes(up, fNeg, k);
+    CHECK_MSG(contains(err, "features dimension 1 is -7"), "%s", err.c_str());
+    int64_t const f[4] = {1, 8, 5, 5};
+    int64_t const kNeg[4] = {1, 25, -2, 10};
+    err = carafe::checkShapes(up, f, kNeg);
+    CHECK_MSG(contains(err, "kernels dimension 2 is -2"), "%s", err.c_str());
+    int64_t const fMin[4] = {1, 8, INT64_MIN, 5};
+    err = carafe::checkShapes(up, fMin, k);
+    CHECK_MSG(contains(err, "features dimension 2"), "%s", err.c_str());
+    int64_t const fDyn[4] = {-1, 8, -1, -1};
+    CHECK(carafe::checkShapes(up, fDyn, k).empty());
+}
+
+// enqueue's geometry: every extent known and checked, so that H = INT64_MAX / 2 (whose up-sampled extent overflows
+// int64; UBSan fails this test on a signed overflow) is a message, not index math.
+void launchGeometryIsChecked()
+{
+    Params up;
+    up.kernelSize = 5;
+    carafe::Geometry g{};
+    g.n = -42;
+    int64_t const big = INT64_MAX / 2;
+    int64_t const fHuge[4] = {1, 8, big, 4};
+    int64_t const kHuge[4] = {1, 25, 2 * big, 8}; // consistent, but 8 * H * 4 elements do not fit in int64
+    std::string err = carafe::launchGeometry(up, fHuge, kHuge, g);
+    CHECK_MSG(contains(err, "more elements than int64"), "%s", err.c_str());
+    int64_t const fOver[4] = {1, 8, big + 1, 4}; // 2 * H itself overflows
+    err = carafe::launchGeometry(up, fOver, kHuge, g);
+    CHECK_MSG(contains(err, "too large") && contains(err, "int64"), "%s", err.c_str());
+    CHECK(g.n == -42); // untouched on failure
+
+    int64_t const f[4] = {2, 8, 5, 7};
+    int64_t const kUnknown[4] = {2, 25, -1, 14};
+    err = carafe::launchGeometry(up, f, kUnknown, g);
+    CHECK_MSG(contains(err, "needs every extent"), "%s", err.c_str());
+    int64_t const kShort[4] = {2, 25, 10, 13};
+    CHECK(contains(carafe::launchGeometry(up, f, kShort, g), "width"));
+
+    int64_t const k[4] = {2, 25, 10, 14};
+    err = carafe::launchGeometry(up, f, k, g);
+    CHECK_MSG(err.empty(), "%s", err.c_str());
+    CHECK(g.n == 2 && g.c == 8 && g.h == 5 && g.w == 7 && g.ho == 10 && g.wo == 14 && g.k == 5 && g.group == 1
+        && g.scale == 2 && g.mode == Mode::kUp);
+
+    Params down = up;
+    down.mode = Mode::kDown;
+    down.scale = 3;
+    int64_t const kDown[4] = {2, 25, 2, 3}; // ceil(5/3), ceil(7/3)
+    err = carafe::launchGeometry(down, f, kDown, g);
+    CHECK_MSG(err.empty() && g.ho == 2 && g.wo == 3, "%s", err.c_str());
+}
+
 } // namespace
 
 int main()
@@ -229,5 +288,7 @@ int main()
     requiredDuplicateAndExactFields();
     checksShapes();
     refusesExtentsThatOverflow();
+    refusesNegativeExtents();
+    launchGeometryIsChecked();
     return TEST_RESULT();
 }

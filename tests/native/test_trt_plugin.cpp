@@ -298,6 +298,30 @@ void hostChecks()
         negative.nbDims = -1;
         CHECK(cfg(dims4(1, 64, 1, 1), negative, dims4(1, 64, 2, 2)) == -1);
         CHECK(lastErrorMentions("invalid rank -1"));
+        // -1 is "known at run time"; -7 is no extent at all
+        CHECK(cfg(dims4(1, 64, -7, 4), dims4(1, 100, -1, -1), dims4(1, 64, -1, -1)) == -1);
+        CHECK(lastErrorMentions("features dimension 2 is -7"));
+        CHECK(cfg(dims4(1, 64, 4, 4), dims4(1, 100, 8, -3), dims4(1, 64, 8, 8)) == -1);
+        CHECK(lastErrorMentions("kernels dimension 3 is -3"));
+
+        // enqueue checks the dims it runs with before any index math (no launch happens: it fails first, so this
+        // runs without a GPU): H = INT64_MAX / 2, whose element counts overflow int64, and H + 1, whose s*H does.
+        int64_t const half = INT64_MAX / 2;
+        PluginTensorDesc ein[2] = {dynDesc(dims4(1, 64, half, 4), DataType::kFLOAT).desc,
+            dynDesc(dims4(1, 100, 2 * half, 8), DataType::kFLOAT).desc};
+        PluginTensorDesc eout[1] = {dynDesc(dims4(1, 64, 2 * half, 8), DataType::kFLOAT).desc};
+        float dummy = 0.0F;
+        void const* eins[2] = {&dummy, &dummy};
+        void* eouts[1] = {&dummy};
+        CHECK(runtime(g4.get())->enqueue(ein, eout, eins, eouts, nullptr, nullptr) == -1);
+        CHECK(lastErrorMentions("enqueue") && lastErrorMentions("more elements than int64"));
+        ein[0].dims.d[2] = half + 1;
+        CHECK(runtime(g4.get())->enqueue(ein, eout, eins, eouts, nullptr, nullptr) == -1);
+        CHECK(lastErrorMentions("enqueue") && lastErrorMentions("too large"));
+        ein[1].dims.d[2] = 7; // kernels that do not match the features: refused at run time too
+        ein[0].dims.d[2] = 3;
+        CHECK(runtime(g4.get())->enqueue(ein, eout, eins, eouts, nullptr, nullptr) == -1);
+        CHECK(lastErrorMentions("height"));
     }
 
     // clone and serialization round trips, both node types.

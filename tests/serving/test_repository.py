@@ -33,7 +33,7 @@ def _imports(path) -> set[str]:
 def test_imaging_and_python_models_import_only_what_the_server_environment_has():
     # imaging.py is copied as it stands into repositories, where neither torch nor carafe_deploy exists
     assert _imports(PACKAGE / "imaging.py") <= {"__future__", "io", "numpy", "PIL"}
-    allowed = {"json", "os", "numpy", "onnxruntime", "triton_python_backend_utils", "carafe_imaging"}
+    allowed = {"ctypes", "json", "os", "numpy", "onnxruntime", "triton_python_backend_utils", "carafe_imaging"}
     for path in sorted((PACKAGE / "serving" / "python_models").glob("*.py")):
         assert _imports(path) <= allowed, path.name
 

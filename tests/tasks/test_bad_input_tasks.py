@@ -109,8 +109,8 @@ def test_segmentation_sample_errors_are_one_line(tmp_path, capsys):
 
     ro = unwritable_dir(tmp_path)
     cases = [
-        (["--out", str(tmp_path / "a"), "--steps", "0"], 2, "need steps >= 1"),
-        (["--out", str(tmp_path / "a"), "--size", "0"], 2, "size >= 8"),
+        (["--out", str(tmp_path / "a"), "--steps", "0"], 2, "steps must be >= 1, got 0"),
+        (["--out", str(tmp_path / "a"), "--size", "0"], 2, "size must be >= 8, got 0"),
         (["--out", str(tmp_path / "a"), "--threads", "-2"], 2, "threads must be >= 1, got -2"),
         (["--out", os.path.join(ro, "seg"), "--steps", "1"], 1, "output folder cannot"),
     ]

@@ -348,8 +348,15 @@ def test_running_without_a_gpu_is_a_missing_dependency(tmp_path):
 
     if run_unavailable() is None:
         pytest.skip("this machine has CUDA buffers: tests/trt/test_engines_on_a_gpu.py runs engines")
-    with pytest.raises(MissingDependencyError, match=r"torch has no CUDA device"):
+    from carafe_deploy.trt.runtime import cuda_device_count
+
+    with pytest.raises(MissingDependencyError) as info:
         EngineRunner(_engine(tmp_path))
+    if cuda_device_count():  # a GPU, but no CUDA torch and no pycuda to reach it
+        assert "torch has no CUDA device" in str(info.value)
+    else:  # no GPU at all: said so, with no advice to install pycuda (which would not help)
+        assert "no CUDA device here (the NVIDIA driver sees no GPU)" in str(info.value)
+        assert "pycuda" not in str(info.value)
 
 
 def _in_child(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
