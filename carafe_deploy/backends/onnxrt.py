@@ -55,7 +55,9 @@ PORTABLE_HINT = "`carafe-deploy convert MODEL.onnx --to portable -o OUT.onnx` wr
 def needs_custom_op_library(model: onnx.ModelProto) -> bool:
     """Whether ``model`` has ``carafe::CARAFE`` nodes without their function (the plugin form, or a plain
     ``torch.onnx.export`` that could not attach it): ONNX Runtime runs it with the custom-op library only."""
-    return bool(carafe_nodes(model)) and not any(f.domain == "carafe" and f.name == "CARAFE" for f in model.functions)
+    from ..onnx.describe import carafe_form
+
+    return carafe_form(model) == "plugin"
 
 
 def make_session(model: onnx.ModelProto | str | os.PathLike, providers: Sequence[str] | None = None,

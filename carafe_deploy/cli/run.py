@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DeployError
 from .args import HelpFormatter, add_backend
+
+if TYPE_CHECKING:  # numpy is imported inside the functions: --help stays fast
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,43 +7,25 @@ from __future__ import annotations
 import onnx
 
 from .forms import carafe_nodes
+from .quantized import quantized_precision
 from .schema import DOMAIN, OP_TYPE
-from .validate import walk_nodes
 
 __all__ = ["precision", "carafe_form", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "int4")
 
-_QDQ = ("QuantizeLinear", "DequantizeLinear")
-_QUANTIZED = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8", onnx.TensorProto.INT16: "int16",
-              onnx.TensorProto.UINT16: "int16", onnx.TensorProto.FLOAT8E4M3FN: "fp8",
-              onnx.TensorProto.FLOAT8E4M3FNUZ: "fp8", onnx.TensorProto.FLOAT8E5M2: "fp8",
-              onnx.TensorProto.FLOAT8E5M2FNUZ: "fp8"}
-for _name in ("INT4", "UINT4"):  # onnx >= 1.16
-    if hasattr(onnx.TensorProto, _name):
-        _QUANTIZED[getattr(onnx.TensorProto, _name)] = "int4"
 _FLOATS = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.DOUBLE: "fp32", onnx.TensorProto.FLOAT16: "fp16",
            onnx.TensorProto.BFLOAT16: "bf16"}
 
 
 def _quantized_type(model: onnx.ModelProto) -> str | None:
-    """The integer/fp8 type of the Q/DQ nodes' zero points (int8 when a node has none: ONNX's default is uint8)."""
-    qdq = [n for n, _ in walk_nodes(model) if n.op_type in _QDQ and n.domain in ("", "ai.onnx", "com.microsoft")]
-    if not qdq:
+    """The type a file with Q/DQ nodes quantizes to (:func:`.quantized.quantized_precision`); the narrowest where it
+    has several (a mixed int4-weights / int8-activations file is int4)."""
+    label = quantized_precision(model)
+    if not label:
         return None
-    inits = {t.name: t for t in model.graph.initializer}
-    constants = {n.output[0]: a.t for n, _ in walk_nodes(model) if n.op_type == "Constant"
-                 for a in n.attribute if a.name == "value"}
-    found = set()
-    for node in qdq:
-        zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        tensor = inits.get(zero_point) or constants.get(zero_point)
-        found.add(_QUANTIZED.get(tensor.data_type, "int8") if tensor is not None else "int8")
-    # the narrowest type the file quantizes to names it (a mixed int4-weights / int8-activations file is int4)
-    for name in ("int4", "fp8", "int8", "int16"):
-        if name in found:
-            return name
-    return "int8"
+    found = set(label.split("+"))
+    return next((name for name in ("int4", "fp8", "int8", "int16") if name in found), "int8")
 
 
 def precision(model: onnx.ModelProto) -> str:

@@ -69,9 +69,9 @@ def sample_main(argv, description: str, default_out: str, defaults, measured: st
                 summary: Callable[[dict], str] = lambda res: "") -> int:
     """A sample's command line: train (``defaults``: its ``TrainConfig``), evaluate, print the table and the
     ``carafe-deploy evaluate`` command that gives it again; ``measured``: what the held-out images measure."""
-    from ..errors import run_guarded
+    from ..errors import ArgumentParser, run_guarded
 
-    p = argparse.ArgumentParser(description=description, formatter_class=SampleHelpFormatter)
+    p = ArgumentParser(description=description, formatter_class=SampleHelpFormatter)
     p.add_argument("-o", "--output", "--out", dest="out", default=default_out, metavar="DIR", help="output folder")
     p.add_argument("--steps", type=int, default=defaults.steps, metavar="N", help="training steps")
     p.add_argument("--batch", type=int, default=defaults.batch, metavar="N", help="training batch")
