@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 
 from ..errors import DeployError, MissingDependencyError
-from ..onnx.forms import carafe_nodes
 from .base import Runner, TensorMeta
 
 __all__ = ["OnnxrtRunner", "make_session", "needs_custom_op_library", "PORTABLE_HINT", "check_providers", "input_specs",
