@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO
+from support.terminal import at_a_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,8 @@ NET_PY = textwrap.dedent("""
 
 def _cli(*argv, env=None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "carafe_deploy", *map(str, argv)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=at_a_terminal,
+                            **kwargs)
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> None:

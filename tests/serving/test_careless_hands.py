@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from support import REPO
 from support.onnx_graphs import single_node_model
+from support.terminal import at_a_terminal
 
 from carafe_deploy.cli import main
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def _cli(*argv, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "carafe_deploy", *map(str, argv)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=at_a_terminal, **kw)
 
 
 def _weighty_model(path, megabytes: int = 256) -> None:

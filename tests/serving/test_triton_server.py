@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from support import REPO
+from support.terminal import at_a_terminal
 from support.serving_graphs import BOX_FRACTIONS, LABELS, standin_detector, standin_engine
 
 pytestmark = pytest.mark.slow
@@ -372,7 +373,8 @@ def test_serve_command_starts_prints_the_endpoints_and_stops_on_ctrl_c(served, t
     repo = served["repos"][TINY].path
     proc = subprocess.Popen([sys.executable, "-m", "carafe_deploy", "serve", str(repo), "--load-model", f"{TINY}_python",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=at_a_terminal)
     lines = []
     try:
         deadline = time.monotonic() + 120
