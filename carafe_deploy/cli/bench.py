@@ -64,7 +64,7 @@ def _refuse_fixed_batch(args, dims: dict) -> None:
         if other:
             raise ValueError(f"{args.onnx} fixes the batch of input {name!r} to {fixed}, so --batch "
                              f"{' '.join(map(str, other))} cannot run on it: give --batch {fixed}, or export with a "
-                             "dynamic batch (--dynamic)")
+                             "dynamic batch (`carafe-deploy export ... --dynamic`)")
 
 
 def _default_shapes(args, loaded) -> dict[str, tuple[int, ...]]:

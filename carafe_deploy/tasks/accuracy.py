@@ -69,7 +69,8 @@ def render_task_table(checks: Sequence[TaskCheck], title: str):
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
     rows, notes = [], []
     for c in checks:
-        status = c.status if c.gated or c.status != "failed" else "failed (not gated)"
+        # FAILED in capitals, as the element-wise table writes it: the word a reader looks for
+        status = {"failed": "FAILED" if c.gated else "failed (not gated)"}.get(c.status, c.status)
         colour = colours[c.status]
         if c.status in ("skipped", "error"):
             rows.append((c.backend, c.precision, c.file, "-", f"[{colour}]{status}[/{colour}]"))
