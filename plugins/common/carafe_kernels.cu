@@ -12,6 +12,7 @@
 // index math comes from carafe_geometry.h.
 
 #include "carafe_cuda.h"
+#include "kernel_support.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -19,14 +20,9 @@
 #include <algorithm>
 #include <atomic>
 
-// Kernel launches go through CARAFE_LAUNCH so that tests/native/cuda_host_emulation.h can run these same kernels on
-// the CPU (one std::thread per CUDA thread) under AddressSanitizer, where no GPU is available.
+// Kernel launches go through CARAFE_LAUNCH (kernel_support.cuh) so that tests/native/cuda_host_emulation.h can run
+// these same kernels on the CPU (one std::thread per CUDA thread) under AddressSanitizer, where no GPU is available.
 // `kernel` is parenthesized at the call sites (template arguments contain commas).
-#define CARAFE_STRIP_PARENS(...) __VA_ARGS__
-#ifndef CARAFE_LAUNCH
-#define CARAFE_LAUNCH(kernel, grid, block, shared, stream, ...)                                                        \
-    CARAFE_STRIP_PARENS kernel<<<grid, block, shared, stream>>>(__VA_ARGS__)
-#endif
 
 namespace carafe
 {
@@ -123,18 +119,6 @@ __device__ __forceinline__ AccOf<T> load(T const* p)
     return Cvt<T>::toFloat(__ldg(p));
 }
 
-// Dynamic shared memory viewed as the accumulator type (double-aligned for both).
-template <typename A>
-__device__ __forceinline__ A* sharedTile()
-{
-#if defined(CARAFE_HOST_EMULATION)
-    return reinterpret_cast<A*>(carafe_emulation::sharedMemory());
-#else
-    extern __shared__ double sharedStorage[];
-    return reinterpret_cast<A*>(sharedStorage);
-#endif
-}
-
 // Decomposes a block-uniform work index z into (n, group, channel range) for channel chunks of `chunk` channels.
 struct ChannelRun
 {
@@ -168,7 +152,7 @@ __global__ void __launch_bounds__(kUpThreads, 3) upS2Kernel(Geometry g, T const*
     constexpr int R = K / 2;
     constexpr int KK = K * K;
     using A = AccOf<T>;
-    A* const tile = sharedTile<A>();
+    A* const tile = kernels::sharedBuffer<A>();
 
     int const tx = threadIdx.x;
     int const ty = threadIdx.y;
@@ -277,7 +261,7 @@ __global__ void __launch_bounds__(kThreads) downKernel(Geometry g, T const* __re
     constexpr int R = K / 2;
     constexpr int KK = K * K;
     using A = AccOf<T>;
-    A* const tile = sharedTile<A>();
+    A* const tile = kernels::sharedBuffer<A>();
 
     int const S = g.scale;
     int const tx = threadIdx.x;
