@@ -29,6 +29,7 @@ With mmengine present (and mmcv not registering it), ``CARAFEPack`` is registere
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -141,6 +142,7 @@ def _ops_module(real_mmcv: bool) -> types.ModuleType:
     ops = types.ModuleType("mmcv.ops", "mmcv.ops' CARAFE names, from carafe_deploy.compat.mmcv")
     ops.__path__ = []  # a package: mmcv.ops.carafe is found in sys.modules
     ops.__carafe_deploy__ = True
+    _give_spec(ops, package=True)
     this = sys.modules[__name__]
     for name in _OPS_NAMES:
         setattr(ops, name, getattr(this, name))
@@ -166,6 +168,7 @@ def _install() -> str:
         if mmcv is None:
             mmcv = types.ModuleType("mmcv", "stand-in for mmcv, from carafe_deploy.compat.mmcv (CARAFE only)")
             mmcv.__path__ = []
+            _give_spec(mmcv, package=True)
             mmcv.__carafe_deploy__ = True
             sys.modules["mmcv"] = mmcv
         for name, make in (("cnn", _cnn_module), ("utils", _utils_module)):
@@ -182,9 +185,18 @@ def _install() -> str:
     return state
 
 
+def _give_spec(module: types.ModuleType, package: bool = False) -> None:
+    # importlib.util.find_spec("mmcv") raises ValueError for a module in sys.modules whose __spec__ is None, and code
+    # that asks whether mmcv is there (tests, mmengine's package checks) must get an answer, not that error.
+    module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None, is_package=package)
+    if package:
+        module.__spec__.submodule_search_locations = module.__path__
+
+
 def _stand_in(name: str, doc: str, names: dict) -> types.ModuleType:
     module = types.ModuleType(name, f"stand-in for {name}, from carafe_deploy.compat.mmcv: {doc}")
     module.__carafe_deploy__ = True
+    _give_spec(module)
     module.__dict__.update(names)
     module.__all__ = sorted(names)
 

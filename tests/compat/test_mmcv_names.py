@@ -6,7 +6,7 @@ compiled ops' CARAFE entry points (against mmcv's test vectors), the registry CA
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib.machinery
 import json
 import subprocess
 import sys
@@ -44,7 +44,7 @@ def _public_names(path: Path) -> list[str]:
 
 
 def test_every_public_name_of_mmcv_ops_carafe():
-    spec = importlib.util.find_spec("mmcv")
+    spec = importlib.machinery.PathFinder.find_spec("mmcv")  # an installed mmcv, never the stand-in
     installed = Path(spec.submodule_search_locations[0]) / "ops" / "carafe.py" if spec and \
         spec.submodule_search_locations else None
     mmcv2 = _public_names(installed) if installed and installed.is_file() else MMCV2_NAMES
@@ -135,3 +135,28 @@ def test_the_stand_in_carries_mmcv1_cnn_init_helpers_and_utils():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["state"] == "absent" and report["same"] and report["carafe"] and report["cuda"] is False
     assert "cannot import name 'ConvModule' from 'mmcv.cnn'" in report["other"]
+
+
+
+def test_the_stand_in_answers_find_spec():
+    """importlib.util.find_spec("mmcv") raised ValueError (``mmcv.__spec__ is None``) once the stand-in was in
+    sys.modules: code asking whether mmcv is there must get an answer. In a child process where no mmcv can be
+    imported (a finder refuses it, as in an environment without mmcv-lite)."""
+    code = textwrap.dedent("""
+        import importlib.util, sys
+
+        class NoMmcv:
+            def find_spec(self, name, path=None, target=None):
+                if name == "mmcv" or name.startswith("mmcv."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        sys.meta_path.insert(0, NoMmcv())
+        import carafe_deploy.compat.mmcv
+        for name in ("mmcv", "mmcv.ops", "mmcv.ops.carafe", "mmcv.cnn", "mmcv.utils"):
+            assert importlib.util.find_spec(name) is not None, name
+        assert sys.modules["mmcv"].__carafe_deploy__
+        from mmcv.ops.carafe import carafe, normal_init, xavier_init
+        print("ok")
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
