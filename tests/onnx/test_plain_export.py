@@ -19,7 +19,7 @@ from carafe_deploy.nn import CARAFEDownsample, CARAFEUpsample
 from carafe_deploy.onnx.convert import convert
 from carafe_deploy.onnx.function import MIN_OPSET
 from carafe_deploy.onnx.opsets import ORT_LOWEST_MAX_OPSET, lowest_opset
-from support import REPO
+from support import REPO, tools
 from support.onnx_graphs import rel_err
 
 
@@ -240,15 +240,9 @@ def test_convert_output_of_plain_exports_runs_in_onnxruntime_1_16(user_net, tmp_
 def test_polygraphy_onnxrt_runs_a_plain_dynamo_export(user_net, tmp_path):
     """`polygraphy run FILE --onnxrt` (which takes no custom-op library) on a user's plain default export: it carries
     the function, so polygraphy's ONNX Runtime session runs it."""
-    import os
-    import shutil
-
     model, x, _ = user_net
     path = tmp_path / "user.onnx"
     _plain_export(model, x, path, True, None)
-    exe = shutil.which("polygraphy") or os.path.join(os.path.dirname(sys.executable), "polygraphy")
-    if not os.path.exists(exe):
-        pytest.fail("polygraphy is not installed (the test extra installs it: pip install -e '.[test]')")
-    proc = subprocess.run([exe, "run", str(path), "--onnxrt", "--input-shapes", f"x:{list(x.shape)}"],
+    proc = subprocess.run([tools.polygraphy(), "run", str(path), "--onnxrt", "--input-shapes", f"x:{list(x.shape)}"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "PASSED" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import textwrap
 import pytest
 
 from carafe_deploy.trt import tensorrt_available
+from support import tools
 
 pytestmark = [
     pytest.mark.tensorrt,
@@ -141,9 +141,7 @@ def plugin_file(tmp_path_factory):
 
 
 def _polygraphy(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    exe = shutil.which("polygraphy") or os.path.join(os.path.dirname(sys.executable), "polygraphy")
-    if not os.path.exists(exe):
-        pytest.fail("polygraphy is not installed (the test extra installs it: pip install -e '.[test]')")
+    exe = tools.polygraphy()
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "POLYGRAPHY_USE_TENSORRT_RTX": "1", **env})
 
