@@ -87,9 +87,10 @@ build_nvcc() {  # the same targets without CMake
   if [ $HAVE_TRT = 1 ]; then
     nvcc $common $cu $det -shared -Xcompiler=-fvisibility=hidden -Iplugins/tensorrt -isystem "$TRT_INC" \
       -o "$BUILD/libcarafe_trt_plugin.so" plugins/tensorrt/carafePlugin.cpp plugins/tensorrt/carafePluginCreator.cpp \
-      plugins/tensorrt/carafePluginLibrary.cpp plugins/common/carafe_kernels.cu plugins/common/carafe_params.cpp \
+      plugins/tensorrt/carafePluginLibrary.cpp plugins/tensorrt/carafePluginRegistration.cpp \
+      plugins/common/carafe_kernels.cu plugins/common/carafe_params.cpp \
       plugins/tensorrt/multiLevelRoIAlignPlugin/multiLevelRoIAlignPlugin.cpp \
-      plugins/tensorrt/batchedNMSPlugin/batchedNMSPlugin.cpp $det_kernels $det_host
+      plugins/tensorrt/batchedNMSPlugin/batchedNMSPlugin.cpp $det_kernels $det_host -ldl -Xlinker --no-undefined
     nvcc $common -Xcompiler=-Wall,-Wextra -Iplugins/tensorrt -isystem "$TRT_INC" -o "$BUILD/test_trt_plugin" \
       tests/native/test_trt_plugin.cpp plugins/common/carafe_reference.cpp plugins/common/carafe_params.cpp \
       -L"$BUILD" -lcarafe_trt_plugin -Xlinker -rpath="$BUILD"
