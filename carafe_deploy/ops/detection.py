@@ -237,6 +237,13 @@ def _roi_align_fake(features, rois, batch_indices, output_height, output_width, 
     return features.new_empty((rois.shape[0], features.shape[1], output_height, output_width))
 
 
+def _check_rois(rois: Tensor, batch_indices: Tensor) -> None:
+    if rois.dim() != 2 or rois.shape[-1] != 4:
+        raise ValueError(f"rois must be (K, 4), got {tuple(rois.shape)}")
+    if batch_indices.shape != rois.shape[:1]:
+        raise ValueError(f"batch_indices must be (K,) = ({rois.shape[0]},), got {tuple(batch_indices.shape)}")
+
+
 def roi_align(
     features: Tensor,
     rois: Tensor,
@@ -252,10 +259,7 @@ def roi_align(
     """
     if features.dim() != 4:
         raise ValueError(f"features must be (N, C, H, W), got {tuple(features.shape)}")
-    if rois.dim() != 2 or rois.shape[-1] != 4:
-        raise ValueError(f"rois must be (K, 4), got {tuple(rois.shape)}")
-    if batch_indices.shape != rois.shape[:1]:
-        raise ValueError(f"batch_indices must be (K,) = ({rois.shape[0]},), got {tuple(batch_indices.shape)}")
+    _check_rois(rois, batch_indices)
     oh, ow = output_size
     if min(oh, ow) < 1 or sampling_ratio < 0 or not math.isfinite(spatial_scale) or spatial_scale <= 0:
         raise ValueError(
@@ -332,10 +336,7 @@ def multi_level_roi_align(rois: Tensor, batch_indices: Tensor, features, output_
         raise ValueError(f"one feature map per featmap stride: {len(features)} maps, {len(strides)} strides")
     if len(strides) > 8 or min(strides) <= 0:
         raise ValueError(f"1 to 8 positive featmap strides, got {strides}")
-    if rois.dim() != 2 or rois.shape[-1] != 4:
-        raise ValueError(f"rois must be (K, 4), got {tuple(rois.shape)}")
-    if batch_indices.shape != rois.shape[:1]:
-        raise ValueError(f"batch_indices must be (K,) = ({rois.shape[0]},), got {tuple(batch_indices.shape)}")
+    _check_rois(rois, batch_indices)
     oh, ow = output_size
     if min(oh, ow) < 1 or sampling_ratio < 0 or not finest_scale > 0:
         raise ValueError(f"bad RoI Align settings: output_size {output_size}, sampling_ratio {sampling_ratio}, "
