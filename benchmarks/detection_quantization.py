@@ -16,6 +16,8 @@ built, evaluate says so in those rows.
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -36,47 +38,43 @@ def main() -> int:
     ap.add_argument("sample", type=Path, help="the output folder of samples/detection/synthetic.py")
     args = ap.parse_args()
     out = args.sample
-    required = [out / name for name in ("model.pth", "detector.onnx", "detector_fp16.onnx", "coco/instances.json")]
-    missing = [str(p) for p in required if not p.exists()]
-    if missing:
-        ap.error(f"{out} is not a detection sample's output (missing {', '.join(missing)}); "
-                 "run python samples/detection/synthetic.py -o DIR first")
+    try:  # what the sample wrote: its files, its training settings and the evaluate command of its table
+        results = json.loads((out / "results.json").read_text())
+        files, cfg, command = results["files"], results["config"], shlex.split(results["command"])
+    except (OSError, ValueError, KeyError) as exc:
+        ap.error(f"{out} is not a detection sample's output ({exc}); run python samples/detection/synthetic.py -o DIR")
 
     from PIL import Image
 
-    from carafe_deploy.tasks.detection_sample import TrainConfig
+    from carafe_deploy import onnxruntime as ort_library
     from carafe_deploy.tasks.synthetic_shapes import make_scenes
 
-    cfg = TrainConfig()
     calibration = out / "calibration"
     calibration.mkdir(exist_ok=True)
-    # the training stream's first scenes: detection_sample.run draws its training set from seed cfg.seed
-    for i, scene in enumerate(make_scenes(CALIBRATION_IMAGES, cfg.size, seed=cfg.seed)):
+    # the first scenes of the training stream: the sample draws its training set from make_scenes(seed=cfg["seed"])
+    for i, scene in enumerate(make_scenes(CALIBRATION_IMAGES, cfg["size"], seed=cfg["seed"])):
         Image.fromarray(scene.image).save(calibration / f"train_{i:03d}.png")
 
-    from carafe_deploy import onnxruntime as ort_library
-
-    files = [out / "detector.onnx", out / "detector_fp16.onnx"]
-    pairs = [(out / "detector.onnx", out / "detector_int8.onnx")]
-    if not (out / "detector_plugin.onnx").exists():
-        print("no detector_plugin.onnx in the sample's output: the plugin-form rows are left out")
+    sources = [files["onnx_portable"]]
+    if "onnx_plugin" not in files:
+        print("the sample wrote no plugin-form file: its INT8 row is left out")
     elif not ort_library.available():
         # calibrating the plugin form runs it in ONNX Runtime, which needs the custom-op library
-        print(f"the plugin-form rows are left out: {ort_library.status()}")
-        files.append(out / "detector_plugin.onnx")  # evaluate's row says why it cannot run
+        print(f"the plugin form's INT8 row is left out: {ort_library.status()}")
     else:
-        files.append(out / "detector_plugin.onnx")
-        pairs.append((out / "detector_plugin.onnx", out / "detector_plugin_int8.onnx"))
-    for src, dst in pairs:
-        _carafe_deploy("quantize", str(src), "-o", str(dst), "--calibration-images", str(calibration), "--quiet")
-        files.append(dst)
-    size = f"{cfg.size},{cfg.size}"
-    _carafe_deploy("evaluate", *map(str, files), "--model", "faster_rcnn_r50_fpn_carafe", "--tiny",
-                   "--set", "num_classes=4", "--checkpoint", str(out / "model.pth"),
-                   "--images", str(out / "coco" / "images"), "--annotations", str(out / "coco" / "instances.json"),
-                   "--scale", size, "-o", str(out / "quantized_report.json"))
+        sources.append(files["onnx_plugin"])
+    quantized = []
+    for src in sources:
+        dst = str(Path(src).with_name(Path(src).stem + "_int8.onnx"))
+        _carafe_deploy("quantize", src, "-o", dst, "--calibration-images", str(calibration), "--quiet")
+        quantized.append(dst)
+    # the sample's own evaluate command, with the INT8 files added, the engine (built, not run here) left out and the
+    # report written beside the sample's
+    evaluate = [t for t in command[1:] if t != files.get("engine")]
+    evaluate[evaluate.index("-o") + 1] = str(out / "quantized_report.json")
+    options = next(i for i, t in enumerate(evaluate) if t.startswith("-"))  # after the sample's files
+    _carafe_deploy(*evaluate[:options], *quantized, *evaluate[options:])
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
