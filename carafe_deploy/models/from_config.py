@@ -50,11 +50,6 @@ def describe_config(cfg: dict, source: str) -> Description:
     return out
 
 
-def _put(out: Description, option: str, value, where: str) -> None:
-    out.options[option] = value
-    out.origin[option] = where
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # shared parts
 
@@ -116,12 +111,12 @@ def _backbone(model: Section, out: Description, segmenter: bool) -> int:
     types = ("ResNet", "ResNetV1c") if segmenter else ("ResNet",)
     kind = bb.fixed("type", *types, why=f"this project builds {' or '.join(map(repr, types))}")
     depth = bb.fixed("depth", 50, 101)
-    _put(out, "depth", int(depth), bb.key("depth"))
+    out.put("depth", int(depth), bb.key("depth"))
     deep = bool(bb.get("deep_stem", kind == "ResNetV1c"))  # ResNetV1c is ResNet with deep_stem=True
     if deep and not segmenter:
         raise bb.refuse("deep_stem", True, "the detectors' ResNet has the 7x7 stem")
     if segmenter:
-        _put(out, "deep_stem", deep, bb.key("deep_stem"))
+        out.put("deep_stem", deep, bb.key("deep_stem"))
     bb.fixed("avg_down", False)
     bb.fixed("in_channels", 3)
     bb.fixed("num_stages", _STAGES)
@@ -140,12 +135,12 @@ def _backbone(model: Section, out: Description, segmenter: bool) -> int:
     stem = bb.get("stem_channels")
     if stem is not None and stem != base:
         raise bb.refuse("stem_channels", stem, f"this project's ResNet has stem_channels == base_channels ({base})")
-    _put(out, "base_channels", base, bb.key("base_channels"))
+    out.put("base_channels", base, bb.key("base_channels"))
     down = bb.sub("downsample_cfg", required=False)
     if down is not None:
         if not segmenter:
             raise bb.refuse("downsample_cfg", down.data, "the detectors' ResNet has no CARAFE++ modules")
-        _put(out, "downsample_cfg", _carafe_down(down), bb.key("downsample_cfg"))
+        out.put("downsample_cfg", _carafe_down(down), bb.key("downsample_cfg"))
     bb.finish()
     return base
 
@@ -218,7 +213,7 @@ def _neck(model: Section, out: Description, base: int) -> int:
     neck.fixed("type", "FPN_CARAFE", why="this project builds the FPN_CARAFE neck")
     neck.fixed("in_channels", _stage_channels(base), why=f"the backbone gives {show(_stage_channels(base))}")
     width = neck.number("out_channels", 256, minimum=1)
-    _put(out, "neck_channels", width, neck.key("out_channels"))
+    out.put("neck_channels", width, neck.key("out_channels"))
     neck.fixed("num_outs", 5)
     neck.fixed("start_level", 0)
     neck.fixed("end_level", -1)
@@ -229,7 +224,7 @@ def _neck(model: Section, out: Description, base: int) -> int:
     if up is None:
         raise UnsupportedSetting(f"{model.source}: model.neck.upsample_cfg is missing (FPN_CARAFE's default is "
                                  f"CARAFE with mmcv's arguments: give them, e.g. dict(type='carafe', up_kernel=5))")
-    _put(out, "upsample_cfg", _carafe_up(up, width, scale_key=False), neck.key("upsample_cfg"))
+    out.put("upsample_cfg", _carafe_up(up, width, scale_key=False), neck.key("upsample_cfg"))
     neck.finish()
     return width
 
@@ -274,7 +269,7 @@ def _roi_extractor(head: Section, name: str, size: int, width: int, out: Descrip
     layer.fixed("pool_mode", "avg")
     ratio = layer.number("sampling_ratio", 0, minimum=0)
     if ratio:
-        _put(out, option, ratio, layer.key("sampling_ratio"))
+        out.put(option, ratio, layer.key("sampling_ratio"))
     layer.finish()
     ext.finish()
 
@@ -293,9 +288,9 @@ def _roi_heads(model: Section, out: Description, width: int, with_mask: bool) ->
     box.fixed("with_reg", True)
     box.fixed("num_shared_convs", 0)
     box.fixed("num_shared_fcs", 2)
-    _put(out, "fc_channels", box.number("fc_out_channels", 1024, minimum=1), box.key("fc_out_channels"))
+    out.put("fc_channels", box.number("fc_out_channels", 1024, minimum=1), box.key("fc_out_channels"))
     classes = box.number("num_classes", 80, minimum=1)
-    _put(out, "num_classes", classes, box.key("num_classes"))
+    out.put("num_classes", classes, box.key("num_classes"))
     _coder(box.sub("bbox_coder"), (0.1, 0.1, 0.2, 0.2))
     box.get("predict_box_type")
     box.finish()
@@ -317,12 +312,12 @@ def _roi_heads(model: Section, out: Description, width: int, with_mask: bool) ->
     mask.fixed("conv_cfg", None)
     mask.fixed("norm_cfg", None)
     channels = mask.number("conv_out_channels", 256, minimum=1)
-    _put(out, "mask_channels", channels, mask.key("conv_out_channels"))
+    out.put("mask_channels", channels, mask.key("conv_out_channels"))
     up = mask.sub("upsample_cfg", required=False)
     if up is None:
         raise UnsupportedSetting(f"{model.source}: model.roi_head.mask_head.upsample_cfg is missing: FCNMaskHead's "
                                  f"default is a deconv; this project builds CARAFE (type='carafe')")
-    _put(out, "mask_upsample_cfg", _carafe_up(up, channels, scale_key=True), mask.key("upsample_cfg"))
+    out.put("mask_upsample_cfg", _carafe_up(up, channels, scale_key=True), mask.key("upsample_cfg"))
     mask.finish()
     roi.finish("train_cfg", "test_cfg")
 
@@ -331,22 +326,22 @@ def _roi_heads(model: Section, out: Description, width: int, with_mask: bool) ->
 def _test_cfg(test: Section, out: Description, with_mask: bool) -> None:
     rpn = test.sub("rpn", required=False)
     if rpn is not None:
-        _put(out, "rpn_nms_pre", rpn.number("nms_pre", 1000, minimum=1), rpn.key("nms_pre"))
+        out.put("rpn_nms_pre", rpn.number("nms_pre", 1000, minimum=1), rpn.key("nms_pre"))
         key = "max_num" if rpn.has("max_num") else "max_per_img"  # 2.x before 2.12 said max_num
-        _put(out, "rpn_max_per_img", rpn.number(key, 1000, minimum=1), rpn.key(key))
+        out.put("rpn_max_per_img", rpn.number(key, 1000, minimum=1), rpn.key(key))
         if rpn.has("nms_post") and rpn.get("nms_post") != out.options["rpn_max_per_img"]:
             raise rpn.refuse("nms_post", rpn.get("nms_post"), "this project keeps max_num after the per-level NMS")
         rpn.fixed("nms_across_levels", False)
-        _put(out, "rpn_nms_iou", _nms(rpn), rpn.key("nms"))
-        _put(out, "rpn_min_bbox_size", rpn.number("min_bbox_size", 0, kind=float, minimum=0), rpn.key("min_bbox_size"))
+        out.put("rpn_nms_iou", _nms(rpn), rpn.key("nms"))
+        out.put("rpn_min_bbox_size", rpn.number("min_bbox_size", 0, kind=float, minimum=0), rpn.key("min_bbox_size"))
         rpn.finish()
     rcnn = test.sub("rcnn", required=False)
     if rcnn is not None:
-        _put(out, "score_thr", rcnn.number("score_thr", 0.05, kind=float), rcnn.key("score_thr"))
-        _put(out, "nms_iou", _nms(rcnn), rcnn.key("nms"))
-        _put(out, "max_per_img", rcnn.number("max_per_img", 100, minimum=1), rcnn.key("max_per_img"))
+        out.put("score_thr", rcnn.number("score_thr", 0.05, kind=float), rcnn.key("score_thr"))
+        out.put("nms_iou", _nms(rcnn), rcnn.key("nms"))
+        out.put("max_per_img", rcnn.number("max_per_img", 100, minimum=1), rcnn.key("max_per_img"))
         if with_mask:
-            _put(out, "mask_thr_binary", rcnn.number("mask_thr_binary", 0.5, kind=float),
+            out.put("mask_thr_binary", rcnn.number("mask_thr_binary", 0.5, kind=float),
                  rcnn.key("mask_thr_binary"))
         rcnn.finish("mask_thr_binary")
     test.finish()
@@ -384,9 +379,9 @@ def _segmenter(cfg: dict, model: Section, out: Description) -> None:
     head.fixed("act_cfg", {"type": "ReLU"})
     _norm(head)
     channels = head.number("channels", 512, minimum=1)
-    _put(out, "channels", channels, head.key("channels"))
+    out.put("channels", channels, head.key("channels"))
     classes = head.number("num_classes", 150, minimum=1)
-    _put(out, "num_classes", classes, head.key("num_classes"))
+    out.put("num_classes", classes, head.key("num_classes"))
     out_channels = head.get("out_channels")
     if out_channels is not None and out_channels != classes:
         raise head.refuse("out_channels", out_channels, f"this project outputs num_classes ({classes}) channels")
@@ -394,12 +389,12 @@ def _segmenter(cfg: dict, model: Section, out: Description) -> None:
     if (not isinstance(scales, (list, tuple)) or not scales
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in scales)):
         raise head.refuse("pool_scales", scales, "it must be a list of ints >= 1")
-    _put(out, "pool_scales", tuple(scales), head.key("pool_scales"))
+    out.put("pool_scales", tuple(scales), head.key("pool_scales"))
     up = head.sub("upsample_cfg", required=False)
     if up is None:
         raise UnsupportedSetting(f"{model.source}: model.decode_head.upsample_cfg is missing: give the CARAFE "
                                  f"arguments, e.g. dict(type='carafe', up_kernel=5, compressed_channels=64)")
-    _put(out, "upsample_cfg", _carafe_up(up, channels, scale_key=False), head.key("upsample_cfg"))
+    out.put("upsample_cfg", _carafe_up(up, channels, scale_key=False), head.key("upsample_cfg"))
     head.get("threshold")
     head.finish()
     test = model.sub("test_cfg", required=False)

@@ -45,8 +45,7 @@ def describe_state(state: dict) -> Description | None:
 
 
 def _put(out: Description, state, option: str, value, key: str) -> None:
-    out.options[option] = value
-    out.origin[option] = _evidence(state, key)
+    out.put(option, value, _evidence(state, key))
 
 
 def _blocks(state, layer: int) -> int:
@@ -65,11 +64,9 @@ def _backbone(state, out: Description, segmenter: bool) -> None:
     if all(blocks):
         where = f"backbone.layer1-4 ({'/'.join(map(str, blocks))} blocks)"
         if blocks in _ARCH:
-            out.options["depth"] = _ARCH[blocks]
-            out.origin["depth"] = where
+            out.put("depth", _ARCH[blocks], where)
         elif segmenter:
-            out.options["stage_blocks"] = blocks
-            out.origin["stage_blocks"] = where
+            out.put("stage_blocks", blocks, where)
     down = "backbone.maxpool.content_encoder.weight"
     if down in state:
         out.name = "upernet_r50_carafe_pp"

@@ -29,6 +29,11 @@ class Description:
     # options the shapes cannot tell and no default fits: option -> why (resolving fails unless they are given)
     unknown: dict = field(default_factory=dict)
 
+    def put(self, option: str, value, origin: str) -> None:
+        """Set a builder option and say where its value came from."""
+        self.options[option] = value
+        self.origin[option] = origin
+
 
 def show(value) -> str:
     """A config value as a config file writes it."""
