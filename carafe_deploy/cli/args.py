@@ -253,7 +253,8 @@ class ProfileArgs:
 
 
 def add_plugin_choice(group) -> None:
-    """--plugin [LIB.so] / --no-plugin: the engine choice of every command that builds one (trt.choose_plugin)."""
+    """--plugin [LIB.so] / --no-plugin: the engine choice of every command that builds one (choose_plugin of
+    carafe_deploy.trt)."""
     group.add_argument("--plugin", nargs="?", const=True, default=None, type=Path, metavar="LIB.so",
                        help="build CARAFE with the TensorRT plugin, from LIB.so if given (default: the plugin where its "
                             "library is found -- $CARAFE_DEPLOY_PLUGIN or the CMake build folder --, else standard ops)")

@@ -161,8 +161,7 @@ def _onnx_row(path: Path, threads: int | None) -> Backend:
 
 def _engine_row(path: Path) -> Backend:
     from ..backends import TrtRunner
-    from ..trt.availability import run_unavailable
-    from ..trt.sidecar import read_sidecar
+    from ..trt import read_sidecar, run_unavailable
 
     try:
         sidecar = read_sidecar(path)

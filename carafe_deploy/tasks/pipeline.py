@@ -59,7 +59,8 @@ class EngineOptions:
     min_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # default: the task's profile
     opt_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     max_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    use_plugin: bool | None = None  # None: the plugin where its library is found, else unrolled (trt.choose_plugin)
+    # None: the plugin where its library is found, else unrolled (choose_plugin of carafe_deploy.trt)
+    use_plugin: bool | None = None
     plugin_path: Path | None = None
     backend: str | None = None  # "tensorrt" or "tensorrt-rtx"; None: full TensorRT when installed, else TensorRT-RTX
     progress: bool = True

@@ -21,9 +21,9 @@ _FILE_KEYS = ("onnx_portable", "onnx_decomposed", "onnx_fp16", "onnx_plugin", "e
 
 
 def sample_engine(path: str) -> EngineOptions:
-    """The engine a sample builds after its portable export: the one engine choice (``trt.choose_plugin``: the
-    CARAFE plugin where its library is found, else the unrolled standard ops; the pipeline skips it, with the reason,
-    where no TensorRT can build it)."""
+    """The engine a sample builds after its portable export: the one engine choice (``choose_plugin`` of
+    ``carafe_deploy.trt``: the CARAFE plugin where its library is found, else the unrolled standard ops; the pipeline
+    skips it, with the reason, where no TensorRT can build it)."""
     return EngineOptions(path=Path(path), use_plugin=None, progress=False)
 
 
