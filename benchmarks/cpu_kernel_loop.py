@@ -27,11 +27,13 @@ def main() -> None:
     p.add_argument("mode", choices=("up", "down"))
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--start-at", type=float, default=8.0, help="seconds after start when the timed loop begins")
+    p.add_argument("--shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="the input's shape (default: the FPN shape of the mode)")
     a = p.parse_args()
     if not _cpu.available():
         raise SystemExit(f"the native CPU kernels are not available: {_cpu.status()}")
     torch.set_num_threads(1)
-    n, c, h, w = (1, 256, 100, 168) if a.mode == "up" else (1, 256, 200, 336)
+    n, c, h, w = a.shape or ((1, 256, 100, 168) if a.mode == "up" else (1, 256, 200, 336))
     ho, wo = (2 * h, 2 * w) if a.mode == "up" else (h // 2, w // 2)
     x, kern, gout = torch.randn(n, c, h, w), torch.rand(n, 25, ho, wo), torch.randn(n, c, ho, wo)
     ops = torch.ops.carafe_deploy_cpu

@@ -210,7 +210,8 @@ def report(rows, impls, dtypes, threads_list):
 def benchmark(shapes, threads_list, repeat, dtypes, before, clock_name, formulation=False):
     clock = CLOCKS[clock_name]
     before_ops = build(before) if before else None
-    isas = [i for i in ("avx512", "avx2") if _cpu.isa_supported(i)] or [_cpu.isa()]
+    # the widest first ("after"), then each narrower x86 build this CPU runs
+    isas = [i for i in reversed(_cpu.ISAS[1:]) if _cpu.isa_supported(i)] or [_cpu.isa()]
     impls = variants(before_ops, isas, formulation)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]

@@ -45,9 +45,8 @@ CACHE_ENV = "CARAFE_DEPLOY_ORT_LIBRARY_DIR"
 HEADER = "onnxruntime_c_api.h"
 _CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCE = _CSRC / "carafe_ort.cpp"
-# the kernels without torch: the dispatcher and its instruction-set builds (and the headers they include)
-_UNITS = (SOURCE, _CSRC / "carafe_cpu_dispatch.cpp",
-          *(_CSRC / f"carafe_cpu_isa_{isa}.cpp" for isa in ("generic", "avx2", "avx512")))
+# the kernels without torch: the dispatcher and its instruction-set builds, one file each (and the headers they include)
+_UNITS = (SOURCE, _CSRC / "carafe_cpu_dispatch.cpp", *sorted(_CSRC.glob("carafe_cpu_isa_*.cpp")))
 SOURCES = (*_UNITS, *(_CSRC / h for h in ("carafe_cpu_dispatch.h", "carafe_cpu_geometry.h", "carafe_cpu_kernels.h",
                                           "carafe_cpu_isa_entry.h")))
 _NAME = "libcarafe_ort.so"

@@ -193,14 +193,14 @@ Isa currentIsa()
 
 Isa isaNamed(std::string const& name)
 {
-    for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512})
+    for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16})
     {
         if (name == carafe_cpu::isaName(isa))
         {
             return isa;
         }
     }
-    TORCH_CHECK(false, "carafe CPU kernel: unknown instruction set '", name, "' (generic, avx2 or avx512)");
+    TORCH_CHECK(false, "carafe CPU kernel: unknown instruction set '", name, "' (generic, avx2, avx512 or avx512bf16)");
     return Isa::kGeneric;
 }
 
@@ -215,7 +215,10 @@ std::string isaStatus(std::string const& name)
     if (!carafe_cpu::isaSupported(isa))
     {
         return std::string("this CPU lacks the instructions of the ") + name + " kernels ("
-            + (isa == Isa::kAvx512 ? "AVX-512 F/BW/DQ/VL, AVX2, FMA, F16C" : "AVX2, FMA, F16C") + ")";
+            + (isa == Isa::kAvx512Bf16 ? "AVX-512 F/BW/DQ/VL and BF16, AVX2, FMA, F16C"
+                    : isa == Isa::kAvx512 ? "AVX-512 F/BW/DQ/VL, AVX2, FMA, F16C"
+                                          : "AVX2, FMA, F16C")
+            + ")";
     }
     return "";
 }

@@ -8,6 +8,7 @@ char const* isaName(Isa isa)
 {
     switch (isa)
     {
+    case Isa::kAvx512Bf16: return "avx512bf16";
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     case Isa::kGeneric: break;
@@ -30,11 +31,12 @@ bool isaSupported(Isa isa)
     // __builtin_cpu_supports also checks that the OS saves the wide registers (XCR0)
     __builtin_cpu_init();
     bool const avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    bool const avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     switch (isa)
     {
-    case Isa::kAvx512:
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    case Isa::kAvx512Bf16: return avx512 && __builtin_cpu_supports("avx512bf16");
+    case Isa::kAvx512: return avx512;
     case Isa::kAvx2: return avx2;
     case Isa::kGeneric: break;
     }
@@ -44,9 +46,10 @@ bool isaSupported(Isa isa)
 
 Isa bestIsa()
 {
-    static Isa const best = isaSupported(Isa::kAvx512) ? Isa::kAvx512
-        : isaSupported(Isa::kAvx2)                      ? Isa::kAvx2
-                                                        : Isa::kGeneric;
+    static Isa const best = isaSupported(Isa::kAvx512Bf16) ? Isa::kAvx512Bf16
+        : isaSupported(Isa::kAvx512)                        ? Isa::kAvx512
+        : isaSupported(Isa::kAvx2)                          ? Isa::kAvx2
+                                                            : Isa::kGeneric;
     return best;
 }
 
@@ -54,6 +57,10 @@ void forward(Isa isa, DType dtype, Parallel const& parallel, Geometry const& g, 
     void const* kernels, void* out)
 {
 #if CARAFE_CPU_X86_BUILDS
+    if (isa == Isa::kAvx512Bf16)
+    {
+        return isa_avx512bf16::forward(dtype, parallel, g, features, kernels, out);
+    }
     if (isa == Isa::kAvx512)
     {
         return isa_avx512::forward(dtype, parallel, g, features, kernels, out);
@@ -71,6 +78,10 @@ void backward(Isa isa, DType dtype, Parallel const& parallel, Geometry const& g,
     void const* features, void const* kernels, void* gradFeatures, void* gradKernels)
 {
 #if CARAFE_CPU_X86_BUILDS
+    if (isa == Isa::kAvx512Bf16)
+    {
+        return isa_avx512bf16::backward(dtype, parallel, g, gradOut, features, kernels, gradFeatures, gradKernels);
+    }
     if (isa == Isa::kAvx512)
     {
         return isa_avx512::backward(dtype, parallel, g, gradOut, features, kernels, gradFeatures, gradKernels);

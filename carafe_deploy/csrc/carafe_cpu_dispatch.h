@@ -1,7 +1,8 @@
 // The CPU kernels behind one entry point that picks the instruction set at run time (no torch dependency).
 //
-// carafe_cpu_kernels.h is compiled three times into one library: carafe_cpu_isa_generic.cpp (the compiler's baseline
-// for the platform), carafe_cpu_isa_avx2.cpp (AVX2 + FMA + F16C) and carafe_cpu_isa_avx512.cpp (AVX-512 F/BW/DQ/VL);
+// carafe_cpu_kernels.h is compiled four times into one library: carafe_cpu_isa_generic.cpp (the compiler's baseline
+// for the platform), carafe_cpu_isa_avx2.cpp (AVX2 + FMA + F16C), carafe_cpu_isa_avx512.cpp (AVX-512 F/BW/DQ/VL) and
+// carafe_cpu_isa_avx512bf16.cpp (the same and AVX512_BF16, whose one-instruction rounding to bf16 the others lack);
 // the x86 builds use a target pragma, so the library needs no -m flags and runs on any CPU of its platform.
 // carafe_cpu_dispatch.cpp chooses the widest one this CPU runs, unless told otherwise (tests force each one).
 #pragma once
@@ -26,6 +27,7 @@ enum class Isa : int
     kGeneric = 0,
     kAvx2 = 1,
     kAvx512 = 2,
+    kAvx512Bf16 = 3,
 };
 
 enum class DType : int
@@ -46,7 +48,7 @@ struct Parallel
 };
 
 char const* isaName(Isa isa);
-bool isaCompiled(Isa isa);  // this build of the library has it (x86-64 with GCC: all three)
+bool isaCompiled(Isa isa);  // this build of the library has it (x86-64 with GCC: all four)
 bool isaSupported(Isa isa); // compiled, and this CPU runs it
 Isa bestIsa();              // the widest supported one
 
@@ -69,6 +71,7 @@ void backward(Isa isa, DType dtype, Parallel const& parallel, Geometry const& g,
 CARAFE_CPU_DECLARE_ISA(isa_generic)
 CARAFE_CPU_DECLARE_ISA(isa_avx2)
 CARAFE_CPU_DECLARE_ISA(isa_avx512)
+CARAFE_CPU_DECLARE_ISA(isa_avx512bf16)
 #undef CARAFE_CPU_DECLARE_ISA
 
 } // namespace carafe_cpu

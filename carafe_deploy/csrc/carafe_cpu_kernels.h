@@ -22,7 +22,8 @@
 //   loops unroll into immediate offsets; every other shape runs tiles with run-time offsets.
 // - Large outputs (kStreamBytes) are written with non-temporal stores: straight from the tiles' registers where rows
 //   are whole 64-byte lines (AVX-512), else from a band's staged rows; the staging buffers are per thread and kept
-//   from call to call.
+//   from call to call. Narrow outputs leave the tiles converted where one instruction converts a vector (F16C;
+//   AVX512_BF16 in the avx512bf16 build), else they are staged in acc_t and converted in a pass of their own.
 #pragma once
 
 #include "carafe_cpu_geometry.h"
@@ -61,6 +62,13 @@
 #define CARAFE_CPU_F16C 1
 #else
 #define CARAFE_CPU_F16C 0
+#endif
+#endif
+#ifndef CARAFE_CPU_BF16
+#if defined(__AVX512BF16__)
+#define CARAFE_CPU_BF16 1
+#else
+#define CARAFE_CPU_BF16 0
 #endif
 #endif
 #ifndef CARAFE_CPU_ISA_NAMESPACE
@@ -358,6 +366,14 @@ struct Io
 #else
             _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(__m128(v), _MM_FROUND_TO_NEAREST_INT));
 #endif
+        }
+#endif
+#if CARAFE_CPU_BF16 && CARAFE_CPU_VEC_BYTES == 64
+        else if constexpr (std::is_same_v<S, BFloat16> && std::is_same_v<A, float>)
+        {
+            // rounds to nearest even as the integer path below does; results below 2^-126 flush to zero (the
+            // instruction's rule: at most 1.2e-38 away), NaNs stay NaNs
+            storeV(p, _mm512_cvtneps_pbh(__m512(v)));
         }
 #endif
         else if constexpr (std::is_same_v<S, BFloat16> && std::is_same_v<A, float>)
@@ -698,29 +714,41 @@ void expandRow(Geometry const& g, Layout const& lay, S const* x, A* dst)
 }
 
 // expanded rows [y0, y1) of channels [c, c + cb) of one image: E[cc][y - y0][esz]; rows outside the image are zero
-// rows, so that every output row reads all k kernel rows
+// rows, so that every output row reads all k kernel rows. They are written only when `zeroRows`: the first channel
+// block of a band writes them, the later ones (no more channels, the same buffer) find them still zero.
 template <typename S, typename A>
 void expandRows(Geometry const& g, Layout const& lay, S const* xImage, int64_t c, int64_t cb, int64_t y0, int64_t y1,
-    A* E)
+    A* E, bool zeroRows)
 {
     int64_t const ny = y1 - y0;
     int64_t const ya = std::max<int64_t>(0, y0), yb = std::min(g.h, y1); // rows inside the image
     for (int64_t cc = 0; cc < cb; ++cc)
     {
         S const* plane = xImage + (c + cc) * g.h * g.w;
-        if (cc + 1 < cb && ya < yb) // the next channel's rows are one contiguous run: ask for all of it now
+        S const* next = cc + 1 < cb ? plane + g.h * g.w : nullptr;
+        // The next channel's rows are one contiguous run, which the hardware prefetcher would only pick up halfway
+        // through: "down" (long runs, little arithmetic per row) asks for all of it now, "up" for each row as it
+        // expands the same row here (measured, docs/PERFORMANCE.md: each way is 3-12 % slower for the other mode)
+        if (!g.up && next && ya < yb)
         {
-            prefetchRun(plane + g.h * g.w + ya * g.w, (yb - ya) * g.w);
+            prefetchRun(next + ya * g.w, (yb - ya) * g.w);
         }
         for (int64_t y = y0; y < y1; ++y)
         {
             A* dst = E + (cc * ny + (y - y0)) * lay.esz;
             if (y < 0 || y >= g.h)
             {
-                std::fill(dst, dst + lay.esz, A(0));
+                if (zeroRows)
+                {
+                    std::fill(dst, dst + lay.esz, A(0));
+                }
             }
             else
             {
+                if (g.up && next)
+                {
+                    prefetchRun(next + y * g.w, g.w);
+                }
                 expandRow(g, lay, plane + y * g.w, dst);
             }
         }
@@ -865,11 +893,25 @@ constexpr bool kLineStores = true;
 constexpr bool kLineStores = false;
 #endif
 
-// the first n lanes of v to p; a whole vector with a non-temporal store when `stream` (p then 64-byte aligned)
-template <typename V, typename A>
-inline void storeOut(A* p, V const& v, int64_t n, bool stream = false)
+// the first n lanes of v (accumulator type A) to p, converted to the output type D (fp16, bf16) where it is narrower;
+// a whole vector with a non-temporal store when `stream` (fp32/fp64 only; p then 64-byte aligned)
+template <typename A, typename D, typename V>
+inline void storeOut(D* p, V const& v, int64_t n, bool stream = false)
 {
-    if (n == static_cast<int64_t>(sizeof(V) / sizeof(A)))
+    if constexpr (!std::is_same_v<D, A>)
+    {
+        // converted in the registers (the caller decides whether that pays: forwardKernel's convertInTiles)
+        if (n == Vec<A>::L)
+        {
+            Io<D, A>::store(p, v);
+        }
+        else
+        {
+            Io<D, A>::storeFirst(p, v, n);
+        }
+        return;
+    }
+    else if (n == static_cast<int64_t>(sizeof(V) / sizeof(A)))
     {
 #if defined(__x86_64__) && CARAFE_CPU_VEC_BYTES == 64
         if (stream)
@@ -900,8 +942,8 @@ constexpr int rowShift(int i)
 // rowShift(i) + ky of the tile's window; kb = Kb(jv, first row) (rows K² L apart), e = E(first channel, first row of
 // the window, column jv L), channels eCh apart. The whole window loop unrolls: every offset is an immediate or a
 // multiple of one stride, so the tile keeps one pointer per channel.
-template <int K, int S, bool UP, int NR, int CH, typename A>
-__attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e, int64_t esz, int64_t eCh, A* d,
+template <int K, int S, bool UP, int NR, int CH, typename A, typename D>
+__attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e, int64_t esz, int64_t eCh, D* d,
     int64_t dRow, int64_t dCh, int64_t n, bool stream)
 {
     using V = typename Vec<A>::type;
@@ -951,15 +993,15 @@ __attribute__((noinline)) void forwardTileK(int64_t len, A const* kb, A const* e
     {
         for (int ch = 0; ch < CH; ++ch)
         {
-            storeOut(d + i * dRow + ch * dCh, acc[i][ch], n, stream);
+            storeOut<A>(d + i * dRow + ch * dCh, acc[i][ch], n, stream);
         }
     }
 }
 
 // forward, any k and s: ROWS output rows that read the same source rows x CH channels, run-time tap offsets
-template <int ROWS, int CH, typename A>
+template <int ROWS, int CH, typename A, typename D>
 inline void forwardTile(Taps const& taps, int64_t k, A const* kb, int64_t kbRow, A const* e, int64_t esz,
-    int64_t eCh, A* d, int64_t dRow, int64_t dCh, int64_t n)
+    int64_t eCh, D* d, int64_t dRow, int64_t dCh, int64_t n)
 {
     using V = typename Vec<A>::type;
     constexpr int L = Vec<A>::L;
@@ -999,7 +1041,7 @@ inline void forwardTile(Taps const& taps, int64_t k, A const* kb, int64_t kbRow,
     {
         for (int ch = 0; ch < CH; ++ch)
         {
-            storeOut(d + row * dRow + ch * dCh, acc[row][ch], n);
+            storeOut<A>(d + row * dRow + ch * dCh, acc[row][ch], n);
         }
     }
 }
@@ -1315,9 +1357,9 @@ inline auto withShape(Geometry const& g, F&& f)
 
 // The output rows [b.o0, b.o1) of channels [0, cb) of a block into dst(cc, o) = dst + cc dCh + (o - o0) dRow;
 // rowsDone(o, rows) after each tile row [o, o + rows) of all the channels.
-template <int K, int S, bool UP, typename A, typename RowsDone>
+template <int K, int S, bool UP, typename A, typename D, typename RowsDone>
 void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E, int64_t ny, A const* Kb, int64_t cb,
-    A* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, bool lineStores, RowsDone&& rowsDone)
+    D* dst, int64_t dCh, int64_t dRow, int64_t lastLanes, bool lineStores, RowsDone&& rowsDone)
 {
     constexpr int L = Vec<A>::L;
     int64_t const nO = b.o1 - b.o0, eCh = ny * lay.esz, kbJv = nO * g.taps * L;
@@ -1325,7 +1367,7 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
     {
         A const* eWin = E + (g.base(o) - g.r - b.ylo) * lay.esz; // first source row of o's window
         A const* kbRows = Kb + (o - b.o0) * g.taps * L;
-        A* dRows = dst + (o - b.o0) * dRow;
+        D* dRows = dst + (o - b.o0) * dRow;
         int64_t rows;
         if constexpr (K > 0)
         {
@@ -1337,7 +1379,7 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                 for (int64_t jv = 0; jv < lay.nJV; ++jv)
                 {
                     int64_t const n = jv + 1 < lay.nJV ? L : lastLanes;
-                    forwardTileK<K, S, UP, decltype(nrTag)::value, decltype(chTag)::value, A>(lay.len,
+                    forwardTileK<K, S, UP, decltype(nrTag)::value, decltype(chTag)::value, A, D>(lay.len,
                         kbRows + jv * kbJv, eWin + cc * eCh + jv * L, lay.esz, eCh, dRows + cc * dCh + jv * L, dRow,
                         dCh, n, lineStores);
                 }
@@ -1360,7 +1402,7 @@ void forwardBand(Geometry const& g, Layout const& lay, Band const& b, A const* E
                 int64_t const n = jv + 1 < lay.nJV ? L : lastLanes;
                 auto tile = [&](auto rowsTag, auto chTag, int64_t cc)
                 {
-                    forwardTile<decltype(rowsTag)::value, decltype(chTag)::value, A>(taps, g.k, kbRows + jv * kbJv,
+                    forwardTile<decltype(rowsTag)::value, decltype(chTag)::value, A, D>(taps, g.k, kbRows + jv * kbJv,
                         g.taps * L, eWin + cc * eCh + jv * L, lay.esz, eCh, dRows + cc * dCh + jv * L, dRow, dCh, n);
                 };
                 if (rows == 2)
@@ -1382,19 +1424,35 @@ template <typename scalar_t, typename acc_t, typename Runner>
 void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, scalar_t const* kern, scalar_t* out)
 {
     using A = acc_t;
-    Schedule const sch = makeSchedule(g, runner.threads(), kForwardBandRows);
+    Schedule const bands = makeSchedule(g, runner.threads(), kForwardBandRows);
     Layout const lay = makeLayout<A>(g);
     int64_t const plane = g.ho * g.wo;
     int64_t const cbMax = std::min(kChannelBlock, g.cg);
+    // When the bands do not share evenly among the threads, one thread would run the last band alone: each band's
+    // channel blocks are then split among the threads (the forward's channels are independent; each part packs the
+    // band's kernel weights itself)
+    int64_t const blocks = (g.cg + kChannelBlock - 1) / kChannelBlock;
+    int64_t const splits = bands.threads > 1 && bands.items % bands.threads != 0 ? std::min(bands.threads, blocks) : 1;
+    Schedule sch = bands;
+    sch.items = bands.items * splits;
     bool const stream = double(g.n) * g.c * plane * sizeof(scalar_t) >= double(kStreamBytes);
-    // The tiles write an fp32/fp64 output themselves: with non-temporal stores when it is large and its rows are
-    // whole 64-byte lines (compile-time k and s only), plain ones when it fits the caches. Otherwise a band's runs are
-    // staged (in L2) and go out front to back afterwards, converted to a narrow type, non-temporal when large (plain
-    // stores from the tiles, scattered over a dozen rows and channels, would each read a line of a large output first).
+    // A narrow output leaves the tiles converted where that takes one instruction a vector (fp16 with F16C, bf16
+    // with AVX512_BF16); bf16's rounding otherwise takes a dozen, which cost the "up" tiles more than a separate pass
+    // over rows staged in fp32 does (docs/PERFORMANCE.md)
+    constexpr bool convertInTiles = std::is_same_v<scalar_t, A> || (std::is_same_v<scalar_t, Half> && CARAFE_CPU_F16C)
+        || (std::is_same_v<scalar_t, BFloat16> && CARAFE_CPU_BF16 && CARAFE_CPU_VEC_BYTES == 64);
+    using D = std::conditional_t<convertInTiles, scalar_t, A>;
+    // The tiles write the output themselves: with non-temporal stores when it is large and its rows are whole 64-byte
+    // lines of fp32/fp64 (compile-time k and s only), plain ones when it fits the caches. Otherwise a band's runs are
+    // staged (in L2) and go out front to back, converted where still needed, non-temporal when large: plain stores from
+    // the tiles, scattered over a dozen rows and channels, would each read a line of a large output first. A narrow
+    // tile row is half a line, so a narrow output is stored from the tiles only while it is small (measured, fp16:
+    // up 25×42's 2.1 MB 6-9 % faster from the tiles, down 200×336's 8.6 MB 4-5 % faster staged).
     bool const lineStores = std::is_same_v<scalar_t, A> && stream && kLineStores && (g.wo * sizeof(A)) % 64 == 0
         && reinterpret_cast<uintptr_t>(out) % 64 == 0
         && withShape<A>(g, [](auto kTag, auto) { return kTag.value > 0; });
-    bool const staged = !std::is_same_v<scalar_t, A> || (stream && !lineStores);
+    bool const smallNarrow = convertInTiles && double(g.n) * g.c * plane * sizeof(scalar_t) < double(kStreamBytes / 4);
+    bool const staged = std::is_same_v<scalar_t, A> ? stream && !lineStores : !smallNarrow;
 
     withShape<A>(g,
         [&](auto kTag, auto sTag)
@@ -1404,26 +1462,28 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                 [&]
                 {
                     return [&, &E = threadScratch<A, Buffer::kExpanded>(), &Kb = threadScratch<A, Buffer::kKernels>(),
-                               &Ob = threadScratch<A, Buffer::kOutput>(),
+                               &Ob = threadScratch<D, Buffer::kOutput>(),
                                &Conv = threadScratch<scalar_t, Buffer::kConverted>()](int64_t item)
                     {
-                        Band const b = bandOf(g, sch, item);
+                        Band const b = bandOf(g, bands, item / splits);
+                        int64_t const split = item % splits;
                         int64_t const ny = b.yhi - b.ylo, nO = b.o1 - b.o0, chunk = nO * g.wo;
                         A* kb = Kb.get(static_cast<size_t>(nO * lay.nJV * g.taps * lay.L));
                         packKernels(g, kern + b.ng * g.taps * plane, b.o0, b.o1, kb);
                         A* e = E.get(static_cast<size_t>(cbMax * ny * lay.esz));
                         // a channel's output rows of the band are one contiguous run of the output
-                        A* ob = staged ? Ob.get(static_cast<size_t>(cbMax * chunk)) : nullptr;
-                        scalar_t* converted = std::is_same_v<scalar_t, A> ? nullptr : Conv.get(chunk);
-                        for (int64_t c0 = 0; c0 < g.cg; c0 += kChannelBlock)
+                        D* ob = staged ? Ob.get(static_cast<size_t>(cbMax * chunk)) : nullptr;
+                        scalar_t* converted = convertInTiles ? nullptr : Conv.get(chunk);
+                        for (int64_t blk = split * blocks / splits; blk < (split + 1) * blocks / splits; ++blk)
                         {
-                            int64_t const cb = std::min(kChannelBlock, g.cg - c0);
+                            int64_t const c0 = blk * kChannelBlock, cb = std::min(kChannelBlock, g.cg - c0);
                             int64_t const cFirst = b.gi * g.cg + c0; // channel index within the image
-                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e);
+                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e,
+                                blk == split * blocks / splits);
                             scalar_t* o = out + ((b.ni * g.c + cFirst) * g.ho + b.o0) * g.wo;
-                            A* dst = ob;
+                            D* dst = ob;
                             int64_t dCh = chunk;
-                            if constexpr (std::is_same_v<scalar_t, A>)
+                            if constexpr (convertInTiles)
                             {
                                 if (!staged)
                                 {
@@ -1431,8 +1491,8 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                                     dCh = plane;
                                 }
                             }
-                            // staged rows go out (converted) as soon as a tile row of all the channels is done,
-                            // while they are still in L1/L2
+                            // staged rows go out as soon as a tile row of all the channels is done, while they are
+                            // still in L1/L2
                             auto rowsDone = [&](int64_t oFirst, int64_t rows)
                             {
                                 if (staged)
@@ -1688,7 +1748,7 @@ void backwardKernel(Runner const& runner, Geometry const& g, scalar_t const* gou
                             int64_t const cFirst = b.gi * g.cg + c0;
                             GradRows<A> const G = stageGradRows(g, lay, gout + (b.ni * g.c + cFirst) * plane, cb,
                                 oc0, oc1, gb);
-                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e);
+                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e, c0 == 0);
                             if (g.up)
                             {
                                 gradKernelsBand<K, S, true>(g, lay, b, e, ny, G, cb, gk);

@@ -5,9 +5,10 @@ Built on first use with ``torch.utils.cpp_extension.load`` into a cache folder (
 compiled library always matches the torch it is loaded into; the build prints one line and takes a minute or so once,
 later processes load the cached library. ``pip install -e .`` therefore needs no torch at install time.
 
-The library holds the kernels three times, for AVX-512, AVX2 and the platform's baseline (x86-64 with GCC; other
-compilers and platforms get the baseline only), and uses the widest one this CPU runs (``isa()``);
-``CARAFE_DEPLOY_CPU_ISA=avx2`` (or ``generic``, ``avx512``) picks one for the process, ``use_isa`` for a while (tests).
+The library holds the kernels four times, for AVX-512 with BF16, AVX-512, AVX2 and the platform's baseline (x86-64
+with GCC; other compilers and platforms get the baseline only), and uses the widest one this CPU runs (``isa()``);
+``CARAFE_DEPLOY_CPU_ISA=avx2`` (or ``generic``, ``avx512``, ``avx512bf16``) picks one for the process, ``use_isa`` for
+a while (tests).
 
 When it cannot be had (no C++ compiler, a failed build, a non-GCC/Clang toolchain) the op warns once and runs the
 PyTorch formulation instead. ``CARAFE_DEPLOY_NO_CPU_EXT=1`` disables the kernels without a warning;
@@ -33,11 +34,11 @@ __all__ = ["DISABLE_ENV", "ISA_ENV", "ISAS", "REQUIRE_ENV", "SOURCES", "availabl
 DISABLE_ENV = "CARAFE_DEPLOY_NO_CPU_EXT"
 REQUIRE_ENV = "CARAFE_DEPLOY_REQUIRE_CPU_EXT"
 ISA_ENV = "CARAFE_DEPLOY_CPU_ISA"
-ISAS = ("generic", "avx2", "avx512")
+ISAS = ("generic", "avx2", "avx512", "avx512bf16")
 _CSRC = Path(__file__).resolve().parents[1] / "csrc"
 # compiled: the binding, the dispatcher and one translation unit per instruction set
 COMPILED = tuple(_CSRC / name for name in ("carafe_cpu.cpp", "carafe_cpu_dispatch.cpp",
-                                           *(f"carafe_cpu_isa_{isa}.cpp" for isa in ("generic", "avx2", "avx512"))))
+                                           *(f"carafe_cpu_isa_{isa}.cpp" for isa in ISAS)))
 # what the build depends on (its folder name hashes them)
 SOURCES = (*COMPILED, *(_CSRC / name for name in ("carafe_cpu_dispatch.h", "carafe_cpu_geometry.h",
                                                  "carafe_cpu_kernels.h", "carafe_cpu_isa_entry.h")))
@@ -177,7 +178,7 @@ def status() -> str:
 
 
 def isa() -> str:
-    """The instruction set the native kernels use now: "avx512", "avx2" or "generic" (loads them first)."""
+    """The instruction set the native kernels use now: one of ISAS (loads them first)."""
     reason = load()
     if reason is not None:
         raise RuntimeError(f"the native CPU kernels are not available: {reason}")

@@ -5,7 +5,7 @@ reach every path of the kernels: full vectors and partial last vectors, several 
 of "up" and "down", groups, every k and s (compile-time k = 3, 5 with s = 2, run-time otherwise), odd sizes, empty
 tensors, non-contiguous and channels_last inputs, all four dtypes, 1 and 2 threads; and against mmcv's vectors and
 gradcheck. The tests taking the ``isa`` fixture run once per instruction-set build of the kernels (generic, AVX2,
-AVX-512), each forced in turn; a build this CPU cannot run is skipped with the reason, never counted as passed.
+AVX-512, AVX-512 with BF16), each forced in turn; a build this CPU cannot run is skipped with the reason, never counted as passed.
 Outputs of 16 MB and more take the non-temporal store path, those of 4 MiB and more the reused-block allocator: both
 are checked against the PyTorch formulation. CARAFE_DEPLOY_REQUIRE_CPU_EXT=1 (CI) turns a missing kernel into a
 failure.
@@ -159,6 +159,24 @@ def test_large_outputs_stream_and_reuse(isa, dtype, tol, mode, shape):
         del out, gx, gk
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode,shape", [
+    ("up", (1, 40, 9, 21)),  # small output: the tiles write it (converted in the registers where one instruction does)
+    ("up", (1, 128, 100, 168)),  # 16 MB and more: staged rows, streamed (bf16 rounded in a separate pass without BF16)
+    ("down", (1, 64, 400, 336)),
+])
+def test_narrow_outputs_round_as_pytorch_does(isa, dtype, mode, shape):
+    # a narrow output is the fp32 result rounded to nearest even, whichever build converts it and wherever: torch's own
+    # conversion of the fp32 kernels' result on the same (narrow-valued) inputs is the reference, bit for bit
+    x, kern, _ = _inputs(*shape, 5, 1, 2, mode, dtype=torch.float32, seed=11)
+    xs, ks = x.to(dtype), kern.to(dtype)
+    want = torch.ops.carafe_deploy_cpu.forward(xs.float(), ks.float(), 5, 1, 2, mode).to(dtype)
+    got = torch.ops.carafe_deploy_cpu.forward(xs, ks, 5, 1, 2, mode)
+    assert got.dtype == dtype
+    mismatched = (got.view(torch.int16) != want.view(torch.int16)).sum().item()
+    assert mismatched == 0, f"{mismatched} of {got.numel()} values rounded differently"
+
+
 @pytest.mark.parametrize("mode", ["up", "down"])
 def test_non_contiguous_and_channels_last(isa, mode):
     x, kern, gout = _inputs(1, 12, 8, 11, 3, 2, 2, mode, seed=4)
@@ -198,6 +216,24 @@ def test_two_threads_give_the_same_bits_as_one(isa, mode):
         torch.set_num_threads(before)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode,shape", [("up", (1, 48, 13, 34)), ("down", (1, 192, 26, 68))])
+def test_two_threads_share_an_odd_number_of_bands_by_channels(isa, mode, shape):
+    # 7 bands for 2 threads: the forward splits each band's channel blocks between the threads instead of leaving
+    # the last band to one of them; every channel must still be written once, with the bits one thread gives
+    x, kern, gout = _inputs(*shape, 5, 1, 2, mode, dtype=torch.float32, seed=12)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = carafe(x, kern, 5, 1, 2, mode)
+        torch.set_num_threads(1)
+        one = carafe(x, kern, 5, 1, 2, mode)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, one)
+    ref = carafe_reference(x.double().numpy(), kern.double().numpy(), 5, 1, 2, mode)
+    assert float(np.abs(out.double().numpy() - ref).max()) <= 2e-6 * max(1.0, float(np.abs(ref).max()))
 
 
 def test_native_matches_the_pytorch_formulation_at_an_fpn_shape():
