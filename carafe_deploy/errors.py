@@ -76,6 +76,7 @@ def run_guarded(prog: str, fn: Callable[[], int | None], debug: bool = False) ->
     try:
         return int(fn() or 0)
     except KeyboardInterrupt:
+        _forget_unhandled_interrupt()
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 -- this is the boundary
@@ -89,6 +90,20 @@ def run_guarded(prog: str, fn: Callable[[], int | None], debug: bool = False) ->
         status, message = known
         print(f"{prog}: error: {message}", file=sys.stderr)
         return status
+
+
+def _forget_unhandled_interrupt() -> None:
+    """CPython (3.8 to 3.12 at least) remembers a KeyboardInterrupt that ended a ``PyRun_*`` call -- C extensions run
+    Python code through them, during ``import torch`` among others -- even when the program catches it further up,
+    and a ``python -m`` process then ends by SIGINT at exit instead of with the status it chose (seen in CI: Ctrl-C
+    during the demo's imports gave -2, not 130). Each ``PyRun_*`` call clears that flag first, so running an empty one
+    forgets the caught interrupt."""
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyRun_SimpleStringFlags(b"", None)
+    except Exception:  # noqa: BLE001 -- not CPython, or no ctypes: nothing to forget there
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------------------

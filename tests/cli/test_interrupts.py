@@ -93,6 +93,30 @@ def test_ctrl_c_during_the_dynamo_export_ends_export_and_keeps_the_old_file(swal
     assert _hidden(tmp_path) == []  # no temporary file left either
 
 
+def test_an_interrupt_caught_after_a_c_extension_saw_it_still_exits_130(tmp_path):
+    # Ctrl-C inside a PyRun_* call of a C extension (torch's import runs some) sets a flag in CPython that survives the
+    # catch, and a `python -m` process then dies by SIGINT (-2) at exit; the CLI's boundary clears it (errors.py)
+    (tmp_path / "interrupted_in_c.py").write_text(textwrap.dedent("""
+        import ctypes
+        import sys
+
+        from carafe_deploy.errors import run_guarded
+
+
+        def work():
+            ctypes.pythonapi.PyRun_SimpleStringFlags(b"raise KeyboardInterrupt", None)  # as if inside an extension
+            raise KeyboardInterrupt
+
+
+        sys.exit(run_guarded("carafe-deploy test", work))
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "interrupted_in_c"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "carafe-deploy test: interrupted"
+
+
 def test_an_interrupted_demo_leaves_no_empty_folder(tmp_path):
     out = tmp_path / "demo"
     proc = _cli("demo", "-o", out, "--no-sample")
