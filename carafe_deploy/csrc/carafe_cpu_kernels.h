@@ -64,8 +64,8 @@
 #define CARAFE_CPU_F16C 0
 #endif
 #endif
-#ifndef CARAFE_CPU_BF16
-#if defined(__AVX512BF16__)
+#ifndef CARAFE_CPU_BF16 // AVX512_BF16's rounding to bf16, used on 512-bit vectors
+#if defined(__AVX512BF16__) && CARAFE_CPU_VEC_BYTES == 64
 #define CARAFE_CPU_BF16 1
 #else
 #define CARAFE_CPU_BF16 0
@@ -368,7 +368,7 @@ struct Io
 #endif
         }
 #endif
-#if CARAFE_CPU_BF16 && CARAFE_CPU_VEC_BYTES == 64
+#if CARAFE_CPU_BF16
         else if constexpr (std::is_same_v<S, BFloat16> && std::is_same_v<A, float>)
         {
             // rounds to nearest even as the integer path below does; results below 2^-126 flush to zero (the
@@ -1440,7 +1440,7 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
     // with AVX512_BF16); bf16's rounding otherwise takes a dozen, which cost the "up" tiles more than a separate pass
     // over rows staged in fp32 does (docs/PERFORMANCE.md)
     constexpr bool convertInTiles = std::is_same_v<scalar_t, A> || (std::is_same_v<scalar_t, Half> && CARAFE_CPU_F16C)
-        || (std::is_same_v<scalar_t, BFloat16> && CARAFE_CPU_BF16 && CARAFE_CPU_VEC_BYTES == 64);
+        || (std::is_same_v<scalar_t, BFloat16> && CARAFE_CPU_BF16);
     using D = std::conditional_t<convertInTiles, scalar_t, A>;
     // The tiles write the output themselves: with non-temporal stores when it is large and its rows are whole 64-byte
     // lines of fp32/fp64 (compile-time k and s only), plain ones when it fits the caches. Otherwise a band's runs are
@@ -1474,12 +1474,12 @@ void forwardKernel(Runner const& runner, Geometry const& g, scalar_t const* x, s
                         // a channel's output rows of the band are one contiguous run of the output
                         D* ob = staged ? Ob.get(static_cast<size_t>(cbMax * chunk)) : nullptr;
                         scalar_t* converted = convertInTiles ? nullptr : Conv.get(chunk);
-                        for (int64_t blk = split * blocks / splits; blk < (split + 1) * blocks / splits; ++blk)
+                        int64_t const blk0 = split * blocks / splits, blk1 = (split + 1) * blocks / splits;
+                        for (int64_t blk = blk0; blk < blk1; ++blk)
                         {
                             int64_t const c0 = blk * kChannelBlock, cb = std::min(kChannelBlock, g.cg - c0);
                             int64_t const cFirst = b.gi * g.cg + c0; // channel index within the image
-                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e,
-                                blk == split * blocks / splits);
+                            expandRows(g, lay, x + b.ni * g.c * g.h * g.w, cFirst, cb, b.ylo, b.yhi, e, blk == blk0);
                             scalar_t* o = out + ((b.ni * g.c + cFirst) * g.ho + b.o0) * g.wo;
                             D* dst = ob;
                             int64_t dCh = chunk;
